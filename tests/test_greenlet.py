@@ -1,0 +1,776 @@
+"""The greenlet-compatible face, tested against greenlet's documented rules.
+
+Each test states one rule of greenlet 3.x's documentation.  The same file runs
+against the real ``greenlet`` package when ``GREENLET_UNDER_TEST=greenlet``, which
+is how we know the tests encode greenlet's rules and not our own reading of them.
+By default it runs against ``stackful.greenlet``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import gc
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+UNDER_TEST = os.environ.get("GREENLET_UNDER_TEST", "stackful")
+if UNDER_TEST == "greenlet":
+    gl: ModuleType = pytest.importorskip("greenlet")
+else:
+    gl = importlib.import_module("stackful.greenlet")
+
+greenlet: Any = gl.greenlet
+getcurrent: Callable[[], Any] = gl.getcurrent
+GreenletExit: type[BaseException] = gl.GreenletExit
+
+only_stackful = pytest.mark.skipif(UNDER_TEST != "stackful", reason="stackful.greenlet only")
+
+
+def _live_greenlets() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet))
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test leaves no greenlet alive and no trace function behind."""
+    getcurrent()  # the main greenlet exists before counting
+    gc.collect()
+    before = _live_greenlets()
+    yield
+    assert gl.gettrace() is None
+    assert getcurrent().parent is None, "a test ended outside the main greenlet"
+    gc.collect()
+    assert _live_greenlets() <= before
+
+
+# -- switching and passing values ---------------------------------------------------------------
+
+
+def test_first_switch_calls_run_with_the_arguments() -> None:
+    g = greenlet(lambda *a, **k: (a, k))
+    assert g.switch(1, 2, x=3) == ((1, 2), {"x": 3})
+
+
+def test_later_switches_pack_arguments_like_greenlet() -> None:
+    main = getcurrent()
+
+    def echo() -> None:
+        received = main.switch()
+        while True:
+            received = main.switch(received)
+
+    g = greenlet(echo)
+    g.switch()
+    assert g.switch() == ()
+    assert g.switch(1) == 1
+    assert g.switch(None) is None
+    assert g.switch(1, 2) == (1, 2)
+    assert g.switch(a=1) == {"a": 1}
+    assert g.switch(1, a=2) == ((1,), {"a": 2})
+    assert g.switch(1, 2, a=3) == ((1, 2), {"a": 3})
+    del g  # dropped while suspended: killed (see the GC tests)
+
+
+def test_switches_interleave_as_in_the_docs() -> None:
+    seen: list[object] = []
+
+    def test1(x: str, y: str) -> None:
+        seen.append(gr2.switch(x + y))
+
+    def test2(u: str) -> None:
+        seen.append(u)
+        gr1.switch(42)
+
+    gr1 = greenlet(test1)
+    gr2 = greenlet(test2)
+    gr1.switch("hello", " world")
+    assert seen == ["hello world", 42]
+    assert gr1.dead and not gr2.dead
+    gr2.throw()  # finish it so nothing is left suspended
+    assert gr2.dead
+
+
+def test_return_value_of_run_goes_to_the_parent() -> None:
+    g = greenlet(lambda: "done")
+    assert g.switch() == "done"
+    assert g.dead
+
+
+def test_exception_escaping_run_is_raised_in_the_parent() -> None:
+    def fails() -> None:
+        raise KeyError("boom")
+
+    g = greenlet(fails)
+    with pytest.raises(KeyError, match="boom"):
+        g.switch()
+    assert g.dead
+
+
+def test_exception_goes_to_the_parent_not_to_the_switcher() -> None:
+    main = getcurrent()
+    caught: list[BaseException] = []
+
+    def parent_body() -> None:
+        try:
+            main.switch()
+        except ZeroDivisionError as e:
+            caught.append(e)
+
+    parent = greenlet(parent_body)
+    parent.switch()
+    child = greenlet(lambda: 1 / 0, parent)
+    child.switch()  # child dies; its error lands in `parent`, which then returns to main
+    assert len(caught) == 1 and parent.dead and child.dead
+
+
+def test_greenlet_exit_escaping_run_is_returned_to_the_parent() -> None:
+    class Quit(GreenletExit):
+        pass
+
+    def quits() -> None:
+        raise Quit("bye")
+
+    result = greenlet(quits).switch()
+    assert type(result) is Quit and result.args == ("bye",)
+
+
+def test_switch_to_self_returns_the_arguments() -> None:
+    assert greenlet(lambda: getcurrent().switch(7)).switch() == 7
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+
+def test_run_is_the_callable_given_and_can_be_set_before_start() -> None:
+    def first() -> int:
+        return 1
+
+    def second() -> int:
+        return 2
+
+    g = greenlet(first)
+    assert g.run is first
+    g.run = second
+    assert g.switch() == 2
+
+
+def test_run_can_be_a_method_of_a_subclass() -> None:
+    class Worker(greenlet):  # type: ignore[misc]
+        started_with: tuple[Any, ...] = ()
+
+        def run(self, *args: Any) -> str:
+            self.started_with = args
+            return "ran"
+
+    w = Worker()
+    assert w.switch(1, 2) == "ran"
+    assert w.started_with == (1, 2)
+    assert isinstance(w, greenlet)
+
+
+def test_run_is_gone_after_start() -> None:
+    main = getcurrent()
+    g = greenlet(lambda: main.switch())
+    g.switch()
+    with pytest.raises(AttributeError):
+        _ = g.run
+    with pytest.raises(AttributeError):
+        g.run = lambda: None
+    with pytest.raises(AttributeError):
+        del g.run
+    g.throw()
+
+
+def test_switching_to_a_greenlet_without_run_raises_attribute_error() -> None:
+    g = greenlet()
+    with pytest.raises(AttributeError):
+        g.switch()
+
+
+def test_run_that_is_not_callable_fails_when_started() -> None:
+    g = greenlet(5)
+    with pytest.raises(TypeError):
+        g.switch()
+
+
+def test_greenlets_have_a_dict() -> None:
+    g = greenlet(lambda: None)
+    g.note = "mine"
+    assert g.__dict__["note"] == "mine"
+
+
+# -- throw ----------------------------------------------------------------------------------------
+
+
+def _wait_for_exception() -> BaseException | None:
+    """Run body: park in the parent, then return what was thrown in (or None)."""
+    try:
+        getcurrent().parent.switch()
+    except BaseException as e:  # noqa: B036 - the point is to see every kind
+        return e
+    return None
+
+
+def test_throw_defaults_to_greenlet_exit_and_returns_it() -> None:
+    def parks() -> None:
+        getcurrent().parent.switch()
+
+    g = greenlet(parks)
+    g.switch()
+    result = g.throw()
+    assert isinstance(result, GreenletExit)
+    assert g.dead
+
+
+def test_throw_resumes_the_greenlet_with_the_exception() -> None:
+    g = greenlet(_wait_for_exception)
+    g.switch()
+    result = g.throw(ValueError, "msg")
+    assert type(result) is ValueError and result.args == ("msg",)
+
+
+def test_uncaught_thrown_exception_propagates_to_the_parent() -> None:
+    def parks() -> None:
+        getcurrent().parent.switch()
+
+    g = greenlet(parks)
+    g.switch()
+    with pytest.raises(ValueError):
+        g.throw(ValueError)
+    assert g.dead
+
+
+def test_throw_accepts_the_forms_of_raise() -> None:
+    g = greenlet(_wait_for_exception)
+    g.switch()
+    instance = KeyError("k")
+    assert g.throw(instance) is instance
+
+    g = greenlet(_wait_for_exception)
+    g.switch()
+    result = g.throw(ValueError, ("a", "b"))
+    assert type(result) is ValueError and result.args == ("a", "b")
+
+    try:
+        raise KeyError("tb")
+    except KeyError as e:
+        tb = e.__traceback__
+    g = greenlet(_wait_for_exception)
+    g.switch()
+    result = g.throw(KeyError, KeyError("tb"), tb)
+    assert type(result) is KeyError and result.__traceback__ is not None
+
+
+def test_throw_rejects_malformed_arguments_without_switching() -> None:
+    g = greenlet(_wait_for_exception)
+    g.switch()
+    with pytest.raises(TypeError):
+        g.throw(ValueError("x"), "separate value")
+    with pytest.raises(TypeError):
+        g.throw(KeyError, None, 5)
+    with pytest.raises(TypeError):
+        g.throw(5)
+    assert not g.dead
+    assert isinstance(g.throw(), GreenletExit)
+
+
+def test_throw_into_an_unstarted_greenlet_kills_it_without_running() -> None:
+    ran: list[bool] = []
+    g = greenlet(lambda: ran.append(True))
+    with pytest.raises(ValueError):
+        g.throw(ValueError)
+    assert g.dead and not ran
+
+    g = greenlet(lambda: ran.append(True))
+    assert isinstance(g.throw(), GreenletExit)
+    assert g.dead and not ran
+
+
+def test_throw_into_a_dead_greenlet_goes_to_its_parent() -> None:
+    g = greenlet(lambda: None)
+    g.switch()
+    with pytest.raises(KeyError):
+        g.throw(KeyError)  # the parent is main, the thrower: it raises here
+
+
+# -- parent ---------------------------------------------------------------------------------------
+
+
+def test_main_greenlet_has_no_parent_and_others_default_to_their_creator() -> None:
+    main = getcurrent()
+    assert main.parent is None
+    g = greenlet(lambda: getcurrent().parent)
+    assert g.parent is main
+    assert g.switch() is main
+
+    def spawn() -> Any:
+        return greenlet(lambda: None).parent
+
+    outer = greenlet(spawn)
+    assert outer.switch() is outer
+
+
+def test_parent_given_at_creation_receives_the_result() -> None:
+    got: list[object] = []
+    parent = greenlet(lambda result: got.append(result))
+    child = greenlet(lambda: "from child", parent)
+    child.switch()
+    assert got == ["from child"] and parent.dead
+
+
+def test_parent_can_be_changed_later() -> None:
+    got: list[object] = []
+    parent = greenlet(lambda result: got.append(result))
+    child = greenlet(lambda: "later")
+    child.parent = parent
+    assert child.parent is parent
+    child.switch()
+    assert got == ["later"]
+
+
+def test_parent_cycle_is_a_value_error() -> None:
+    a = greenlet(lambda: None)
+    b = greenlet(lambda: None, a)
+    with pytest.raises(ValueError):
+        a.parent = b
+    with pytest.raises(ValueError):
+        a.parent = a
+    assert a.parent is getcurrent()
+
+
+def test_parent_must_be_a_greenlet() -> None:
+    g = greenlet(lambda: None)
+    with pytest.raises(TypeError):
+        g.parent = 42
+    with pytest.raises(TypeError):
+        greenlet(lambda: None, parent=42)
+    with pytest.raises(AttributeError):
+        del g.parent
+
+
+def test_parent_on_another_thread_is_a_value_error() -> None:
+    ready, finish = threading.Event(), threading.Event()
+    theirs: list[Any] = []
+
+    def thread_body() -> None:
+        theirs.append(getcurrent())
+        ready.set()
+        finish.wait()
+
+    t = threading.Thread(target=thread_body)
+    t.start()
+    ready.wait()
+    try:
+        g = greenlet(lambda: getcurrent().parent.switch())
+        g.switch()
+        with pytest.raises(ValueError):
+            g.parent = theirs[0]
+        g.throw()
+    finally:
+        finish.set()
+        t.join()
+
+
+def test_dead_parents_are_skipped_on_return() -> None:
+    dead_parent = greenlet(lambda: None)
+    dead_parent.switch()
+    child = greenlet(lambda: 7, dead_parent)
+    assert child.switch() == 7  # dead_parent's parent (main) receives it
+
+
+# -- dead, bool, state ----------------------------------------------------------------------------
+
+
+def test_dead_and_bool_follow_the_lifecycle() -> None:
+    main = getcurrent()
+    assert bool(main) and not main.dead
+    seen: list[tuple[bool, bool]] = []
+
+    def body() -> None:
+        me = getcurrent()
+        seen.append((bool(me), me.dead))
+        main.switch()
+
+    g = greenlet(body)
+    assert not g and not g.dead  # not yet started
+    g.switch()
+    assert seen == [(True, False)]  # running
+    assert g and not g.dead  # suspended
+    g.switch()
+    assert not g and g.dead  # finished
+
+
+# -- switching to dead greenlets ------------------------------------------------------------------
+
+
+def test_switching_to_a_dead_greenlet_goes_to_its_parent() -> None:
+    def inner() -> int:
+        return 42
+
+    def outer() -> tuple[object, object, Any]:
+        inner_glet = greenlet(inner)
+        first = inner_glet.switch()
+        second = inner_glet.switch()  # inner is dead: this "switches" to outer itself
+        return first, second, inner_glet
+
+    first, second, inner_glet = greenlet(outer).switch()
+    assert (first, second) == (42, ())
+    assert inner_glet.switch() == ()  # inner and outer are dead: lands in main
+    assert inner_glet.switch(1, 2) == (1, 2)
+
+
+# -- getcurrent -----------------------------------------------------------------------------------
+
+
+def test_getcurrent_is_the_running_greenlet() -> None:
+    main = getcurrent()
+    assert isinstance(main, greenlet)
+    assert getcurrent() is main
+
+    class Sub(greenlet):  # type: ignore[misc]
+        def run(self) -> Any:
+            return getcurrent()
+
+    s = Sub()
+    assert s.switch() is s
+
+
+# -- gr_frame ---------------------------------------------------------------------------------------
+
+
+def test_gr_frame_is_the_suspended_frame_only() -> None:
+    main = getcurrent()
+    seen_while_running: list[object] = []
+
+    def parks_here() -> None:
+        seen_while_running.append(getcurrent().gr_frame)
+        main.switch()
+
+    g = greenlet(parks_here)
+    assert g.gr_frame is None  # not started
+    g.switch()
+    assert seen_while_running == [None]  # running
+    assert main.gr_frame is None
+    frame = g.gr_frame
+    assert frame is not None and frame.f_code.co_name == "parks_here"
+    del frame
+    g.switch()
+    assert g.gr_frame is None  # dead
+
+
+# -- gr_context -----------------------------------------------------------------------------------
+
+var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+
+
+def _read_then_set(value: int) -> int:
+    seen = var.get()
+    var.set(value)
+    return seen
+
+
+def test_a_new_greenlet_runs_in_an_empty_context() -> None:
+    token = var.set(1)
+    try:
+        g = greenlet(_read_then_set)
+        assert g.gr_context is None
+        assert g.switch(2) == 0
+        assert var.get() == 1
+    finally:
+        var.reset(token)
+
+
+def test_gr_context_can_be_a_copy_or_shared() -> None:
+    token = var.set(1)
+    try:
+        g = greenlet(_read_then_set)
+        copied = contextvars.copy_context()
+        g.gr_context = copied
+        assert g.gr_context is copied
+        assert g.switch(2) == 1
+        assert var.get() == 1 and copied[var] == 2
+
+        shared = greenlet(_read_then_set)
+        shared.gr_context = getcurrent().gr_context
+        assert shared.switch(3) == 1
+        assert var.get() == 3
+    finally:
+        var.reset(token)
+
+
+def test_gr_context_tracks_what_the_greenlet_set() -> None:
+    main = getcurrent()
+
+    def sets_then_parks() -> None:
+        var.set(5)
+        main.switch()
+
+    g = greenlet(sets_then_parks)
+    g.switch()
+    ctx = g.gr_context
+    assert ctx is not None and ctx[var] == 5
+    assert var.get() == 0
+    replacement = contextvars.Context()
+    g.gr_context = replacement
+    assert g.gr_context is replacement
+    g.switch()
+
+
+# -- tracing --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trace_log() -> Iterator[list[tuple[str, Any, Any]]]:
+    log: list[tuple[str, Any, Any]] = []
+
+    def callback(event: str, args: Any) -> None:
+        if event in ("switch", "throw"):
+            origin, target = args
+            log.append((event, origin, target))
+
+    previous = gl.settrace(callback)
+    try:
+        yield log
+    finally:
+        gl.settrace(previous)
+        log.clear()
+
+
+def test_settrace_returns_the_previous_callback_and_gettrace_reads_it() -> None:
+    def first(event: str, args: Any) -> None:
+        pass
+
+    def second(event: str, args: Any) -> None:
+        pass
+
+    assert gl.gettrace() is None
+    assert gl.settrace(first) is None
+    assert gl.gettrace() is first
+    assert gl.settrace(second) is first
+    assert gl.settrace(None) is second
+    assert gl.gettrace() is None
+
+
+def test_trace_sees_switch_and_throw_events(trace_log: list[tuple[str, Any, Any]]) -> None:
+    main = getcurrent()
+
+    def origin_run() -> None:
+        target.switch()
+        target.throw()
+
+    def target_run() -> None:
+        origin.switch()
+
+    origin = greenlet(origin_run)
+    target = greenlet(target_run)
+    origin.switch()
+    assert trace_log == [
+        ("switch", main, origin),
+        ("switch", origin, target),
+        ("switch", target, origin),
+        ("throw", origin, target),
+        ("switch", target, main),  # target returned GreenletExit; origin is dead: main gets it
+    ]
+
+
+def test_trace_reports_death_by_exception_as_throw(trace_log: list[tuple[str, Any, Any]]) -> None:
+    main = getcurrent()
+
+    def fails() -> None:
+        raise KeyError
+
+    g = greenlet(fails)
+    with pytest.raises(KeyError):
+        g.switch()
+    assert trace_log == [("switch", main, g), ("throw", g, main)]
+
+
+def test_trace_callback_runs_in_the_target() -> None:
+    main = getcurrent()
+    in_target: list[bool] = []
+
+    def callback(event: str, args: Any) -> None:
+        if event in ("switch", "throw"):
+            in_target.append(getcurrent() is args[1])
+
+    g = greenlet(lambda: main.switch())
+    gl.settrace(callback)
+    try:
+        g.switch()
+        g.switch()
+    finally:
+        gl.settrace(None)
+    assert in_target == [True, True, True, True]
+
+
+def test_trace_callback_error_is_raised_in_the_target() -> None:
+    main = getcurrent()
+
+    def body() -> str:
+        try:
+            main.switch()
+        except ZeroDivisionError as e:
+            return f"caught {e}"
+        return "not caught"
+
+    def callback(event: str, args: Any) -> None:
+        raise ZeroDivisionError(event)
+
+    g = greenlet(body)
+    g.switch()
+    gl.settrace(callback)
+    try:
+        result = g.switch()
+    finally:
+        gl.settrace(None)
+    assert result == "caught switch"
+
+
+# -- weak references and garbage collection ---------------------------------------------------
+
+
+def test_weak_references_die_with_the_greenlet() -> None:
+    g = greenlet(lambda: None)
+    ref = weakref.ref(g)
+    assert ref() is g
+    del g
+    gc.collect()
+    assert ref() is None
+
+
+def test_unreachable_suspended_greenlet_gets_greenlet_exit() -> None:
+    main = getcurrent()
+    events: list[str] = []
+
+    def loop() -> None:
+        try:
+            while True:
+                main.switch()
+        except GreenletExit:
+            events.append("exit")
+        finally:
+            events.append("finally")
+
+    g = greenlet(loop)
+    g.switch()
+    g.switch()
+    ref = weakref.ref(g)
+    del g
+    gc.collect()
+    assert events == ["exit", "finally"]
+    assert ref() is None
+
+
+# -- threads ----------------------------------------------------------------------------------------
+
+
+def test_each_thread_has_its_own_main_greenlet() -> None:
+    theirs: list[Any] = []
+    t = threading.Thread(target=lambda: theirs.append((getcurrent(), getcurrent().parent)))
+    t.start()
+    t.join()
+    (their_main, their_parent), = theirs
+    assert their_main is not getcurrent()
+    assert their_parent is None
+    del theirs, their_main
+
+
+def test_switching_to_another_threads_greenlet_is_an_error() -> None:
+    ready, finish = threading.Event(), threading.Event()
+    theirs: list[Any] = []
+
+    def thread_body() -> None:
+        theirs.append(getcurrent())
+        child = greenlet(lambda: getcurrent().parent.switch())
+        child.switch()
+        theirs.append(child)
+        ready.set()
+        finish.wait()
+        child.throw()
+
+    t = threading.Thread(target=thread_body)
+    t.start()
+    ready.wait()
+    try:
+        for other in theirs:
+            with pytest.raises(gl.error):
+                other.switch()
+            with pytest.raises(gl.error):
+                other.throw(ValueError)
+    finally:
+        finish.set()
+        t.join()
+    del theirs
+
+
+# -- the module's surface ---------------------------------------------------------------------------
+
+
+def test_exception_classes() -> None:
+    assert issubclass(GreenletExit, BaseException)
+    assert not issubclass(GreenletExit, Exception)
+    assert issubclass(gl.error, Exception)
+
+
+# -- install() ---------------------------------------------------------------------------------------
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    src = str(Path(gl.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@only_stackful
+def test_install_makes_import_greenlet_resolve_to_stackful() -> None:
+    done = _run_python(
+        """
+        import stackful.greenlet
+        stackful.greenlet.install()
+        import greenlet
+        from greenlet import getcurrent, greenlet as G
+        assert greenlet is stackful.greenlet
+        assert G is stackful.greenlet.greenlet
+        assert G(lambda x: x + 1).switch(1) == 2
+        assert isinstance(getcurrent(), G)
+        stackful.greenlet.install()  # a second call is harmless
+        print("ok")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@only_stackful
+def test_install_refuses_when_real_greenlet_is_already_imported() -> None:
+    done = _run_python(
+        """
+        import sys, types
+        sys.modules["greenlet"] = types.ModuleType("greenlet")  # stands in for the real one
+        import stackful.greenlet
+        try:
+            stackful.greenlet.install()
+        except RuntimeError as e:
+            print("refused:", e)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused:")
+    assert "greenlet" in done.stdout
