@@ -1,0 +1,21 @@
+"""The scheduler core: runtime, tasks, ready queue, timers, I/O poller, clocks, park/wake.
+
+Nothing here imports the user-facing primitives; they are built on ``stackful.lowlevel``,
+which re-exports the small part of this package they need.
+"""
+
+from ._clock import Clock, SystemClock, VirtualClock
+from ._exceptions import BusyResourceError, Cancelled, DeadlockError, TooManyTasksError
+from ._io import HasFileno, fileno_of
+from ._run import Runtime, current_runtime_or_none, get_runtime, get_task
+from ._task import BLOCKED, FINISHED, READY, RUNNING, Task, TaskExceptHookArgs, default_excepthook
+from ._timeout import TimeoutScope
+from ._timers import Timer
+
+__all__ = [
+    "BLOCKED", "FINISHED", "READY", "RUNNING",
+    "BusyResourceError", "Cancelled", "Clock", "DeadlockError", "HasFileno", "Runtime",
+    "SystemClock", "Task", "TaskExceptHookArgs", "TimeoutScope", "Timer", "TooManyTasksError",
+    "VirtualClock", "current_runtime_or_none", "default_excepthook", "fileno_of", "get_runtime",
+    "get_task",
+]

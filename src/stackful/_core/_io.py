@@ -1,0 +1,127 @@
+"""The I/O poller: which task waits for which file descriptor, on top of ``selectors``.
+
+Waits are one-shot: when an fd becomes readable the reader is handed back and its
+registration dropped, so a task that wants to wait again registers again.  That costs an
+``epoll_ctl`` per wait, but keeps the bookkeeping trivially correct under cancellation.
+"""
+
+from __future__ import annotations
+
+import selectors
+from typing import Any, Protocol
+
+from ._exceptions import BusyResourceError
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+
+
+class HasFileno(Protocol):
+    """Anything with a ``fileno()``: sockets, pipes' file objects, selectors' keys..."""
+
+    def fileno(self) -> int: ...
+
+
+def fileno_of(obj: int | HasFileno) -> int:
+    """Return the file descriptor of an int or of an object with ``fileno()``."""
+    if isinstance(obj, int):
+        fd = obj
+    else:
+        try:
+            method = obj.fileno
+        except AttributeError:
+            raise TypeError(
+                f"expected a file descriptor or an object with fileno(), got {type(obj).__name__}"
+            ) from None
+        fd = method()
+        if not isinstance(fd, int):
+            raise TypeError(f"fileno() returned {type(fd).__name__}, not int")
+    if fd < 0:
+        raise ValueError(f"invalid file descriptor {fd}")
+    return fd
+
+
+class IOPoller:
+    """Maps (fd, READ/WRITE) to the one waiter for it; :meth:`poll` returns the waiters woken."""
+
+    __slots__ = ("_selector", "_waiters")
+
+    def __init__(self) -> None:
+        # Created lazily: most runs never touch a file descriptor.
+        self._selector: selectors.BaseSelector | None = None
+        # fd -> [reader or None, writer or None]
+        self._waiters: dict[int, list[Any]] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Number of file descriptors somebody waits on."""
+        return len(self._waiters)
+
+    def _sel(self) -> selectors.BaseSelector:
+        if self._selector is None:
+            self._selector = selectors.DefaultSelector()
+        return self._selector
+
+    def add(self, fd: int, event: int, waiter: Any, describe: str) -> None:
+        """Register ``waiter`` for ``event`` on ``fd``; one waiter per (fd, event)."""
+        slot = 0 if event == READ else 1
+        pair = self._waiters.get(fd)
+        if pair is None:
+            pair = [None, None]
+            pair[slot] = waiter
+            self._sel().register(fd, event)
+            self._waiters[fd] = pair
+            return
+        if pair[slot] is not None:
+            raise BusyResourceError(
+                f"another task is already waiting for fd {fd} to become {describe}"
+            )
+        pair[slot] = waiter
+        self._sel().modify(fd, READ | WRITE)
+
+    def remove(self, fd: int, event: int, waiter: Any) -> None:
+        """Drop ``waiter``'s registration (cancellation or timeout); no-op if already gone."""
+        pair = self._waiters.get(fd)
+        slot = 0 if event == READ else 1
+        if pair is None or pair[slot] is not waiter:
+            return
+        pair[slot] = None
+        self._update(fd, pair)
+
+    def _update(self, fd: int, pair: list[Any]) -> None:
+        sel = self._sel()
+        mask = (READ if pair[0] is not None else 0) | (WRITE if pair[1] is not None else 0)
+        if mask:
+            sel.modify(fd, mask)
+        else:
+            del self._waiters[fd]
+            try:
+                sel.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                # The fd may already be closed; epoll forgot it then, which is what we want.
+                pass
+
+    def poll(self, timeout: float | None) -> list[Any]:
+        """Wait up to ``timeout`` seconds (None: forever); return the waiters whose fd is ready."""
+        sel = self._sel()
+        woken: list[Any] = []
+        for key, events in sel.select(timeout):
+            fd = key.fd
+            pair = self._waiters.get(fd)
+            if pair is None:
+                continue
+            if events & READ and pair[0] is not None:
+                woken.append(pair[0])
+                pair[0] = None
+            if events & WRITE and pair[1] is not None:
+                woken.append(pair[1])
+                pair[1] = None
+            self._update(fd, pair)
+        return woken
+
+    def close(self) -> None:
+        """Release the selector."""
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        self._waiters.clear()

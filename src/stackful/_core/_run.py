@@ -1,0 +1,644 @@
+"""The runtime: ready queue, timers, I/O poller and the switches between task fibers.
+
+Principles (the seeds' ``Runtime`` grown up):
+
+* One runtime per OS thread, found through a thread-local; ``run`` owns it for its duration.
+* Every task is a :class:`Fiber` whose parent is the *hub*: the fiber that called ``run``.
+  The hub only runs when no task is ready (to block on timers / I/O), when the main task
+  finishes, and on shutdown.
+* A task that yields, blocks or finishes hands over *directly* to the next ready task: one
+  fiber switch, never a bounce through the hub.  A finishing task does it by re-parenting its
+  dying fiber onto the next task's fiber, so the core's "return to parent" is that switch.
+* Every suspension goes through :meth:`Runtime.park` or :meth:`Runtime.yield_now`; those are
+  the only places where a task gives up control, and the only places where a pending
+  cancellation, timeout or deferred Ctrl-C is raised.
+* Nothing here imports the user primitives; they sit on ``stackful.lowlevel``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import signal
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from .._native import Fiber, FiberExit, current
+from ._clock import Clock, SystemClock
+from ._exceptions import Cancelled, DeadlockError, TooManyTasksError
+from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of
+from ._task import (
+    BLOCKED,
+    FINISHED,
+    READY,
+    RUNNING,
+    Task,
+    TaskExceptHookArgs,
+    default_excepthook,
+)
+from ._timers import Timer, TimerHeap
+
+
+class _Local(threading.local):
+    runtime: Runtime | None = None
+
+
+_local = _Local()
+
+# How many times shutdown re-delivers Cancelled to a task that keeps blocking after it, before
+# giving up on it (killing its fiber).  Two covers the usual "blocking call in a finally".
+_SHUTDOWN_ROUNDS = 3
+
+
+def get_runtime(what: str) -> Runtime:
+    """Return this thread's running runtime, or raise a clear error naming ``what``."""
+    rt = _local.runtime
+    if rt is None:
+        raise RuntimeError(f"{what} must be called inside stackful.run() (no runtime is running)")
+    return rt
+
+
+def get_task(what: str) -> Task:
+    """Return the running task, or raise a clear error naming ``what``."""
+    rt = _local.runtime
+    if rt is None:
+        raise RuntimeError(f"{what} must be called inside stackful.run() (no runtime is running)")
+    task = rt.current
+    if task is None:
+        raise RuntimeError(f"{what} must be called from a task, not from the scheduler")
+    return task
+
+
+def current_runtime_or_none() -> Runtime | None:
+    """This thread's running runtime, or None."""
+    return _local.runtime
+
+
+class Runtime:
+    """A scheduler for fibers on one OS thread.
+
+    ``Runtime(clock=VirtualClock())`` makes timers virtual; ``max_tasks`` caps live tasks like
+    the seeds' ``MAX_THREADS``; ``excepthook`` receives the exceptions of tasks nobody joined.
+    A runtime runs once: ``Runtime(...).run(main, *args, **kwargs)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        max_tasks: int | None = None,
+        excepthook: Callable[[TaskExceptHookArgs], object] | None = None,
+    ) -> None:
+        if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
+            raise ValueError(f"max_tasks must be a positive int or None, got {max_tasks!r}")
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.max_tasks = max_tasks
+        self.excepthook: Callable[[TaskExceptHookArgs], object] = (
+            excepthook if excepthook is not None else default_excepthook
+        )
+        # Invariant: ready holds each READY task exactly once, in FIFO order.
+        self.ready: deque[Task] = deque()
+        # Invariant: current is the RUNNING task, or None while the hub runs.
+        self.current: Task | None = None
+        self.timers = TimerHeap()
+        self.io = IOPoller()
+        # Live (not finished) tasks, in spawn order: an insertion-ordered set.
+        self._live: dict[Task, None] = {}
+        self._next_id = 1
+        self._hub: Fiber | None = None
+        self._main: Task | None = None
+        self._thread_id = 0
+        self._started = False
+        self.closed = False
+        # Timers and I/O are checked once per "batch" of ready tasks (see _tick), so a busy
+        # yield loop cannot starve them, without paying for a check on every switch.
+        self._countdown = 0
+        self._shutting_down = False
+        self._shutdown_rounds = 0
+        # The KeyboardInterrupt / SystemExit that ends the run, once one happened.
+        self._interrupt: BaseException | None = None
+        # Ctrl-C that arrived while the hub was busy: handled at the hub's next loop.
+        self._hub_interrupt_pending = False
+        self._idle = False
+        self._deadlock: DeadlockError | None = None
+        # Failed tasks whose exception nobody retrieved yet, by id (weak: see Task.__del__).
+        self._failed: weakref.WeakValueDictionary[int, Task] = weakref.WeakValueDictionary()
+        self._reported: set[int] = set()
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def run(self, main: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``main(*args, **kwargs)`` as the main task until it returns; return its result.
+
+        When main finishes, the tasks still alive are cancelled and their ``finally`` blocks
+        run before ``run`` returns (or raises main's exception).
+        """
+        if _local.runtime is not None:
+            raise RuntimeError("stackful.run() is already running on this thread")
+        if self._started:
+            raise RuntimeError("this Runtime has already run; create a new one")
+        self._started = True
+        self._thread_id = threading.get_ident()
+        self._hub = current()
+        _local.runtime = self
+        old_sigint = self._install_sigint()
+        try:
+            self._main = main_task = self.spawn(main, args, kwargs, name="main")
+            self._loop()
+        finally:
+            self._restore_sigint(old_sigint)
+            self.closed = True
+            _local.runtime = None
+            self.timers.clear()
+            self.io.close()
+        self._flush_unretrieved()
+        if self._interrupt is not None:
+            raise self._interrupt
+        if self._deadlock is not None:
+            raise self._deadlock
+        main_task._exc_retrieved = True
+        return main_task.result()
+
+    # -- the hub -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        """The hub: run tasks until main is done and every other task has been wound down."""
+        assert self._main is not None
+        while True:
+            if not self._shutting_down and (
+                self._main.state is FINISHED
+                or self._interrupt is not None
+                or self._deadlock is not None
+            ):
+                self._start_shutdown()
+            if self._hub_interrupt_pending:
+                self._hub_interrupt_pending = False
+                self._on_interrupt(KeyboardInterrupt())
+                continue
+            nxt = self._pick_next()
+            if nxt is not None:
+                self.current = nxt
+                nxt.state = RUNNING
+                nxt._switch()  # type: ignore[misc]
+                # Back in the hub: a task blocked with nothing ready, or a task finished.
+                self.current = None
+                continue
+            if not self._live:
+                return
+            if self.timers.active or self.io.waiting:
+                self._wait_for_events()
+                continue
+            # Nothing is ready and nothing can ever make a task ready.
+            if self._shutting_down:
+                self._shutdown_stuck_tasks()
+            else:
+                blocked = [(t.name, t._wait_reason) for t in self._live]
+                lines = "\n".join(f"  task {n!r} waiting on {w}" for n, w in blocked)
+                self._deadlock = DeadlockError(
+                    f"deadlock: all {len(blocked)} tasks are blocked and nothing can wake "
+                    f"them (no ready task, no timer, no I/O wait):\n{lines}",
+                    blocked,
+                )
+
+    def _wait_for_events(self) -> None:
+        """Block (in the hub) until a timer is due or an awaited fd is ready."""
+        deadline = self.timers.next_deadline()
+        timeout = None if deadline is None else self.clock.idle_timeout(deadline)
+        self._idle = True
+        try:
+            woken = self.io.poll(timeout)
+        except KeyboardInterrupt as exc:
+            # Raised by our SIGINT handler while idle: the scheduler state is consistent here.
+            self._idle = False
+            self._on_interrupt(exc)
+            return
+        finally:
+            self._idle = False
+        for task in woken:
+            self.wake(task)
+        if not woken and deadline is not None:
+            self.clock.idle_expired(deadline)
+        self.timers.fire_due(self.clock.now())
+        self._countdown = len(self.ready) + 1
+
+    def _tick(self) -> None:
+        """Fire due timers and collect ready fds without blocking; start a new batch."""
+        if self.timers.active:
+            self.timers.fire_due(self.clock.now())
+        if self.io.waiting:
+            for task in self.io.poll(0):
+                self.wake(task)
+        # Every task that is ready now runs once before the next check: no task starves and
+        # timers are late by at most one round of the ready queue.
+        self._countdown = len(self.ready) + 1
+
+    def _pick_next(self) -> Task | None:
+        """Pop the next ready task (FIFO), checking timers and I/O once per batch."""
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._tick()
+        if self.ready:
+            return self.ready.popleft()
+        return None
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def _start_shutdown(self) -> None:
+        self._shutting_down = True
+        for task in list(self._live):
+            self.cancel(task)
+
+    def _shutdown_stuck_tasks(self) -> None:
+        """Shutdown found tasks blocked with nothing to wake them: cancel again, then give up."""
+        self._shutdown_rounds += 1
+        stuck = list(self._live)
+        if self._shutdown_rounds < _SHUTDOWN_ROUNDS:
+            for task in stuck:
+                self.cancel(task)
+            return
+        # The tasks swallowed Cancelled and blocked again, repeatedly: kill their fibers so the
+        # run can end (FiberExit unwinds them; their blocking calls in finally blocks raise).
+        for task in stuck:
+            fiber = task._fiber
+            self._finish(task, None, Cancelled(f"task {task.name!r} ignored cancellation"))
+            if fiber is not None and not fiber.dead:
+                fiber.kill()
+
+    def _on_interrupt(self, exc: BaseException) -> None:
+        if self._interrupt is None:
+            self._interrupt = exc
+
+    # -- spawning and finishing ----------------------------------------------------------------
+
+    def spawn(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        name: str | None = None,
+        stack_size: int | None = None,
+    ) -> Task:
+        """Create a task running ``fn(*args, **kwargs)`` and put it at the back of the queue."""
+        if not callable(fn):
+            raise TypeError(f"spawn() needs a callable, got {type(fn).__name__}")
+        if self.closed:
+            raise RuntimeError("cannot spawn: the runtime has finished")
+        if self.max_tasks is not None and len(self._live) >= self.max_tasks:
+            raise TooManyTasksError(
+                f"cannot spawn task {name or getattr(fn, '__name__', '?')!r}: the runtime "
+                f"already has {len(self._live)} live tasks (max_tasks={self.max_tasks})"
+            )
+        task_id = self._next_id
+        self._next_id += 1
+        task = Task(self, task_id, name if name is not None else f"task-{task_id}",
+                    fn, args, kwargs)
+        if stack_size is None:
+            fiber = Fiber(self._make_entry(task), name=task.name, parent=self._hub)
+        else:
+            fiber = Fiber(self._make_entry(task), name=task.name, stack_size=stack_size,
+                          parent=self._hub)
+        # Like asyncio, a task starts in a copy of its spawner's context.
+        fiber.context = contextvars.copy_context()
+        task._fiber = fiber
+        task._switch = fiber.switch
+        self._live[task] = None
+        self.ready.append(task)
+        return task
+
+    def _make_entry(self, task: Task) -> Callable[..., None]:
+        def entry(*_ignored: Any) -> None:
+            # Arguments are ignored: a task is started either by a plain switch() or by a dying
+            # task whose fiber was re-parented onto this one (which passes its return value).
+            self._task_main(task)
+
+        return entry
+
+    def _task_main(self, task: Task) -> None:
+        """Body of every task fiber: run the function, record the outcome, hand over."""
+        fn = task._fn
+        args, kwargs = task._args, task._kwargs
+        task._fn = None
+        task._args = ()
+        task._kwargs = {}
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            pending = task._pending_exc
+            if pending is not None:
+                # Cancelled (or interrupted) before it ever ran: do not start the function.
+                task._pending_exc = None
+                raise pending
+            assert fn is not None
+            result = fn(*args, **kwargs)
+        except FiberExit:
+            # The fiber is being killed (shutdown gave up on it, or it was collected): let the
+            # core unwind it; the task was already marked finished.
+            raise
+        except BaseException as exc:
+            error = exc
+        del fn, args, kwargs
+        if task.state is FINISHED:
+            # Shutdown gave up on this task and killed its fiber; an exception replaced the
+            # FiberExit on the way out.  The hub (our parent) is waiting for us: just go.
+            return
+        self._finish(task, result, error)
+        # Hand over directly: make the next ready task this fiber's parent, so the core's
+        # switch-to-parent on return is the one switch to it.  Main's end and interrupts go
+        # to the hub, which must act on them.
+        fiber = current()
+        if task is not self._main and self._interrupt is None:
+            nxt = self._pick_next()
+            if nxt is not None:
+                self.current = nxt
+                nxt.state = RUNNING
+                fiber.parent = nxt._fiber
+                return
+        self.current = None
+        fiber.parent = self._hub
+
+    def _finish(self, task: Task, result: Any, error: BaseException | None) -> None:
+        if task.state is FINISHED:
+            return
+        task.state = FINISHED
+        task._result = result
+        task._exception = error
+        task._fiber = None
+        task._switch = None
+        task._abort = None
+        task._pending_exc = None
+        self._live.pop(task, None)
+        if error is not None:
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                task._exc_retrieved = True
+                self._on_interrupt(error)
+            elif isinstance(error, Cancelled) or task is self._main:
+                task._exc_retrieved = True
+            else:
+                self._failed[task.id] = task
+        joiners, task._joiners = task._joiners, []
+        for joiner in joiners:
+            self.wake(joiner)
+
+    # -- the unretrieved-exception hook -----------------------------------------------------------
+
+    def report_unretrieved(self, task: Task) -> None:
+        """Pass a failed task's exception to the hook once, if nobody retrieved it."""
+        if task._exc_retrieved or task.id in self._reported or task._exception is None:
+            return
+        self._reported.add(task.id)
+        exc = task._exception
+        self.excepthook(TaskExceptHookArgs(type(exc), exc, exc.__traceback__, task))
+
+    def _flush_unretrieved(self) -> None:
+        for task_id in sorted(self._failed.keys()):
+            task = self._failed.get(task_id)
+            if task is not None:
+                self.report_unretrieved(task)
+
+    # -- the only places a task gives up control -----------------------------------------------
+
+    def _switch_away(self, task: Task) -> None:
+        """Suspend the running ``task`` (already queued or parked) and run the next one."""
+        nxt = self._pick_next()
+        if nxt is task:
+            # It was the only ready task (a yield with nobody else to run).
+            return
+        if nxt is None:
+            self.current = None
+            assert self._hub is not None
+            self._hub.switch()
+        else:
+            self.current = nxt
+            nxt.state = RUNNING
+            nxt._switch()  # type: ignore[misc]
+        # Resumed: whoever switched to us already set current = task and state = RUNNING.
+
+    def yield_now(self) -> None:
+        """Go to the back of the ready queue and let every other ready task run first."""
+        task = self.current
+        if task is None:
+            raise RuntimeError("yield_now() must be called from a task")
+        if task._pending_exc is not None:
+            self._raise_pending(task, None)
+        ready = self.ready
+        task.state = READY
+        ready.append(task)
+        self._switch_away(task)
+        if task._pending_exc is not None:
+            self._raise_pending(task, None)
+
+    def park(self, reason: str, abort: Callable[[], object] | None = None) -> Any:
+        """Block the running task until :meth:`wake` or :meth:`wake_with_exception`.
+
+        The caller has already registered the task wherever its waker will find it;
+        ``abort`` undoes that registration when the wait is interrupted (cancel, timeout).
+        ``reason`` names the wait for ``tasks()`` and deadlock reports.  Returns the value
+        passed to :meth:`wake`, or raises the exception passed to :meth:`wake_with_exception`.
+        """
+        task = self.current
+        if task is None:
+            raise RuntimeError("park() must be called from a task")
+        if task._pending_exc is not None:
+            self._raise_pending(task, abort)
+        task.state = BLOCKED
+        task._wait_reason = reason
+        task._abort = abort
+        self._switch_away(task)
+        exc = task._resume_exc
+        if exc is not None:
+            task._resume_exc = None
+            raise exc
+        value = task._resume_value
+        task._resume_value = None
+        return value
+
+    def _raise_pending(self, task: Task, abort: Callable[[], object] | None) -> None:
+        exc = task._pending_exc
+        task._pending_exc = None
+        if abort is not None:
+            abort()
+        assert exc is not None
+        raise exc
+
+    def wake(self, task: Task, value: Any = None) -> None:
+        """Make a parked task ready; its ``park()`` returns ``value``."""
+        if task.state is not BLOCKED:
+            raise RuntimeError(f"cannot wake task {task.name!r}: it is {task.state}, not blocked")
+        task._abort = None
+        task._resume_value = value
+        task.state = READY
+        self.ready.append(task)
+
+    def wake_with_exception(self, task: Task, exc: BaseException) -> None:
+        """Make a parked task ready; its ``park()`` raises ``exc``."""
+        if task.state is not BLOCKED:
+            raise RuntimeError(f"cannot wake task {task.name!r}: it is {task.state}, not blocked")
+        task._abort = None
+        task._resume_exc = exc
+        task.state = READY
+        self.ready.append(task)
+
+    def interrupt(self, task: Task, exc: BaseException) -> None:
+        """Raise ``exc`` in ``task`` at its current wait, or at its next blocking point.
+
+        Used for cancellation and timeouts.  A parked task's ``abort`` callback runs first, so
+        the primitive it waited on forgets it.
+        """
+        state = task.state
+        if state is FINISHED:
+            return
+        if state is BLOCKED:
+            abort = task._abort
+            task._abort = None
+            if abort is not None:
+                abort()
+            task._resume_exc = exc
+            task.state = READY
+            self.ready.append(task)
+            return
+        # Ready or running: deliver at the next blocking point.  Ctrl-C beats cancellation,
+        # which beats a timeout: the stronger request must not be lost.
+        old = task._pending_exc
+        if old is None or _priority(exc) >= _priority(old):
+            task._pending_exc = exc
+
+    def cancel(self, task: Task) -> bool:
+        """Deliver :class:`Cancelled` to ``task`` (see :meth:`Task.cancel`)."""
+        self.check_thread("Task.cancel()")
+        if task.state is FINISHED:
+            return False
+        task._cancel_requested = True
+        task._cancel_count += 1
+        self.interrupt(task, Cancelled(f"task {task.name!r} was cancelled"))
+        return True
+
+    def join(self, task: Task, timeout: float | None) -> Any:
+        """Block until ``task`` finishes (see :meth:`Task.join`)."""
+        me = get_task("Task.join()")
+        if task._runtime is not me._runtime:
+            raise RuntimeError(f"cannot join task {task.name!r}: it belongs to another runtime")
+        if task is me:
+            raise RuntimeError(f"task {task.name!r} cannot join itself (it would wait forever)")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        if task.state is not FINISHED:
+            joiners = task._joiners
+            joiners.append(me)
+
+            def abort() -> None:
+                joiners.remove(me)
+
+            if timeout is None:
+                self.park(f"join({task.name!r})", abort)
+            else:
+                from ._timeout import TimeoutScope
+
+                with TimeoutScope(self.clock.now() + timeout, f"join({task.name!r})"):
+                    self.park(f"join({task.name!r})", abort)
+        return task.result()
+
+    def check_thread(self, what: str) -> None:
+        """Raise unless called on this runtime's own thread, while it runs."""
+        if _local.runtime is not self:
+            if threading.get_ident() != self._thread_id:
+                raise RuntimeError(f"{what}: the task belongs to a runtime on another thread")
+            raise RuntimeError(f"{what}: the runtime of this task is not running")
+
+    # -- timers, sleeping and I/O waits ------------------------------------------------------------
+
+    def call_at(self, deadline: float, callback: Callable[[Any], object], arg: Any) -> Timer:
+        """Schedule ``callback(arg)`` when the clock reaches ``deadline``."""
+        return self.timers.schedule(deadline, callback, arg)
+
+    def sleep(self, seconds: float) -> None:
+        """Block the running task for ``seconds`` (0: just yield)."""
+        if not seconds > 0:
+            if seconds == 0:
+                self.yield_now()
+                return
+            raise ValueError(f"sleep length must be >= 0, got {seconds!r}")
+        self.sleep_until(self.clock.now() + seconds)
+
+    def sleep_until(self, deadline: float) -> None:
+        """Block the running task until the clock reaches ``deadline``."""
+        task = self.current
+        if task is None:
+            raise RuntimeError("sleep() must be called from a task")
+        timer = self.timers.schedule(deadline, self._wake_sleeper, task)
+        self.park("sleep", timer.cancel)
+
+    def _wake_sleeper(self, task: Task) -> None:
+        self.wake(task)
+
+    def wait_fd(self, obj: int | HasFileno, writable: bool, timeout: float | None) -> None:
+        """Block the running task until ``obj`` is readable (or writable)."""
+        what = "wait_writable()" if writable else "wait_readable()"
+        task = get_task(what)
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        fd = fileno_of(obj)
+        event = WRITE if writable else READ
+        io = self.io
+        io.add(fd, event, task, "writable" if writable else "readable")
+
+        def abort() -> None:
+            io.remove(fd, event, task)
+
+        reason = f"{what[:-2]}(fd={fd})"
+        if timeout is None:
+            self.park(reason, abort)
+        else:
+            from ._timeout import TimeoutScope
+
+            with TimeoutScope(self.clock.now() + timeout, reason):
+                self.park(reason, abort)
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def tasks(self) -> list[Task]:
+        """Live tasks in spawn order."""
+        return list(self._live)
+
+    # -- Ctrl-C ------------------------------------------------------------------------------------
+
+    def _install_sigint(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None  # the user installed their own handler: leave it alone
+        signal.signal(signal.SIGINT, self._on_sigint)
+        return signal.default_int_handler
+
+    def _restore_sigint(self, old: Any) -> None:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        # Raising KeyboardInterrupt in the middle of the scheduler's own bookkeeping could
+        # leave a task half-queued; so raise it at once only where that cannot happen (user
+        # code, or the hub idling in the poller) and otherwise defer it to the next blocking
+        # point of the running task (or the hub's next loop).
+        if self._idle or frame is None or not _is_stackful_frame(frame):
+            raise KeyboardInterrupt
+        task = self.current
+        if task is None:
+            self._hub_interrupt_pending = True
+        else:
+            self.interrupt(task, KeyboardInterrupt())
+
+
+def _priority(exc: BaseException) -> int:
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return 2
+    if isinstance(exc, Cancelled):
+        return 1
+    return 0
+
+
+def _is_stackful_frame(frame: FrameType) -> bool:
+    name = frame.f_globals.get("__name__", "")
+    return isinstance(name, str) and name.startswith("stackful.") and name != "stackful.__main__"

@@ -1,0 +1,151 @@
+"""Task: one fiber plus what the scheduler knows about it.
+
+The seeds' ``Thread`` had a stack, a saved context and a state; here the stack and context
+belong to the native :class:`Fiber` and the task adds the scheduling state around it.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._exceptions import Cancelled
+
+if TYPE_CHECKING:
+    from .._native import Fiber
+    from ._run import Runtime
+
+# Task states, in the seeds' terms (Ready / Running) plus the two a real runtime needs.
+# Plain interned strings: compared with ``is`` on the hot path, readable in ``tasks()``.
+READY = "ready"
+RUNNING = "running"
+BLOCKED = "blocked"
+FINISHED = "finished"
+
+
+class TaskExceptHookArgs(NamedTuple):
+    """What the task exception hook receives (shaped like ``threading.ExceptHookArgs``)."""
+
+    exc_type: type[BaseException]
+    exc_value: BaseException
+    exc_traceback: TracebackType | None
+    task: Task
+
+
+def default_excepthook(args: TaskExceptHookArgs) -> None:
+    """Print the traceback of a task's unretrieved exception on stderr."""
+    print(f"Exception in stackful task {args.task.name!r}:", file=sys.stderr)
+    traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=sys.stderr)
+
+
+class Task:
+    """A function running in its own fiber under a runtime; created by ``spawn``.
+
+    Use :meth:`join` to wait for its result, :meth:`cancel` to stop it.
+    """
+
+    __slots__ = (
+        "name", "id", "state", "_runtime", "_fiber", "_switch", "_fn", "_args", "_kwargs",
+        "_resume_value", "_resume_exc", "_pending_exc", "_abort", "_wait_reason",
+        "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
+        "_cancel_count", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        task_id: int,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self.id = task_id
+        # Invariant: READY <=> the task is in runtime.ready exactly once; RUNNING <=> it is
+        # runtime.current; BLOCKED <=> it is parked and _abort/_wait_reason describe the wait.
+        self.state = READY
+        self._runtime = runtime
+        self._fiber: Fiber | None = None
+        self._switch: Callable[[], Any] | None = None
+        self._fn: Callable[..., Any] | None = fn
+        self._args = args
+        self._kwargs = kwargs
+        # Set by whoever wakes the task; read once by the task when it resumes.
+        self._resume_value: Any = None
+        self._resume_exc: BaseException | None = None
+        # An exception (Cancelled, TimeoutError, KeyboardInterrupt) to raise at the task's next
+        # blocking point, because it arrived while the task was not blocked.
+        self._pending_exc: BaseException | None = None
+        self._abort: Callable[[], object] | None = None
+        self._wait_reason = ""
+        self._joiners: list[Task] = []
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._exc_retrieved = False
+        self._cancel_requested = False
+        self._cancel_count = 0
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def done(self) -> bool:
+        """True once the task finished (returned, raised or was cancelled)."""
+        return self.state is FINISHED
+
+    def cancelled(self) -> bool:
+        """True if the task finished by :class:`Cancelled`."""
+        return self.state is FINISHED and isinstance(self._exception, Cancelled)
+
+    @property
+    def waiting_on(self) -> str:
+        """What a blocked task waits on (e.g. ``"Lock.acquire"``); empty otherwise."""
+        return self._wait_reason if self.state is BLOCKED else ""
+
+    def result(self) -> Any:
+        """Return the task's return value, or raise its exception; the task must be done."""
+        if self.state is not FINISHED:
+            raise RuntimeError(f"task {self.name!r} is not finished (it is {self.state})")
+        exc = self._exception
+        if exc is not None:
+            self._exc_retrieved = True
+            raise exc
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        """Return the exception the task ended with (None if it returned); must be done."""
+        if self.state is not FINISHED:
+            raise RuntimeError(f"task {self.name!r} is not finished (it is {self.state})")
+        self._exc_retrieved = True
+        return self._exception
+
+    # -- control -----------------------------------------------------------------------------
+
+    def join(self, timeout: float | None = None) -> Any:
+        """Wait for the task to finish; return its result or re-raise its exception.
+
+        Raises ``TimeoutError`` if ``timeout`` seconds pass first (the task keeps running).
+        """
+        return self._runtime.join(self, timeout)
+
+    def cancel(self) -> bool:
+        """Ask the task to stop: :class:`Cancelled` is raised at its next blocking point.
+
+        Returns False if the task had already finished.
+        """
+        return self._runtime.cancel(self)
+
+    def __repr__(self) -> str:
+        extra = f" waiting on {self._wait_reason}" if self.state is BLOCKED else ""
+        return f"<Task {self.name!r} {self.state}{extra}>"
+
+    def __del__(self) -> None:
+        # "Nothing lost": a failed task nobody looked at reports its exception when it is
+        # forgotten (or when the run ends, whichever comes first).
+        if self._exception is not None and not self._exc_retrieved:
+            try:
+                self._runtime.report_unretrieved(self)
+            except Exception:  # pragma: no cover - never let __del__ raise
+                pass

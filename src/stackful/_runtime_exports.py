@@ -1,0 +1,26 @@
+"""Names the ``stackful`` package re-exports from the runtime layer."""
+
+from .runtime_api import (
+    BusyResourceError,
+    Cancelled,
+    DeadlockError,
+    Runtime,
+    Task,
+    TaskExceptHookArgs,
+    TooManyTasksError,
+    VirtualClock,
+    current_task,
+    run,
+    sleep,
+    spawn,
+    tasks,
+    wait_readable,
+    wait_writable,
+    yield_now,
+)
+
+__all__ = [
+    "BusyResourceError", "Cancelled", "DeadlockError", "Runtime", "Task", "TaskExceptHookArgs",
+    "TooManyTasksError", "VirtualClock", "current_task", "run", "sleep", "spawn", "tasks",
+    "wait_readable", "wait_writable", "yield_now",
+]

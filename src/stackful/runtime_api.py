@@ -1,0 +1,92 @@
+"""The user-facing runtime: ``run``, ``spawn``, ``yield_now``, ``sleep``, I/O waits, ``tasks``.
+
+Thin functions over :mod:`stackful._core`; each finds this thread's runtime and fails with a
+clear ``RuntimeError`` when called outside ``stackful.run()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._core import (
+    BusyResourceError,
+    Cancelled,
+    Clock,
+    DeadlockError,
+    HasFileno,
+    Runtime,
+    SystemClock,
+    Task,
+    TaskExceptHookArgs,
+    TooManyTasksError,
+    VirtualClock,
+    get_runtime,
+    get_task,
+)
+
+T = TypeVar("T")
+
+__all__ = [
+    "BusyResourceError", "Cancelled", "Clock", "DeadlockError", "Runtime", "SystemClock", "Task",
+    "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock", "current_task", "run", "sleep",
+    "spawn", "tasks", "wait_readable", "wait_writable", "yield_now",
+]
+
+
+def run(main: Callable[..., T], /, *args: Any, clock: Clock | None = None, **kwargs: Any) -> T:
+    """Run ``main(*args, **kwargs)`` in a fresh runtime on this thread; return its result.
+
+    ``clock`` replaces the real clock (e.g. ``VirtualClock()`` for tests).  Tasks still alive
+    when main returns are cancelled and wound down first.  Raises main's exception,
+    :class:`DeadlockError` if every task blocks forever, or ``KeyboardInterrupt`` after
+    winding the tasks down on Ctrl-C.
+    """
+    result: T = Runtime(clock=clock).run(main, *args, **kwargs)
+    return result
+
+
+def spawn(
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    name: str | None = None,
+    stack_size: int | None = None,
+    **kwargs: Any,
+) -> Task:
+    """Start ``fn(*args, **kwargs)`` as a new task (at the back of the ready queue)."""
+    return get_runtime("spawn()").spawn(fn, args, kwargs, name=name, stack_size=stack_size)
+
+
+def yield_now() -> None:
+    """Let every other ready task run once, then continue (the seeds' ``t_yield``)."""
+    rt = get_runtime("yield_now()")
+    rt.yield_now()
+
+
+def sleep(seconds: float) -> None:
+    """Block the running task for ``seconds`` on the runtime's clock."""
+    get_runtime("sleep()").sleep(seconds)
+
+
+def wait_readable(fd: int | HasFileno, timeout: float | None = None) -> None:
+    """Block until ``fd`` (an int or an object with ``fileno()``) is readable.
+
+    Raises ``TimeoutError`` after ``timeout`` seconds.
+    """
+    get_runtime("wait_readable()").wait_fd(fd, False, timeout)
+
+
+def wait_writable(fd: int | HasFileno, timeout: float | None = None) -> None:
+    """Block until ``fd`` is writable; raises ``TimeoutError`` after ``timeout`` seconds."""
+    get_runtime("wait_writable()").wait_fd(fd, True, timeout)
+
+
+def current_task() -> Task:
+    """The task running now."""
+    return get_task("current_task()")
+
+
+def tasks() -> list[Task]:
+    """The live tasks of this thread's runtime, in spawn order (``.name``, ``.state``)."""
+    return get_runtime("tasks()").tasks()
