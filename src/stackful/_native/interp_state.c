@@ -1,0 +1,309 @@
+/* Every CPython-version branch of the project lives in this file.
+ *
+ * What a fiber owns of PyThreadState (learned from CPython's own sources and
+ * from greenlet's record of which fields matter on which version):
+ *
+ *   field                       3.11                 3.12                3.13
+ *   innermost frame             cframe               cframe              current_frame
+ *   Python recursion            recursion_remaining  py_recursion_*      py_recursion_*
+ *   C recursion                 (same counter)       c_recursion_remaining  (same)
+ *   frame storage               datastack_chunk/top/limit (all three versions)
+ *   handled exceptions          exc_info             exc_info            exc_info
+ *   contextvars                 context + context_ver (bumped, or caches go stale)
+ *   deferred deallocations      trash_delete_*       trash.delete_*      delete_later
+ *   tracing flag                cframe->use_tracing  (instrumentation is per interpreter)
+ *
+ * 3.14 will check the real stack pointer against c_stack_soft_limit /
+ * hard_limit instead of counting: those become two more fields saved here,
+ * computed from the fiber's stack bounds (sf_pystate_init_fresh gets them).
+ */
+#define Py_BUILD_CORE 1
+#include "interp_state.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include "internal/pycore_frame.h"
+
+/* C stack bytes one unit of CPython's C recursion counter may use.  A Python
+ * frame called from C costs 2 units (3.12+) and ~1-2 KiB of C stack; deep
+ * C recursion (repr, pickle, json) costs 1 unit and a few hundred bytes.
+ * Measured with tests/test_stack_overflow.py, with margin. */
+#define SF_STACK_BYTES_PER_LEVEL 1024
+/* Bytes kept back for the fiber's entry, the switch and a RecursionError's
+ * own handling (the interpreter allows 50 levels of headroom past the limit). */
+#define SF_STACK_RESERVE (24 * 1024)
+
+#if PY_VERSION_HEX >= 0x030D0000
+#  define SF_C_RECURSION_LIMIT Py_C_RECURSION_LIMIT
+#elif PY_VERSION_HEX >= 0x030C0000
+#  define SF_C_RECURSION_LIMIT C_RECURSION_LIMIT
+#endif
+
+static inline int min_int(int a, int b) { return a < b ? a : b; }
+
+#if PY_VERSION_HEX < 0x030C0000
+/* 3.11 counts Python and C recursion with one counter: a fiber's limit is
+ * the thread's, capped by what its C stack can take. */
+static inline int effective_limit(const sf_pystate *s, PyThreadState *ts)
+{
+    return min_int(ts->recursion_limit, s->c_budget);
+}
+#endif
+
+void sf_pystate_save(sf_pystate *s, PyThreadState *ts)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    s->cframe = ts->cframe;
+#else
+    s->current_frame = ts->current_frame;
+#endif
+#if PY_VERSION_HEX < 0x030C0000
+    s->py_depth = effective_limit(s, ts) - ts->recursion_remaining;
+#else
+    s->py_depth = ts->py_recursion_limit - ts->py_recursion_remaining;
+    s->c_remaining = ts->c_recursion_remaining;
+#endif
+    s->datastack_chunk = ts->datastack_chunk;
+    s->datastack_top = ts->datastack_top;
+    s->datastack_limit = ts->datastack_limit;
+    s->exc_info = ts->exc_info;
+    s->context = ts->context;  /* the reference moves to the fiber */
+    ts->context = NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    s->trash_delete_nesting = ts->trash_delete_nesting;
+    s->trash_delete_later = ts->trash_delete_later;
+#elif PY_VERSION_HEX < 0x030D0000
+    s->trash_delete_nesting = ts->trash.delete_nesting;
+    s->trash_delete_later = ts->trash.delete_later;
+#else
+    s->trash_delete_later = ts->delete_later;
+#endif
+}
+
+void sf_pystate_restore(sf_pystate *s, PyThreadState *ts)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    ts->cframe = s->cframe;
+#else
+    ts->current_frame = s->current_frame;
+#endif
+#if PY_VERSION_HEX < 0x030C0000
+    /* sys.settrace/setprofile are per thread, not per fiber: the resumed
+     * frame record must see the thread's current choice. */
+    ts->cframe->use_tracing =
+        (ts->tracing == 0 && (ts->c_tracefunc || ts->c_profilefunc)) ? 255 : 0;
+    ts->recursion_remaining = effective_limit(s, ts) - s->py_depth;
+#else
+    ts->py_recursion_remaining = ts->py_recursion_limit - s->py_depth;
+    ts->c_recursion_remaining = s->c_remaining;
+#endif
+    ts->datastack_chunk = s->datastack_chunk;
+    ts->datastack_top = s->datastack_top;
+    ts->datastack_limit = s->datastack_limit;
+    ts->exc_info = s->exc_info;
+    ts->context = s->context;  /* the reference moves back to the thread */
+    s->context = NULL;
+    ts->context_ver++;         /* ContextVar caches are keyed on this */
+#if PY_VERSION_HEX < 0x030C0000
+    ts->trash_delete_nesting = s->trash_delete_nesting;
+    ts->trash_delete_later = s->trash_delete_later;
+#elif PY_VERSION_HEX < 0x030D0000
+    ts->trash.delete_nesting = s->trash_delete_nesting;
+    ts->trash.delete_later = s->trash_delete_later;
+#else
+    ts->delete_later = s->trash_delete_later;
+#endif
+}
+
+void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
+                           size_t c_stack_bytes)
+{
+    memset(s, 0, sizeof(*s));
+#if PY_VERSION_HEX < 0x030D0000
+    s->cframe = &s->base_cframe;  /* current_frame NULL: the fiber's frames end here */
+#endif
+    size_t levels = c_stack_bytes > SF_STACK_RESERVE
+                        ? (c_stack_bytes - SF_STACK_RESERVE) / SF_STACK_BYTES_PER_LEVEL
+                        : 1;
+    s->c_budget = levels > INT_MAX ? INT_MAX : (int)levels;
+#if PY_VERSION_HEX >= 0x030C0000
+    s->c_remaining = min_int(SF_C_RECURSION_LIMIT, s->c_budget);
+#endif
+    /* The fiber's own chunk is a "root" chunk (no previous): CPython never
+     * frees a root chunk, and skips its first slot so no frame can pop it. */
+    _PyStackChunk *chunk = chunk_memory;
+    chunk->previous = NULL;
+    chunk->size = chunk_size;
+    chunk->top = 0;
+    s->datastack_chunk = chunk;
+    s->datastack_top = &chunk->data[1];
+    s->datastack_limit = (PyObject **)((char *)chunk + chunk_size);
+    s->exc_info = &s->exc_state;
+}
+
+static void free_chunks_above(_PyStackChunk *chunk, void *own_chunk)
+{
+    PyObjectArenaAllocator arena;
+    PyObject_GetArenaAllocator(&arena);
+    while (chunk && (void *)chunk != own_chunk) {
+        _PyStackChunk *previous = chunk->previous;
+        arena.free(arena.ctx, chunk, chunk->size);
+        chunk = previous;
+    }
+}
+
+void sf_pystate_release_extra_chunks(PyThreadState *ts, void *own_chunk)
+{
+    free_chunks_above(ts->datastack_chunk, own_chunk);
+}
+
+static inline _PyInterpreterFrame *top_frame(const sf_pystate *s)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    return s->cframe ? s->cframe->current_frame : NULL;
+#else
+    return s->current_frame;
+#endif
+}
+
+static inline PyObject *frame_code(const _PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    return (PyObject *)f->f_code;
+#else
+    return f->f_executable;
+#endif
+}
+
+static inline PyObject **frame_func_slot(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return (PyObject **)&f->f_func;
+#else
+    return &f->f_funcobj;
+#endif
+}
+
+/* How many localsplus slots of a suspended frame hold references we know of.
+ * A frame that called out to C has stacktop == -1 while it runs (the value
+ * stack pointer lives in the eval loop's C locals), so only its locals are
+ * known; that under-counts, which is safe for the GC. */
+static inline int known_slots(const _PyInterpreterFrame *f)
+{
+    if (f->stacktop >= 0)
+        return f->stacktop;
+    PyObject *code = frame_code(f);
+    return PyCode_Check(code) ? ((PyCodeObject *)code)->co_nlocalsplus : 0;
+}
+
+int sf_pystate_traverse(const sf_pystate *s, visitproc visit, void *arg)
+{
+    for (_PyInterpreterFrame *f = top_frame(s); f; f = f->previous) {
+        /* Generator frames are traversed by their generator; 3.12+ shim
+         * frames on the C stack own nothing. */
+        if (f->owner != FRAME_OWNED_BY_THREAD)
+            continue;
+        Py_VISIT(f->frame_obj);
+        Py_VISIT(f->f_locals);
+        Py_VISIT(*frame_func_slot(f));
+        Py_VISIT(frame_code(f));
+        int n = known_slots(f);
+        for (int i = 0; i < n; i++)
+            Py_VISIT(f->localsplus[i]);
+    }
+    Py_VISIT(s->context);
+    Py_VISIT(s->exc_state.exc_value);
+    return 0;
+}
+
+PyObject *sf_pystate_top_frame(const sf_pystate *s, PyThreadState *ts)
+{
+    /* PyThreadState_GetFrame does the work (skipping incomplete frames,
+     * creating the frame object); point it at the suspended frames for the
+     * call.  Creating a frame object allocates: keep the GC (and so any
+     * finalizer code) out while the thread state is borrowed. */
+    int gc_was_enabled = PyGC_Disable();
+#if PY_VERSION_HEX < 0x030D0000
+    _PyCFrame *saved = ts->cframe;
+    ts->cframe = s->cframe;
+#else
+    _PyInterpreterFrame *saved = ts->current_frame;
+    ts->current_frame = s->current_frame;
+#endif
+    PyFrameObject *frame = PyThreadState_GetFrame(ts);
+#if PY_VERSION_HEX < 0x030D0000
+    ts->cframe = saved;
+#else
+    ts->current_frame = saved;
+#endif
+    if (gc_was_enabled)
+        PyGC_Enable();
+    if (frame)
+        return (PyObject *)frame;
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* A frame object outlives the frame it shows: give it a copy of the frame
+ * (as CPython does when a frame ends), holding what we know it holds. */
+static void hand_frame_to_its_object(_PyInterpreterFrame *f, PyFrameObject *fo, int slots)
+{
+    _PyInterpreterFrame *copy = (_PyInterpreterFrame *)fo->_f_frame_data;
+    size_t size = (size_t)((char *)&f->localsplus[slots] - (char *)f);
+    memcpy(copy, f, size);
+    copy->stacktop = slots;
+    copy->previous = NULL;
+    copy->frame_obj = NULL;
+    copy->owner = FRAME_OWNED_BY_FRAME_OBJECT;
+    fo->f_frame = copy;
+    if (!PyObject_GC_IsTracked((PyObject *)fo))
+        PyObject_GC_Track(fo);
+}
+
+int sf_pystate_discard(sf_pystate *s, void *own_chunk)
+{
+    for (_PyInterpreterFrame *f = top_frame(s); f; f = f->previous) {
+        if (f->owner != FRAME_OWNED_BY_THREAD)
+            continue;
+        int slots = known_slots(f);
+        PyFrameObject *fo = f->frame_obj;
+        f->frame_obj = NULL;
+        if (fo && Py_REFCNT(fo) > 1) {
+            /* The copy takes over every reference the frame held. */
+            hand_frame_to_its_object(f, fo, slots);
+            Py_DECREF(fo);
+            continue;
+        }
+        Py_XDECREF(fo);
+        for (int i = 0; i < slots; i++)
+            Py_CLEAR(f->localsplus[i]);
+        Py_CLEAR(f->f_locals);
+        Py_CLEAR(*frame_func_slot(f));
+#if PY_VERSION_HEX < 0x030D0000
+        Py_CLEAR(f->f_code);
+#else
+        Py_CLEAR(f->f_executable);
+#endif
+    }
+#if PY_VERSION_HEX < 0x030D0000
+    s->cframe = NULL;
+#else
+    s->current_frame = NULL;
+#endif
+    free_chunks_above(s->datastack_chunk, own_chunk);
+    s->datastack_chunk = NULL;
+    Py_CLEAR(s->context);
+    Py_CLEAR(s->exc_state.exc_value);
+    return 0;
+}
+
+int sf_interpreter_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}

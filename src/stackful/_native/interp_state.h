@@ -1,0 +1,74 @@
+/* The interpreter's per-thread state that belongs to a fiber.
+ *
+ * CPython keeps the running code's position in the PyThreadState: the
+ * innermost frame, the data stack that holds 3.11+ frames, recursion
+ * counters, the handled-exception stack, the contextvars context, the
+ * trash-can state.  A fiber switch must swap all of it, or CPython sees the
+ * wrong frames.  Which fields exist differs by version; interp_state.c holds
+ * every PY_VERSION_HEX branch of the project, so supporting a new CPython
+ * means reading that one file.
+ */
+#ifndef STACKFUL_INTERP_STATE_H
+#define STACKFUL_INTERP_STATE_H
+
+#include <Python.h>
+
+#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030E0000
+#  error "stackful supports CPython 3.11, 3.12 and 3.13"
+#endif
+
+typedef struct sf_pystate {
+#if PY_VERSION_HEX < 0x030D0000
+    _PyCFrame *cframe;            /* innermost C-level frame record */
+    _PyCFrame base_cframe;        /* a fresh fiber's bottom: no Python frame below */
+#else
+    struct _PyInterpreterFrame *current_frame;
+#endif
+    int py_depth;                 /* Python recursion depth (limit - remaining) */
+    int c_budget;                 /* recursion levels this fiber's C stack can take */
+#if PY_VERSION_HEX >= 0x030C0000
+    int c_remaining;              /* C recursion budget left */
+#endif
+    _PyStackChunk *datastack_chunk;
+    PyObject **datastack_top;
+    PyObject **datastack_limit;
+    _PyErr_StackItem *exc_info;   /* top of the handled-exception stack */
+    _PyErr_StackItem exc_state;   /* a fiber's own bottom item, so exc_info is per fiber */
+    PyObject *context;            /* owned while suspended; the thread owns it while running */
+#if PY_VERSION_HEX < 0x030D0000
+    int trash_delete_nesting;
+#endif
+    PyObject *trash_delete_later;
+} sf_pystate;
+
+/* Move the running state out of `ts` into `s` / from `s` into `ts`.  They
+ * allocate nothing and run no Python code, so the GC cannot run in between. */
+void sf_pystate_save(sf_pystate *s, PyThreadState *ts);
+void sf_pystate_restore(sf_pystate *s, PyThreadState *ts);
+
+/* Prepare the state of a fiber that has not run: no frames, an empty
+ * exception stack, no context, `chunk` (SF_DATA_CHUNK_SIZE bytes) as its
+ * first data-stack chunk and a C recursion budget that fits `c_stack_bytes`. */
+void sf_pystate_init_fresh(sf_pystate *s, void *chunk, size_t chunk_size, size_t c_stack_bytes);
+
+/* After a fiber's last frame returned (it is still the running one):
+ * free the data-stack chunks CPython added on top of the fiber's own. */
+void sf_pystate_release_extra_chunks(PyThreadState *ts, void *own_chunk);
+
+/* Visit what the suspended frames of `s` own (for tp_traverse). */
+int sf_pystate_traverse(const sf_pystate *s, visitproc visit, void *arg);
+
+/* A new reference to the innermost Python frame of suspended `s`, or None. */
+PyObject *sf_pystate_top_frame(const sf_pystate *s, PyThreadState *ts);
+
+/* Forget a suspended state without running it (its thread is gone): drop the
+ * references its frames own and hand frame objects that others still hold a
+ * copy of their frame.  Afterwards the fiber's stack memory may be freed.
+ * References held only by a frame's value stack (unknown while it is
+ * suspended in a call) are leaked, never freed twice. */
+int sf_pystate_discard(sf_pystate *s, void *own_chunk);
+
+/* The value the interpreter uses for "is the interpreter shutting down". */
+int sf_interpreter_finalizing(void);
+
+#endif

@@ -1,0 +1,224 @@
+/* Fiber stacks: mapping, guard pages, the pool.  See stack.h for the layout. */
+#define _GNU_SOURCE
+#include <Python.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "stack.h"
+
+#if defined(__has_include)
+#  if __has_include(<valgrind/valgrind.h>)
+#    include <valgrind/valgrind.h>
+#    define SF_HAVE_VALGRIND 1
+#  endif
+#endif
+
+/* Linux 6.13+: guard pages inside one mapping, so a stack costs one VMA,
+ * not two (an mprotect'ed guard splits the mapping, and vm.max_map_count
+ * then caps us near 32k stacks). */
+#ifndef MADV_GUARD_INSTALL
+#  define MADV_GUARD_INSTALL 102
+#endif
+
+static size_t page_size;
+static int guard_method;  /* 0: untested, 1: madvise, 2: mprotect */
+
+static sf_stack *pool_head;
+static size_t pool_count;
+static size_t pool_limit = 256;
+static size_t mapped_bytes;
+
+size_t sf_page_size(void)
+{
+    if (!page_size) {
+        long ps = sysconf(_SC_PAGESIZE);
+        page_size = ps > 0 ? (size_t)ps : 4096;
+    }
+    return page_size;
+}
+
+const char *sf_stack_guard_method(void)
+{
+    return guard_method == 1 ? "madvise" : guard_method == 2 ? "mprotect" : "untested";
+}
+
+int sf_stack_normalize_size(long long requested, size_t *out)
+{
+    if (requested < (long long)SF_STACK_MIN) {
+        PyErr_Format(PyExc_ValueError,
+                     "stack_size must be at least %d bytes (%d KiB), got %lld",
+                     SF_STACK_MIN, SF_STACK_MIN / 1024, requested);
+        return -1;
+    }
+    if ((unsigned long long)requested > SF_STACK_MAX) {
+        PyErr_Format(PyExc_ValueError, "stack_size must be at most %zu bytes, got %lld",
+                     (size_t)SF_STACK_MAX, requested);
+        return -1;
+    }
+    size_t ps = sf_page_size();
+    *out = ((size_t)requested + ps - 1) & ~(ps - 1);
+    return 0;
+}
+
+static long read_max_map_count(void)
+{
+    long value = -1;
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &value) != 1)
+            value = -1;
+        fclose(f);
+    }
+    return value;
+}
+
+static void set_mapping_error(const char *what, size_t bytes, int err)
+{
+    long max_maps = read_max_map_count();
+    PyErr_Format(PyExc_MemoryError,
+                 "stackful: cannot %s a fiber stack of %zu KiB: %s; %zu KiB of fiber "
+                 "stacks are mapped now. The limit may be memory, RLIMIT_AS, or "
+                 "vm.max_map_count (%ld mappings; each stack takes %s)",
+                 what, bytes / 1024, strerror(err), mapped_bytes / 1024, max_maps,
+                 guard_method == 2 ? "two" : "one");
+}
+
+static int install_guard(char *map, size_t guard_size)
+{
+    if (guard_method != 2) {
+        if (madvise(map, guard_size, MADV_GUARD_INSTALL) == 0) {
+            guard_method = 1;
+            return 0;
+        }
+        if (guard_method == 1 || (errno != EINVAL && errno != ENOSYS))
+            return -1;
+        guard_method = 2;  /* this kernel predates guard regions */
+    }
+    return mprotect(map, guard_size, PROT_NONE);
+}
+
+static sf_stack *pool_take(size_t size)
+{
+    for (sf_stack **link = &pool_head; *link; link = &(*link)->next_free) {
+        sf_stack *s = *link;
+        if (s->size == size) {
+            *link = s->next_free;
+            s->next_free = NULL;
+            pool_count--;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static void unmap_stack(sf_stack *s)
+{
+#ifdef SF_HAVE_VALGRIND
+    VALGRIND_STACK_DEREGISTER(s->valgrind_id);
+#endif
+    munmap(s->map, s->map_size);
+    mapped_bytes -= s->map_size;
+    PyMem_RawFree(s);
+}
+
+sf_stack *sf_stack_acquire(size_t size)
+{
+    sf_stack *s = pool_take(size);
+    if (s)
+        return s;
+
+    s = PyMem_RawCalloc(1, sizeof(*s));
+    if (!s) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    s->guard_size = sf_page_size();
+    s->size = size;
+    s->map_size = s->guard_size + size + SF_DATA_CHUNK_SIZE;
+    void *map = mmap(NULL, s->map_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (map == MAP_FAILED) {
+        set_mapping_error("map", s->map_size, errno);
+        PyMem_RawFree(s);
+        return NULL;
+    }
+    s->map = map;
+    if (install_guard(s->map, s->guard_size) != 0) {
+        int err = errno;
+        munmap(map, s->map_size);
+        set_mapping_error("guard", s->map_size, err);
+        PyMem_RawFree(s);
+        return NULL;
+    }
+    mapped_bytes += s->map_size;
+#ifdef SF_HAVE_VALGRIND
+    s->valgrind_id = VALGRIND_STACK_REGISTER(sf_stack_base(s), sf_stack_top(s));
+#endif
+    return s;
+}
+
+void sf_stack_release(sf_stack *s)
+{
+    if (pool_count < pool_limit) {
+        s->next_free = pool_head;
+        pool_head = s;
+        pool_count++;
+        return;
+    }
+    unmap_stack(s);
+}
+
+size_t sf_stack_pool_clear(void)
+{
+    size_t n = 0;
+    while (pool_head) {
+        sf_stack *s = pool_head;
+        pool_head = s->next_free;
+        unmap_stack(s);
+        n++;
+    }
+    pool_count = 0;
+    return n;
+}
+
+size_t sf_stack_pool_count(void) { return pool_count; }
+size_t sf_stack_pool_limit(void) { return pool_limit; }
+size_t sf_stack_mapped_bytes(void) { return mapped_bytes; }
+
+void sf_stack_pool_set_limit(size_t max_stacks)
+{
+    pool_limit = max_stacks;
+    while (pool_count > pool_limit) {
+        sf_stack *s = pool_head;
+        pool_head = s->next_free;
+        pool_count--;
+        unmap_stack(s);
+    }
+}
+
+size_t sf_stack_touched(const sf_stack *s)
+{
+    size_t ps = sf_page_size();
+    size_t pages = s->size / ps;
+    unsigned char vec[256];
+    char *base = sf_stack_base(s);
+    size_t lowest_touched = pages;  /* index of the lowest resident page */
+    /* Walk from the bottom in windows of 256 pages; the first resident page
+     * found bounds the depth the stack has reached. */
+    for (size_t first = 0; first < pages; first += sizeof vec) {
+        size_t n = pages - first < sizeof vec ? pages - first : sizeof vec;
+        if (mincore(base + first * ps, n * ps, vec) != 0)
+            return 0;
+        for (size_t i = 0; i < n; i++) {
+            if (vec[i] & 1) {
+                lowest_touched = first + i;
+                return (pages - lowest_touched) * ps;
+            }
+        }
+    }
+    return 0;
+}

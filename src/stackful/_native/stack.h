@@ -1,0 +1,62 @@
+/* Fiber stacks: one mmap per fiber, a guard below, pooled for reuse.
+ *
+ *   high  +------------------------------+  <- map + map_size
+ *         | interpreter data-stack chunk |  SF_DATA_CHUNK_SIZE: CPython 3.11+ keeps
+ *         |  (grows upward)              |  Python frames here; pooling it with the
+ *         +------------------------------+  C stack spares an mmap/munmap per fiber
+ *         | C stack (grows downward)     |  <- top: where sf_make_context starts
+ *         |   `size` usable bytes        |
+ *         +------------------------------+  <- base
+ *         | guard (PROT_NONE or          |  a touch here is a stack overflow
+ *         |  MADV_GUARD_INSTALL)         |
+ *   low   +------------------------------+  <- map
+ *
+ * Pages are reserved lazily (MAP_NORESERVE): only what a fiber touches costs
+ * memory.  Released stacks go to a bounded pool, so a steady state of spawning
+ * and finishing fibers makes no system call.  All functions run with the GIL held.
+ */
+#ifndef STACKFUL_STACK_H
+#define STACKFUL_STACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SF_DATA_CHUNK_SIZE (16 * 1024)
+#define SF_STACK_MIN (32 * 1024)
+#define SF_STACK_DEFAULT (2 * 1024 * 1024)
+#define SF_STACK_MAX ((size_t)1 << 36)
+
+typedef struct sf_stack {
+    char *map;             /* the whole mapping, guard included */
+    size_t map_size;
+    size_t guard_size;
+    size_t size;           /* usable C stack bytes */
+    struct sf_stack *next_free;  /* link while pooled */
+    unsigned valgrind_id;
+} sf_stack;
+
+static inline char *sf_stack_base(const sf_stack *s) { return s->map + s->guard_size; }
+static inline char *sf_stack_top(const sf_stack *s) { return sf_stack_base(s) + s->size; }
+static inline void *sf_stack_data_chunk(const sf_stack *s) { return sf_stack_top(s); }
+
+/* A stack of `size` usable bytes (a multiple of the page size), from the pool
+ * if one fits.  NULL with a Python MemoryError set when the system refuses. */
+sf_stack *sf_stack_acquire(size_t size);
+/* Give a stack back: into the pool, or unmapped when the pool is full. */
+void sf_stack_release(sf_stack *stack);
+/* Bytes of the C stack touched so far (resident pages, counted from the top). */
+size_t sf_stack_touched(const sf_stack *stack);
+/* Unmap every pooled stack; returns how many. */
+size_t sf_stack_pool_clear(void);
+size_t sf_stack_pool_count(void);
+void sf_stack_pool_set_limit(size_t max_stacks);
+size_t sf_stack_pool_limit(void);
+/* "madvise" or "mprotect": how guard pages are made on this kernel. */
+const char *sf_stack_guard_method(void);
+size_t sf_page_size(void);
+/* Round a requested size up to whole pages, and check it. -1 + ValueError. */
+int sf_stack_normalize_size(long long requested, size_t *out);
+/* Bytes currently mapped for stacks (live and pooled). */
+size_t sf_stack_mapped_bytes(void);
+
+#endif
