@@ -123,6 +123,8 @@ class Runtime:
         # Ctrl-C that arrived while the hub was busy: handled at the hub's next loop.
         self._hub_interrupt_pending = False
         self._idle = False
+        # How often a task handed control back to the hub (tests check yields bypass it).
+        self.hub_resumptions = 0
         self._deadlock: DeadlockError | None = None
         # Failed tasks whose exception nobody retrieved yet, by id (weak: see Task.__del__).
         self._failed: weakref.WeakValueDictionary[int, Task] = weakref.WeakValueDictionary()
@@ -185,6 +187,7 @@ class Runtime:
                 nxt._switch()  # type: ignore[misc]
                 # Back in the hub: a task blocked with nothing ready, or a task finished.
                 self.current = None
+                self.hub_resumptions += 1
                 continue
             if not self._live:
                 return
@@ -301,8 +304,6 @@ class Runtime:
         else:
             fiber = Fiber(self._make_entry(task), name=task.name, stack_size=stack_size,
                           parent=self._hub)
-        # Like asyncio, a task starts in a copy of its spawner's context.
-        fiber.context = contextvars.copy_context()
         task._fiber = fiber
         task._switch = fiber.switch
         self._live[task] = None
@@ -310,37 +311,51 @@ class Runtime:
         return task
 
     def _make_entry(self, task: Task) -> Callable[..., None]:
+        # Like asyncio, a task runs in a copy of its spawner's context.  Entered with
+        # Context.run inside the fiber rather than by setting Fiber.context before the first
+        # switch: the core currently drops a context set on a fiber that has not started.
+        context = contextvars.copy_context()
+        # The task travels in a one-slot list that _task_main empties: no frame or closure
+        # below the user's function may keep a reference to the task (see _task_main).
+        box = [task]
+
         def entry(*_ignored: Any) -> None:
             # Arguments are ignored: a task is started either by a plain switch() or by a dying
             # task whose fiber was re-parented onto this one (which passes its return value).
-            self._task_main(task)
+            context.run(self._task_main, box)
 
         return entry
 
-    def _task_main(self, task: Task) -> None:
-        """Body of every task fiber: run the function, record the outcome, hand over."""
-        fn = task._fn
-        args, kwargs = task._args, task._kwargs
-        task._fn = None
-        task._args = ()
-        task._kwargs = {}
+    def _task_main(self, box: list[Task]) -> None:
+        """Body of every task fiber: run the function, record the outcome, hand over.
+
+        Why no local names the task: a traceback keeps the frames it passes through, and
+        their callers through ``f_back``, alive with their locals.  If this frame held the
+        task, a failed task would be tied to its own exception in a cycle, and the
+        "nobody retrieved it" report would wait for a garbage collection.
+        """
+        fn, args, kwargs = box[0]._take_call()
         result: Any = None
         error: BaseException | None = None
         try:
-            pending = task._pending_exc
+            pending = box[0]._pending_exc
             if pending is not None:
                 # Cancelled (or interrupted) before it ever ran: do not start the function.
-                task._pending_exc = None
+                box[0]._pending_exc = None
                 raise pending
-            assert fn is not None
             result = fn(*args, **kwargs)
         except FiberExit:
             # The fiber is being killed (shutdown gave up on it, or it was collected): let the
             # core unwind it; the task was already marked finished.
             raise
         except BaseException as exc:
-            error = exc
+            # Drop this frame from the traceback: it is scheduler noise to the user.
+            tb = exc.__traceback__
+            error = exc.with_traceback(tb.tb_next if tb is not None else None)
         del fn, args, kwargs
+        self._task_done(box.pop(), result, error)
+
+    def _task_done(self, task: Task, result: Any, error: BaseException | None) -> None:
         if task.state is FINISHED:
             # Shutdown gave up on this task and killed its fiber; an exception replaced the
             # FiberExit on the way out.  The hub (our parent) is waiting for us: just go.

@@ -89,6 +89,17 @@ class Task:
         self._cancel_requested = False
         self._cancel_count = 0
 
+    def _take_call(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        # Hand the function and its arguments to the fiber and forget them here, so a finished
+        # task does not keep its arguments alive.
+        fn = self._fn
+        assert fn is not None, "a task's function is taken once"
+        call = (fn, self._args, self._kwargs)
+        self._fn = None
+        self._args = ()
+        self._kwargs = {}
+        return call
+
     # -- inspection --------------------------------------------------------------------------
 
     def done(self) -> bool:

@@ -1,0 +1,767 @@
+"""The runtime: run/spawn/join, round-robin yield, sleep, I/O waits, cancellation, deadlocks,
+unretrieved exceptions, Ctrl-C, introspection and limits."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from stackful import lowlevel
+from stackful.runtime_api import (
+    BusyResourceError,
+    Cancelled,
+    DeadlockError,
+    Runtime,
+    Task,
+    TaskExceptHookArgs,
+    TooManyTasksError,
+    VirtualClock,
+    current_task,
+    run,
+    sleep,
+    spawn,
+    tasks,
+    wait_readable,
+    wait_writable,
+    yield_now,
+)
+
+
+def vrun(main: Any, *args: Any) -> Any:
+    """Run on a virtual clock: timers fire in order without sleeping for real."""
+    return run(main, *args, clock=VirtualClock())
+
+
+# -- run / spawn / join --------------------------------------------------------------------------
+
+
+def test_issue_example_interleaves_round_robin() -> None:
+    lines: list[str] = []
+
+    def worker(name: str, n: int) -> int:
+        for i in range(n):
+            lines.append(f"{name}: {i}")
+            yield_now()
+        return n
+
+    def main() -> int:
+        a = spawn(worker, "a", 3)
+        b = spawn(worker, "b", 2, name="b")
+        return int(a.join()) + int(b.join())
+
+    assert run(main) == 5
+    assert lines == ["a: 0", "b: 0", "a: 1", "b: 1", "a: 2"]
+
+
+def test_run_passes_args_and_kwargs_and_returns_result() -> None:
+    def main(x: int, *, y: int) -> int:
+        return x * y
+
+    assert run(main, 6, y=7) == 42
+
+
+def test_run_raises_main_exception() -> None:
+    def main() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        run(main)
+
+
+def test_spawn_kwargs_go_to_the_function_and_name_is_kept() -> None:
+    def f(a: int, b: int = 0) -> int:
+        return a - b
+
+    def main() -> tuple[int, str]:
+        t = spawn(f, 10, b=3, name="sub")
+        return t.join(), t.name
+
+    assert run(main) == (7, "sub")
+
+
+def test_join_reraises_task_exception_and_marks_it_retrieved() -> None:
+    reported: list[TaskExceptHookArgs] = []
+
+    def bad() -> None:
+        raise KeyError("k")
+
+    def main() -> None:
+        t = spawn(bad)
+        with pytest.raises(KeyError):
+            t.join()
+        assert t.done() and isinstance(t.exception(), KeyError)
+
+    Runtime(excepthook=reported.append).run(main)
+    assert reported == []
+
+
+def test_task_result_and_exception_before_done_are_errors() -> None:
+    def main() -> None:
+        t = spawn(yield_now, name="w")
+        with pytest.raises(RuntimeError, match="task 'w' is not finished"):
+            t.result()
+        with pytest.raises(RuntimeError, match="not finished"):
+            t.exception()
+        assert t.state == "ready" and not t.done()
+        t.join()
+        assert t.state == "finished" and t.result() is None and t.exception() is None
+
+    run(main)
+
+
+def test_join_yourself_is_a_clear_error() -> None:
+    def main() -> None:
+        with pytest.raises(RuntimeError, match="cannot join itself"):
+            current_task().join()
+
+    run(main)
+
+
+def test_join_timeout_raises_timeout_error_and_task_keeps_running() -> None:
+    def slow() -> str:
+        sleep(10)
+        return "late"
+
+    def main() -> str:
+        t = spawn(slow)
+        with pytest.raises(TimeoutError):
+            t.join(timeout=1)
+        assert lowlevel.current_time() == 1
+        return str(t.join())
+
+    assert vrun(main) == "late"
+
+
+def test_join_negative_timeout_rejected() -> None:
+    def main() -> None:
+        t = spawn(yield_now)
+        with pytest.raises(ValueError, match="timeout must be >= 0"):
+            t.join(timeout=-1)
+
+    run(main)
+
+
+def test_nested_run_is_rejected() -> None:
+    def main() -> None:
+        with pytest.raises(RuntimeError, match="already running on this thread"):
+            run(lambda: None)
+
+    run(main)
+
+
+def test_runtime_runs_once() -> None:
+    rt = Runtime()
+    rt.run(lambda: None)
+    with pytest.raises(RuntimeError, match="already run"):
+        rt.run(lambda: None)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: yield_now(),
+        lambda: sleep(1),
+        lambda: spawn(print),
+        lambda: wait_readable(0),
+        lambda: wait_writable(0),
+        lambda: tasks(),
+        lambda: current_task(),
+        lambda: lowlevel.park("x"),
+    ],
+    ids=["yield_now", "sleep", "spawn", "wait_readable", "wait_writable", "tasks",
+         "current_task", "park"],
+)
+def test_blocking_outside_run_is_a_clear_error(call: Any) -> None:
+    with pytest.raises(RuntimeError, match=r"must be called inside stackful.run\(\)"):
+        call()
+
+
+def test_spawn_non_callable_is_type_error() -> None:
+    def main() -> None:
+        with pytest.raises(TypeError, match="needs a callable"):
+            spawn(42)  # type: ignore[arg-type]
+
+    run(main)
+
+
+def test_tasks_start_in_a_copy_of_the_spawners_context() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    def child() -> str:
+        seen = var.get()
+        var.set("child")
+        return seen
+
+    def main() -> tuple[str, str]:
+        var.set("parent")
+        seen = spawn(child).join()
+        return seen, var.get()
+
+    assert run(main) == ("parent", "parent")
+
+
+def test_stack_size_is_accepted() -> None:
+    def main() -> int:
+        return int(spawn(lambda: 3, stack_size=256 * 1024).join())
+
+    assert run(main) == 3
+
+
+# -- scheduling ----------------------------------------------------------------------------------
+
+
+def test_ready_queue_is_fifo_and_yield_goes_to_the_back() -> None:
+    order: list[tuple[str, int]] = []
+
+    def w(name: str) -> None:
+        for i in range(3):
+            order.append((name, i))
+            yield_now()
+
+    def main() -> None:
+        ts = [spawn(w, n) for n in "xyz"]
+        for t in ts:
+            t.join()
+
+    run(main)
+    assert order == [(n, i) for i in range(3) for n in "xyz"]
+
+
+def test_yield_hands_over_directly_without_the_hub() -> None:
+    rt = Runtime()
+
+    def w() -> None:
+        for _ in range(200):
+            yield_now()
+
+    def main() -> None:
+        a, b = spawn(w), spawn(w)
+        a.join()
+        b.join()
+
+    rt.run(main)
+    # 400 yields between tasks; the hub only runs for the start and main's end.
+    assert rt.hub_resumptions <= 3
+
+
+def test_yield_alone_returns_immediately() -> None:
+    def main() -> int:
+        for _ in range(10):
+            yield_now()
+        return 1
+
+    assert run(main) == 1
+
+
+def test_busy_yielding_task_does_not_starve_timers() -> None:
+    # Real clock, 1 ms: the yielder never blocks, so the timer can only fire if the scheduler
+    # checks timers between yields.
+    woke = []
+
+    def sleeper() -> None:
+        sleep(0.001)
+        woke.append(True)
+
+    def main() -> int:
+        spawn(sleeper)
+        n = 0
+        while not woke:
+            yield_now()
+            n += 1
+        return n
+
+    assert run(main) > 0
+
+
+def test_sleep_wakes_in_deadline_order_on_the_virtual_clock() -> None:
+    woke: list[tuple[str, float]] = []
+
+    def s(name: str, secs: float) -> None:
+        sleep(secs)
+        woke.append((name, lowlevel.current_time()))
+
+    def main() -> None:
+        ts = [spawn(s, "c", 3.0), spawn(s, "a", 1.0), spawn(s, "b", 2.0), spawn(s, "a2", 1.0)]
+        for t in ts:
+            t.join()
+
+    vrun(main)
+    assert woke == [("a", 1.0), ("a2", 1.0), ("b", 2.0), ("c", 3.0)]
+
+
+def test_sleep_zero_yields_and_negative_sleep_is_rejected() -> None:
+    order: list[str] = []
+
+    def other() -> None:
+        order.append("other")
+
+    def main() -> None:
+        spawn(other)
+        sleep(0)
+        order.append("main")
+        with pytest.raises(ValueError, match="sleep length must be >= 0"):
+            sleep(-1)
+
+    run(main)
+    assert order == ["other", "main"]
+
+
+def test_virtual_clock_advance_and_validation() -> None:
+    c = VirtualClock(5.0)
+    c.advance(2.5)
+    assert c.now() == 7.5
+    with pytest.raises(ValueError, match="backwards"):
+        c.advance(-1)
+    with pytest.raises(ValueError, match="autojump_threshold"):
+        VirtualClock(autojump_threshold=-1)
+
+
+def test_real_sleep_of_a_few_ms_blocks_in_the_hub() -> None:
+    def main() -> float:
+        t0 = lowlevel.current_time()
+        sleep(0.002)
+        return lowlevel.current_time() - t0
+
+    assert run(main) >= 0.002
+
+
+# -- I/O -------------------------------------------------------------------------------------------
+
+
+def test_wait_readable_wakes_when_data_arrives() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    def reader() -> bytes:
+        wait_readable(a)
+        return a.recv(100)
+
+    def main() -> bytes:
+        t = spawn(reader)
+        yield_now()
+        assert t.state == "blocked" and t.waiting_on == f"wait_readable(fd={a.fileno()})"
+        wait_writable(b.fileno())
+        b.send(b"hello")
+        return bytes(t.join())
+
+    try:
+        assert run(main) == b"hello"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_wait_readable_timeout_and_busy_fd() -> None:
+    a, b = socket.socketpair()
+
+    def main() -> None:
+        t = spawn(wait_readable, a)
+        yield_now()
+        with pytest.raises(BusyResourceError, match="already waiting for fd"):
+            wait_readable(a)
+        t.cancel()
+        with pytest.raises(Cancelled):
+            t.join()
+        with pytest.raises(TimeoutError):
+            wait_readable(a, timeout=5)
+        assert lowlevel.current_time() == 5
+        with pytest.raises(ValueError, match="timeout must be >= 0"):
+            wait_readable(a, timeout=-1)
+
+    try:
+        vrun(main)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_wait_readable_bad_objects() -> None:
+    def main() -> None:
+        with pytest.raises(TypeError, match="fileno"):
+            wait_readable("nope")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="invalid file descriptor -1"):
+            wait_readable(-1)
+
+    run(main)
+
+
+# -- cancellation ----------------------------------------------------------------------------------
+
+
+def test_cancel_blocked_task_runs_finally_and_join_raises_cancelled() -> None:
+    log: list[str] = []
+
+    def victim() -> None:
+        try:
+            sleep(100)
+        finally:
+            log.append("finally")
+
+    def main() -> None:
+        t = spawn(victim)
+        yield_now()
+        assert t.cancel() is True
+        with pytest.raises(Cancelled, match="was cancelled"):
+            t.join()
+        assert t.cancelled()
+        assert t.cancel() is False
+
+    vrun(main)
+    assert log == ["finally"]
+
+
+def test_cancel_before_start_never_runs_the_function() -> None:
+    ran = []
+
+    def main() -> None:
+        t = spawn(ran.append, 1)
+        t.cancel()
+        with pytest.raises(Cancelled):
+            t.join()
+
+    run(main)
+    assert ran == []
+
+
+def test_cancel_is_delivered_at_the_next_blocking_point() -> None:
+    steps: list[int] = []
+
+    def busy() -> None:
+        for i in range(5):
+            steps.append(i)
+            yield_now()
+
+    def main() -> None:
+        t = spawn(busy)
+        yield_now()  # busy ran step 0 and yielded back
+        t.cancel()
+        with pytest.raises(Cancelled):
+            t.join()
+
+    run(main)
+    assert steps == [0]
+
+
+def test_cancelled_is_not_an_exception_subclass() -> None:
+    assert issubclass(Cancelled, BaseException) and not issubclass(Cancelled, Exception)
+
+
+def test_tasks_alive_when_main_returns_are_cancelled_and_unwound() -> None:
+    log: list[str] = []
+
+    def forever() -> None:
+        try:
+            while True:
+                sleep(1)
+        finally:
+            log.append("cleaned")
+
+    def main() -> str:
+        spawn(forever)
+        spawn(forever)
+        sleep(0.5)
+        return "done"
+
+    assert vrun(main) == "done"
+    assert log == ["cleaned", "cleaned"]
+
+
+def test_task_that_swallows_cancellation_cannot_hang_shutdown() -> None:
+    def stubborn() -> None:
+        while True:
+            try:
+                lowlevel.park("nothing")
+            except Cancelled:
+                pass
+
+    def main() -> None:
+        spawn(stubborn)
+        yield_now()
+
+    run(main)  # returns instead of hanging
+
+
+# -- deadlock detection ---------------------------------------------------------------------------
+
+
+def test_deadlock_names_blocked_tasks_and_what_they_wait_on() -> None:
+    log: list[str] = []
+
+    def stuck() -> None:
+        try:
+            lowlevel.park("Something.acquire")
+        finally:
+            log.append("stuck finally")
+
+    def main() -> None:
+        t = spawn(stuck, name="worker")
+        t.join()
+
+    with pytest.raises(DeadlockError) as info:
+        run(main)
+    msg = str(info.value)
+    assert "all 2 tasks are blocked" in msg
+    assert "task 'main' waiting on join('worker')" in msg
+    assert "task 'worker' waiting on Something.acquire" in msg
+    assert info.value.blocked == [("main", "join('worker')"), ("worker", "Something.acquire")]
+    assert log == ["stuck finally"]
+
+
+def test_mutual_join_is_a_deadlock() -> None:
+    holder: dict[str, Task] = {}
+
+    def a() -> None:
+        yield_now()
+        holder["b"].join()
+
+    def b() -> None:
+        holder["a"].join()
+
+    def main() -> None:
+        holder["a"] = spawn(a, name="a")
+        holder["b"] = spawn(b, name="b")
+        holder["a"].join()
+
+    with pytest.raises(DeadlockError, match="task 'a' waiting on join"):
+        run(main)
+
+
+def test_sleeping_tasks_are_not_a_deadlock() -> None:
+    def main() -> float:
+        sleep(3600)
+        return lowlevel.current_time()
+
+    assert vrun(main) == 3600
+
+
+# -- unretrieved exceptions ------------------------------------------------------------------------
+
+
+def test_unjoined_failure_goes_to_the_hook_once() -> None:
+    reported: list[TaskExceptHookArgs] = []
+
+    def bad() -> None:
+        raise ZeroDivisionError("nope")
+
+    def main() -> None:
+        t = spawn(bad, name="bad")
+        yield_now()
+        assert t.done()
+
+    Runtime(excepthook=reported.append).run(main)
+    assert len(reported) == 1
+    assert reported[0].task.name == "bad"
+    assert reported[0].exc_type is ZeroDivisionError
+    assert str(reported[0].exc_value) == "nope"
+
+
+def test_forgotten_failed_task_is_reported_when_dropped() -> None:
+    reported: list[str] = []
+    seen_before_end: list[int] = []
+
+    def bad() -> None:
+        raise OSError("gone")
+
+    def main() -> None:
+        spawn(bad, name="dropped")  # handle dropped at once
+        yield_now()
+        yield_now()
+        seen_before_end.append(len(reported))
+
+    Runtime(excepthook=lambda a: reported.append(a.task.name)).run(main)
+    assert reported == ["dropped"]
+    assert seen_before_end == [1]
+
+
+def test_default_hook_prints_traceback_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    def bad() -> None:
+        raise RuntimeError("visible")
+
+    def main() -> None:
+        t = spawn(bad, name="loud")
+        yield_now()
+        assert t.done()
+
+    run(main)
+    err = capsys.readouterr().err
+    assert "Exception in stackful task 'loud'" in err
+    assert "Traceback" in err and "RuntimeError: visible" in err
+
+
+def test_cancelled_tasks_are_not_reported() -> None:
+    reported: list[TaskExceptHookArgs] = []
+
+    def main() -> None:
+        spawn(sleep, 10).cancel()
+        yield_now()
+
+    Runtime(excepthook=reported.append, clock=VirtualClock()).run(main)
+    assert reported == []
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------------
+
+
+def test_keyboard_interrupt_in_a_task_cancels_others_and_propagates() -> None:
+    log: list[str] = []
+
+    def victim() -> None:
+        try:
+            sleep(100)
+        finally:
+            log.append("victim finally")
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    def main() -> None:
+        try:
+            spawn(victim)
+            spawn(ctrl_c)
+            sleep(50)
+        finally:
+            log.append("main finally")
+
+    with pytest.raises(KeyboardInterrupt):
+        vrun(main)
+    assert sorted(log) == ["main finally", "victim finally"]
+
+
+def test_real_sigint_while_tasks_run() -> None:
+    log: list[str] = []
+
+    def victim() -> None:
+        try:
+            sleep(100)
+        finally:
+            log.append("victim finally")
+
+    def main() -> None:
+        spawn(victim)
+        yield_now()
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the signal arrives between bytecodes of this loop
+            yield_now()
+
+    with pytest.raises(KeyboardInterrupt):
+        vrun(main)
+    assert log == ["victim finally"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_real_sigint_while_the_hub_is_idle() -> None:
+    log: list[str] = []
+
+    def main() -> None:
+        timer = threading.Timer(0.005, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            sleep(30)  # real clock: the hub blocks in the poller until the signal
+        finally:
+            log.append("main finally")
+            timer.join()
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main)
+    assert log == ["main finally"]
+
+
+# -- introspection and limits ----------------------------------------------------------------------
+
+
+def test_tasks_lists_names_and_states() -> None:
+    snapshot: list[tuple[str, str, str]] = []
+
+    def main() -> None:
+        spawn(sleep, 5, name="sleeper")
+        spawn(yield_now, name="fresh")
+        yield_now()  # sleeper parks; fresh yields and is ready again
+        snapshot.extend((t.name, t.state, t.waiting_on) for t in tasks())
+
+    vrun(main)
+    assert snapshot == [
+        ("main", "running", ""),
+        ("sleeper", "blocked", "sleep"),
+        ("fresh", "ready", ""),
+    ]
+
+
+def test_max_tasks_caps_live_tasks_and_frees_slots() -> None:
+    def main() -> None:
+        t = spawn(yield_now, name="one")
+        with pytest.raises(TooManyTasksError, match=r"already has 2 live tasks \(max_tasks=2\)"):
+            spawn(yield_now, name="two")
+        t.join()
+        spawn(yield_now).join()  # the finished task's slot is free again
+
+    Runtime(max_tasks=2).run(main)
+
+
+def test_max_tasks_validation() -> None:
+    with pytest.raises(ValueError, match="max_tasks must be a positive int"):
+        Runtime(max_tasks=0)
+
+
+def test_many_tasks_spawn_and_join() -> None:
+    def main() -> int:
+        ts = [spawn(lambda i=i: i * 2) for i in range(2000)]
+        return sum(int(t.join()) for t in ts)
+
+    assert run(main) == sum(i * 2 for i in range(2000))
+
+
+# -- threads ---------------------------------------------------------------------------------------
+
+
+def test_each_thread_runs_its_own_runtime() -> None:
+    results: dict[int, int] = {}
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        def main() -> int:
+            total = 0
+            for i in range(50):
+                total += i * k
+                yield_now()
+            return total
+
+        try:
+            results[k] = run(main)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results == {k: k * sum(range(50)) for k in (1, 2, 3)}
+
+
+def test_cancel_from_another_thread_is_rejected() -> None:
+    box: list[Task] = []
+    errors: list[str] = []
+
+    def main() -> None:
+        box.append(spawn(sleep, 1))
+        th = threading.Thread(target=lambda: _try_cancel(box[0], errors))
+        th.start()
+        th.join()
+
+    vrun(main)
+    assert errors and "another thread" in errors[0]
+
+
+def _try_cancel(task: Task, errors: list[str]) -> None:
+    try:
+        task.cancel()
+    except RuntimeError as exc:
+        errors.append(str(exc))
