@@ -7,6 +7,7 @@ for v in 3.11 3.12 3.13; do
     py=$(pyenv root 2>/dev/null)/versions/$(pyenv versions --bare 2>/dev/null | grep -E "^${v//./\\.}(\.|$)" | tail -n 1)/bin/python$v
     [ -x "$py" ] || { echo "skip $v (not in pyenv)"; continue; }
     "$py" -c "import setuptools" 2>/dev/null || "$py" -m pip install -q setuptools wheel
-    "$py" setup.py -q build_ext --inplace --build-temp "build/tmp-$v" >/dev/null
+    "$py" setup.py -q build_ext --inplace --build-temp "build/tmp-$v" >/dev/null 2>&1 \
+        || "$py" setup.py -q build_ext --inplace --build-temp "build/tmp-$v"
     echo "built for $v"
 done

@@ -101,6 +101,7 @@ typedef struct Fiber {
     sf_thread *thread;
     struct Fiber *parent;         /* strong; NULL only for a root */
     PyObject *target;             /* cleared when the fiber ends */
+    sf_transfer start;            /* target's arguments while it runs: visible to the GC */
     PyObject *name;
     sf_stack *stack;              /* NULL for a root, and before start / after death */
     size_t stack_size;
@@ -522,18 +523,19 @@ static void fiber_entry(void *value, void *arg)
     th->transfer = (sf_transfer){0};
     after_switch(th);
 
+    /* The fiber holds its target and arguments until the target returns, so
+     * the GC sees them as the fiber's (cycles through them get collected). */
     PyObject *result = NULL;
-    PyObject *target = self->target;
-    self->target = NULL;
+    self->start = t;
     if (t.kind == TRANSFER_THROW) {
-        transfer_result(&t);  /* raises it before the target runs */
+        transfer_result(&self->start);  /* raises it before the target runs */
     } else if (t.kind == TRANSFER_VALUE) {
-        result = PyObject_CallOneArg(target, t.value);
+        result = PyObject_CallOneArg(self->target, t.value);
     } else {
-        result = PyObject_Call(target, t.value, t.kwargs);
+        result = PyObject_Call(self->target, t.value, t.kwargs);
     }
-    transfer_clear(&t);
-    Py_XDECREF(target);
+    transfer_clear(&self->start);
+    Py_CLEAR(self->target);
 
     sf_transfer out = {0};
     if (result) {
@@ -755,6 +757,8 @@ static int Fiber_init(Fiber *self, PyObject *args, PyObject *kwds)
 static int Fiber_traverse(Fiber *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->target);
+    Py_VISIT(self->start.value);
+    Py_VISIT(self->start.kwargs);
     Py_VISIT(self->parent);
     Py_VISIT(self->dict);
     /* A suspended fiber owns its frames; the running one's are the thread's. */
@@ -771,10 +775,13 @@ static int Fiber_clear(Fiber *self)
     } else if (self->state == FIBER_SUSPENDED && !IS_ROOT(self)) {
         discard_fiber(self);
     }
-    Py_CLEAR(self->target);
     Py_CLEAR(self->dict);
-    if (self->state == FIBER_NEW || self->state == FIBER_DEAD)
+    if (self->state == FIBER_NEW || self->state == FIBER_DEAD) {
+        /* A suspended fiber's own C frames still use these. */
+        Py_CLEAR(self->target);
+        transfer_clear(&self->start);
         Py_CLEAR(self->parent);
+    }
     return 0;
 }
 
@@ -794,6 +801,7 @@ static void Fiber_dealloc(Fiber *self)
     Py_CLEAR(self->py.context);
     Py_CLEAR(self->py.exc_state.exc_value);
     Py_CLEAR(self->target);
+    transfer_clear(&self->start);
     Py_CLEAR(self->parent);
     Py_CLEAR(self->name);
     Py_CLEAR(self->dict);

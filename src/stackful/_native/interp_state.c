@@ -25,14 +25,23 @@
 
 #include "internal/pycore_frame.h"
 
-/* C stack bytes one unit of CPython's C recursion counter may use.  A Python
- * frame called from C costs 2 units (3.12+) and ~1-2 KiB of C stack; deep
- * C recursion (repr, pickle, json) costs 1 unit and a few hundred bytes.
- * Measured with tests/test_stack_overflow.py, with margin. */
-#define SF_STACK_BYTES_PER_LEVEL 1024
+/* C stack bytes one unit of CPython's recursion counter may cost.  Measured
+ * (benchmarks/measure_stack_per_level.py): Python -> C -> Python recursion
+ * through sorted(key=...) takes ~5 KiB a level, which 3.12+ counts as 2 units
+ * (PY_EVAL_C_STACK_UNITS) and 3.11 as 2 calls; repr() of nested objects takes
+ * ~500 bytes for 3 units.  3.11 counts pure Python calls (which cost no C
+ * stack) with the same counter, so its ratio is looser to keep the default
+ * limit of 1000 on a default 2 MiB stack; what gets past a budget is caught by
+ * the guard page and reported. */
+#if PY_VERSION_HEX < 0x030C0000
+#  define SF_STACK_BYTES_PER_LEVEL 2048
+#else
+#  define SF_STACK_BYTES_PER_LEVEL 3072
+#endif
 /* Bytes kept back for the fiber's entry, the switch and a RecursionError's
- * own handling (the interpreter allows 50 levels of headroom past the limit). */
-#define SF_STACK_RESERVE (24 * 1024)
+ * own handling (the interpreter allows 50 levels of headroom past the limit);
+ * a quarter of a small stack. */
+#define SF_STACK_RESERVE_MAX (24 * 1024)
 
 #if PY_VERSION_HEX >= 0x030D0000
 #  define SF_C_RECURSION_LIMIT Py_C_RECURSION_LIMIT
@@ -119,13 +128,15 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts)
 void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
                            size_t c_stack_bytes)
 {
+    PyObject *context = s->context;  /* may have been set before the start */
     memset(s, 0, sizeof(*s));
+    s->context = context;
 #if PY_VERSION_HEX < 0x030D0000
     s->cframe = &s->base_cframe;  /* current_frame NULL: the fiber's frames end here */
 #endif
-    size_t levels = c_stack_bytes > SF_STACK_RESERVE
-                        ? (c_stack_bytes - SF_STACK_RESERVE) / SF_STACK_BYTES_PER_LEVEL
-                        : 1;
+    size_t reserve = c_stack_bytes / 4 < SF_STACK_RESERVE_MAX ? c_stack_bytes / 4
+                                                              : SF_STACK_RESERVE_MAX;
+    size_t levels = (c_stack_bytes - reserve) / SF_STACK_BYTES_PER_LEVEL;
     s->c_budget = levels > INT_MAX ? INT_MAX : (int)levels;
 #if PY_VERSION_HEX >= 0x030C0000
     s->c_remaining = min_int(SF_C_RECURSION_LIMIT, s->c_budget);
