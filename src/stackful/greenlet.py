@@ -66,8 +66,8 @@ _fiber_parent: Final = Fiber.__dict__["parent"]
 # greenlet's own, so ours start with "_greenlet").
 _RUN: Final = "_greenlet_run"  # the callable given, until the greenlet starts
 _PENDING_THROW: Final = "_greenlet_pending_throw"  # throw() into an unstarted greenlet
-_THREAD: Final = "_greenlet_thread"  # ident of the thread the greenlet belongs to
 _PARKED: Final = "_greenlet_parked"  # suspended in _traced_switch: it reports its own resume
+_CONTEXT: Final = "_greenlet_context"  # gr_context given before start (see gr_context)
 
 
 class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
@@ -84,9 +84,11 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
     def __new__(cls, *args: Any, **kwargs: Any) -> greenlet:
         # All of Fiber's set-up happens here, so that a subclass whose __init__ never
         # calls greenlet.__init__ still gets a working greenlet (greenlet allows that).
-        self = Fiber.__new__(cls, _bootstrap)
+        here = _current()
+        if not isinstance(here, greenlet):
+            _adopt(here)  # so that the new greenlet's parent is a greenlet too
+        self = Fiber.__new__(cls)
         Fiber.__init__(self, _bootstrap)
-        self.__dict__[_THREAD] = threading.get_ident()
         return self
 
     def __init__(self, run: Callable[..., Any] | None = None, parent: Fiber | None = None) -> None:
@@ -134,10 +136,8 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
             raise TypeError(f"parent must be a greenlet, not {type(value).__name__}")
         if _fiber_parent.__get__(self, Fiber) is None:
             raise AttributeError("cannot set the parent of a main greenlet")
-        theirs = value.__dict__.get(_THREAD)
-        if self.started and theirs is not None and theirs != self.__dict__.get(_THREAD):
-            raise ValueError("parent cannot be on a different thread")
-        _fiber_parent.__set__(self, value)  # the core refuses cycles with ValueError
+        # The core refuses a cycle, and a parent on another thread, with ValueError.
+        _fiber_parent.__set__(self, value)
 
     @parent.deleter
     def parent(self) -> None:
@@ -157,22 +157,21 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
         instance; ``tb`` an optional traceback.  A greenlet that was never started
         dies without running; a dead one passes the throw on to its parent.
         """
-        exc = _exception_from(typ, val, tb)
         target: Fiber = _first_live(self)
-        here = _current()
-        tracer = _trace_of_thread() if _tracing_threads else None
-        if target is here:
+        if _tracing_threads:
+            tracer = _trace_of_thread()
             if tracer is not None:
-                tracer("throw", (here, here))
-            raise exc
+                return _throw_traced(target, (typ, val, tb), tracer)
+        # This frame stays on the thrower's stack while the thrower is suspended, and
+        # what it holds is invisible to the cycle collector there: so it holds neither
+        # the thrower nor the exception (whose traceback will lead back to the
+        # thrower).  The core builds the exception from typ/val/tb and hands it over.
+        if target is _current():
+            raise _exception_from(typ, val, tb)
         if not target.started:
-            target.__dict__[_PENDING_THROW] = exc
-            if tracer is not None:
-                return _switch_traced(here, target, tracer, (), {}, "throw")
+            target.__dict__[_PENDING_THROW] = _exception_from(typ, val, tb)
             return _fiber_switch(target)
-        if tracer is not None:
-            return _switch_traced(here, target, tracer, exc, None, "throw")
-        return _fiber_throw(target, exc)
+        return _fiber_throw(target, typ, val, tb)
 
     # -- the rest of greenlet's face ---------------------------------------------------------
 
@@ -183,18 +182,31 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
     @property
     def gr_frame(self) -> FrameType | None:
         """The frame a suspended greenlet resumes in; None unless suspended."""
+        if self is _current():
+            return None  # Fiber.frame gives the running fiber's frame too; greenlet does not
         frame: FrameType | None = self.frame
         return frame
 
     @property
     def gr_context(self) -> contextvars.Context | None:
         """The contextvars.Context the greenlet runs in (None: a fresh empty one)."""
+        if not self.started:
+            pending: contextvars.Context | None = self.__dict__.get(_CONTEXT)
+            return pending
         context: contextvars.Context | None = self.context
         return context
 
     @gr_context.setter
     def gr_context(self, value: contextvars.Context | None) -> None:
-        self.context = value
+        if value is not None and not isinstance(value, contextvars.Context):
+            raise TypeError(f"greenlet context must be a contextvars.Context or None, "
+                            f"not {type(value).__name__}")
+        if self.started:
+            self.context = value
+        else:
+            # The core forgets a context set before the fiber starts (it is reset when
+            # the stack is laid out), so _bootstrap applies it from the running side.
+            self.__dict__[_CONTEXT] = value
 
     def __repr__(self) -> str:
         kind = "main" if _fiber_parent.__get__(self, Fiber) is None else self.state
@@ -218,19 +230,47 @@ def _adopt(fiber: Fiber) -> greenlet:
     """
     if fiber.parent is not None:
         return fiber  # type: ignore[return-value]
-    fiber.__class__ = greenlet
-    fiber.__dict__[_THREAD] = threading.get_ident()
+    _retype(fiber, greenlet)
     return fiber  # type: ignore[return-value]
+
+
+def _retype(obj: object, cls: type) -> None:
+    """Make ``cls`` the type of ``obj``, which is a plain Fiber (a thread's root).
+
+    This is ``obj.__class__ = cls`` done by hand, because CPython refuses that
+    assignment for static types such as Fiber.  It is sound here for the reasons
+    CPython checks in that assignment: ``cls`` is a heap subclass of Fiber that adds
+    no C-level fields (``__slots__ = ()``, and Fiber already has a ``__dict__`` and
+    weak references), so the object's layout does not change, and the instance owns
+    one reference to its heap type, taken here and dropped by ``cls``'s dealloc.
+    It stays until the core offers this itself (see the report of issue #4).
+    """
+    import ctypes
+
+    assert cls.__basicsize__ == Fiber.__basicsize__ and type(obj) is Fiber
+    ob_type = object.__basicsize__ - ctypes.sizeof(ctypes.c_void_p)  # PyObject's last field
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(cls))
+    ctypes.c_void_p.from_address(id(obj) + ob_type).value = id(cls)
+    if type(obj) is not cls:  # pragma: no cover - an object header we do not know
+        raise RuntimeError("stackful.greenlet: cannot make the root fiber a greenlet")
 
 
 # -- the start and the end of a greenlet's life ----------------------------------------------
 
 
 def _bootstrap(*args: Any, **kwargs: Any) -> Any:
-    """The target of every greenlet's fiber: runs on the greenlet's own stack."""
+    """The target of every greenlet's fiber: runs on the greenlet's own stack.
+
+    While ``run`` runs, this frame holds no reference to the greenlet, so that
+    dropping the last outside reference frees it (and kills it) at once, as in
+    greenlet, instead of waiting for the cycle collector.
+    """
     self = _current()
     assert isinstance(self, greenlet)
     d = self.__dict__
+    context = d.pop(_CONTEXT, None)
+    if context is not None:
+        self.context = context
     try:
         pending = d.pop(_PENDING_THROW, None)
         if _tracing_threads:
@@ -239,13 +279,14 @@ def _bootstrap(*args: Any, **kwargs: Any) -> Any:
             raise pending
         run = self.run
         d.pop(_RUN, None)
+        del self, d
         result = run(*args, **kwargs)
     except GreenletExit as e:
         result = e
     except BaseException:
-        _on_death(self, "throw")
+        _on_death(_current(), "throw")
         raise
-    _on_death(self, "switch")
+    _on_death(_current(), "switch")
     return result
 
 
@@ -270,7 +311,7 @@ class _SwitchToDead:
         if target is here:
             tracer = _trace_of_thread() if _tracing_threads else None
             if tracer is not None:
-                tracer("switch", (here, here))
+                _call(tracer, "switch", here, here)
             return _pack(args, kwargs)
         return target.switch(*args, **kwargs)
 
@@ -389,30 +430,31 @@ def _traced_switch(self: Fiber, *args: Any, **kwargs: Any) -> Any:
         return _fiber_switch(self, *args, **kwargs)
     here = _current()
     if self is here:
-        tracer("switch", (here, here))
+        _call(tracer, "switch", here, here)
         return _pack(args, kwargs)
-    return _switch_traced(here, self, tracer, args, kwargs, "switch")
+    return _switch_traced(here, self, tracer, "switch", args, kwargs)
 
 
 def _switch_traced(
     here: Fiber,
     target: Fiber,
     tracer: TraceFunction,
-    args: tuple[Any, ...] | BaseException,
-    kwargs: dict[str, Any] | None,
     event: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None = None,
+    throw: bool = False,
 ) -> Any:
-    """Transfer to ``target`` (a switch, or a throw when ``args`` is the exception),
-    arranging for ``tracer`` to hear of it, then report our own resume."""
+    """Switch to ``target`` with ``args`` (``throw``: throw, ``args`` being those of
+    Fiber.throw), arranging for ``tracer`` to hear of it; then report our own resume."""
     refused = _hand_over(here, target, tracer, event)
     if refused is not None:
         # The trace function ran here and raised: greenlet throws that into the target.
-        args, kwargs = refused, None
+        args, kwargs, throw = (refused,), None, True
     mine = here.__dict__
     mine[_PARKED] = True
     try:
-        if isinstance(args, BaseException):
-            result = _fiber_throw(target, args)
+        if throw:
+            result = _fiber_throw(target, *args)
         else:
             result = _fiber_switch(target, *args, **(kwargs or {}))
     except BaseException:
@@ -422,6 +464,18 @@ def _switch_traced(
     mine.pop(_PARKED, None)
     _report_resume(here, "switch")
     return result
+
+
+def _throw_traced(target: Fiber, raise_args: tuple[Any, Any, Any], tracer: TraceFunction) -> Any:
+    """greenlet.throw while this thread traces (``raise_args``: typ, val, tb)."""
+    here = _current()
+    if target is here:
+        _call(tracer, "throw", here, here)
+        raise _exception_from(*raise_args)
+    if not target.started:
+        target.__dict__[_PENDING_THROW] = _exception_from(*raise_args)
+        return _switch_traced(here, target, tracer, "throw", ())
+    return _switch_traced(here, target, tracer, "throw", raise_args, throw=True)
 
 
 def _hand_over(
@@ -436,7 +490,7 @@ def _hand_over(
         _thread_state.origin = origin
         return None
     try:
-        tracer(event, (origin, target))
+        _call(tracer, event, origin, target)
     except BaseException as e:  # noqa: B036 - greenlet delivers every kind to the target
         return e
     return None
@@ -447,7 +501,16 @@ def _report_resume(me: Fiber, event: str) -> None:
     origin = _thread_state.__dict__.pop("origin", None)
     tracer = _trace_of_thread()
     if origin is not None and tracer is not None:
-        tracer(event, (origin, me))
+        _call(tracer, event, origin, me)
+
+
+def _call(tracer: TraceFunction, event: str, origin: Fiber, target: Fiber) -> None:
+    """Call the trace function; one that raises is removed first (as greenlet does)."""
+    try:
+        tracer(event, (origin, target))
+    except BaseException:
+        settrace(None)
+        raise
 
 
 # -- install() -----------------------------------------------------------------------------------
