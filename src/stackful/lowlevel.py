@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._core import (
+    Cancelled,
     Runtime,
     Task,
     TimeoutScope,
@@ -23,7 +24,7 @@ from ._core import (
 )
 
 __all__ = [
-    "Runtime", "RuntimeBinding", "Task", "TimeoutScope", "Timer", "WaitQueue", "call_later",
+    "Cancelled", "Runtime", "RuntimeBinding", "Task", "TimeoutScope", "Timer", "WaitQueue", "call_later",
     "checkpoint", "current_runtime", "current_task", "current_time", "park", "timeout_scope",
     "wake", "wake_with_exception",
 ]
@@ -159,6 +160,24 @@ class WaitQueue:
             waiters.remove(entry)
 
         return task._runtime.park(reason, abort)
+
+    def park_for(
+        self, task: Task, reason: str, timeout: float | None, payload: Any = None
+    ) -> tuple[bool, Any]:
+        """Like :meth:`park` with an optional timeout: ``(True, value)`` or ``(False, None)``.
+
+        Only this wait's own timeout returns False; an enclosing ``timeout()`` still raises.
+        """
+        if timeout is None:
+            return True, self.park(task, reason, payload)
+        scope = timeout_scope(timeout, reason)
+        try:
+            with scope:
+                return True, self.park(task, reason, payload)
+        except TimeoutError as exc:
+            if scope.owns(exc):
+                return False, None
+            raise
 
     def peek_payload(self) -> Any:
         """Payload of the first waiter (the queue must not be empty)."""
