@@ -81,7 +81,7 @@ def ping_pong(flavour: Flavour, depth: int, switches: int) -> float:
 
     def child() -> float:
         def loop() -> float:
-            back = main.switch
+            back = hub.switch
             while True:
                 back()
 
@@ -98,7 +98,7 @@ def ping_pong(flavour: Flavour, depth: int, switches: int) -> float:
         flavour.kill(g)
         return elapsed
 
-    main = flavour.getcurrent()
+    hub = flavour.getcurrent()
     return at_depth(depth, measure) * 1e9 / (2 * round_trips)
 
 
@@ -143,8 +143,10 @@ def main() -> None:
                 ns = work(flavour)
                 best[name, label] = min(ns, best.get((name, label), float("inf")))
 
-    print(f"Python {platform.python_version()} on {platform.machine()}; "
-          f"best of {args.rounds} rounds; ns per switch (ping-pong) or per greenlet (spawn)")
+    print(
+        f"Python {platform.python_version()} on {platform.machine()}; "
+        f"best of {args.rounds} rounds; ns per switch (ping-pong) or per greenlet (spawn)"
+    )
     labels = list(flavours)
     header = f"{'workload':<24}" + "".join(f"{label:>20}" for label in labels)
     has_greenlet = "greenlet" in flavours

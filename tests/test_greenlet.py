@@ -55,7 +55,7 @@ def no_leaks() -> Iterator[None]:
     assert _live_greenlets() <= before
 
 
-# -- switching and passing values ---------------------------------------------------------------
+# -- switching and passing values -----------------------------------------------------------------
 
 
 def test_first_switch_calls_run_with_the_arguments() -> None:
@@ -164,13 +164,12 @@ def test_exception_goes_to_the_parent_not_to_the_switcher() -> None:
 
 
 def test_greenlet_exit_escaping_run_is_returned_to_the_parent() -> None:
-    class Quit(GreenletExit):
-        pass
+    Quit = type("Quit", (GreenletExit,), {})
 
     def quits() -> None:
         raise Quit("bye")
 
-    result = greenlet(quits).switch()
+    result: BaseException = greenlet(quits).switch()
     assert type(result) is Quit and result.args == ("bye",)
 
 
@@ -475,7 +474,7 @@ def test_getcurrent_is_the_running_greenlet() -> None:
     assert s.switch() is s
 
 
-# -- gr_frame ---------------------------------------------------------------------------------------
+# -- gr_frame -------------------------------------------------------------------------------------
 
 
 def test_gr_frame_is_the_suspended_frame_only() -> None:
@@ -667,7 +666,7 @@ def test_trace_callback_error_is_raised_in_the_target() -> None:
     assert result == "caught switch"
 
 
-# -- weak references and garbage collection ---------------------------------------------------
+# -- weak references and garbage collection -------------------------------------------------------
 
 
 def test_weak_references_die_with_the_greenlet() -> None:
@@ -702,7 +701,7 @@ def test_unreachable_suspended_greenlet_gets_greenlet_exit() -> None:
     assert ref() is None
 
 
-# -- threads ----------------------------------------------------------------------------------------
+# -- threads --------------------------------------------------------------------------------------
 
 
 def test_each_thread_has_its_own_main_greenlet() -> None:
@@ -710,10 +709,10 @@ def test_each_thread_has_its_own_main_greenlet() -> None:
     t = threading.Thread(target=lambda: theirs.append((getcurrent(), getcurrent().parent)))
     t.start()
     t.join()
-    (their_main, their_parent), = theirs
+    ((their_main, their_parent),) = theirs
     assert their_main is not getcurrent()
     assert their_parent is None
-    del theirs, their_main
+    theirs.clear()
 
 
 def test_switching_to_another_threads_greenlet_is_an_error() -> None:
@@ -741,10 +740,10 @@ def test_switching_to_another_threads_greenlet_is_an_error() -> None:
     finally:
         finish.set()
         t.join()
-    del theirs
+    theirs.clear()
 
 
-# -- the module's surface ---------------------------------------------------------------------------
+# -- the module's surface -------------------------------------------------------------------------
 
 
 def test_exception_classes() -> None:
@@ -753,10 +752,11 @@ def test_exception_classes() -> None:
     assert issubclass(gl.error, Exception)
 
 
-# -- install() ---------------------------------------------------------------------------------------
+# -- install() ------------------------------------------------------------------------------------
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    assert gl.__file__ is not None
     src = str(Path(gl.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src}
     return subprocess.run(

@@ -29,7 +29,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import stackful
 from stackful import Fiber, FiberError, FiberExit
@@ -131,7 +131,7 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
         return parent
 
     @parent.setter
-    def parent(self, value: Fiber) -> None:
+    def parent(self, value: Fiber | None) -> None:
         if not isinstance(value, Fiber):
             raise TypeError(f"parent must be a greenlet, not {type(value).__name__}")
         if _fiber_parent.__get__(self, Fiber) is None:
@@ -199,8 +199,10 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
     @gr_context.setter
     def gr_context(self, value: contextvars.Context | None) -> None:
         if value is not None and not isinstance(value, contextvars.Context):
-            raise TypeError(f"greenlet context must be a contextvars.Context or None, "
-                            f"not {type(value).__name__}")
+            raise TypeError(
+                f"greenlet context must be a contextvars.Context or None, "
+                f"not {type(value).__name__}"
+            )
         if self.started:
             self.context = value
         else:
@@ -228,10 +230,9 @@ def _adopt(fiber: Fiber) -> greenlet:
     returned as it is: it has switch, throw, parent and dead, which is what greenlet
     code running inside it usually needs.
     """
-    if fiber.parent is not None:
-        return fiber  # type: ignore[return-value]
-    _retype(fiber, greenlet)
-    return fiber  # type: ignore[return-value]
+    if fiber.parent is None:
+        _retype(fiber, greenlet)
+    return cast(greenlet, fiber)
 
 
 def _retype(obj: object, cls: type) -> None:
@@ -299,7 +300,7 @@ class _SwitchToDead:
 
     __slots__ = ("_ref",)
 
-    def __init__(self, dead: greenlet) -> None:
+    def __init__(self, dead: Fiber) -> None:
         self._ref = weakref.ref(dead)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -316,7 +317,7 @@ class _SwitchToDead:
         return target.switch(*args, **kwargs)
 
 
-def _on_death(self: greenlet, event: str) -> None:
+def _on_death(self: Fiber, event: str) -> None:
     """Called on a dying greenlet's stack as its run ends, however it ends."""
     self.__dict__["switch"] = _SwitchToDead(self)
     if _tracing_threads:
@@ -366,9 +367,7 @@ def _exception_from(typ: object, val: object, tb: object) -> BaseException:
         else:
             exc = typ(val)
     else:
-        raise TypeError(
-            f"exceptions must be classes, or instances, not {type(typ).__name__}"
-        )
+        raise TypeError(f"exceptions must be classes, or instances, not {type(typ).__name__}")
     if tb is not None:
         exc = exc.with_traceback(tb)
     return exc
