@@ -207,6 +207,19 @@ def test_run_can_be_a_method_of_a_subclass() -> None:
     assert isinstance(w, greenlet)
 
 
+def test_a_subclass_need_not_call_greenlet_init() -> None:
+    class Quiet(greenlet):  # type: ignore[misc]
+        def __init__(self, label: str) -> None:
+            self.label = label  # no greenlet.__init__: parent is still the creator
+
+        def run(self) -> str:
+            return self.label
+
+    q = Quiet("quiet")
+    assert q.parent is getcurrent()
+    assert q.switch() == "quiet"
+
+
 def test_run_is_gone_after_start() -> None:
     main = getcurrent()
     g = greenlet(lambda: main.switch())

@@ -248,7 +248,10 @@ def _retype(obj: object, cls: type) -> None:
     """
     import ctypes
 
-    assert cls.__basicsize__ == Fiber.__basicsize__ and type(obj) is Fiber
+    managed = (1 << 3) | (1 << 4)  # Py_TPFLAGS_MANAGED_WEAKREF, _MANAGED_DICT: a pre-header
+    same_layout = cls.__basicsize__ == Fiber.__basicsize__ and not cls.__flags__ & managed
+    if not same_layout or type(obj) is not Fiber:
+        raise TypeError(f"cannot give {obj!r} the layout of {cls.__qualname__}")
     ob_type = object.__basicsize__ - ctypes.sizeof(ctypes.c_void_p)  # PyObject's last field
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(cls))
     ctypes.c_void_p.from_address(id(obj) + ob_type).value = id(cls)
@@ -267,19 +270,22 @@ def _bootstrap(*args: Any, **kwargs: Any) -> Any:
     greenlet, instead of waiting for the cycle collector.
     """
     self = _current()
-    assert isinstance(self, greenlet)
     d = self.__dict__
-    context = d.pop(_CONTEXT, None)
-    if context is not None:
-        self.context = context
+    if _CONTEXT in d:
+        self.context = d.pop(_CONTEXT)
     try:
         pending = d.pop(_PENDING_THROW, None)
         if _tracing_threads:
             _report_resume(self, "switch" if pending is None else "throw")
         if pending is not None:
             raise pending
-        run = self.run
-        d.pop(_RUN, None)
+        if type(self) is greenlet:  # the common case, without the property's cost
+            run = d.pop(_RUN, None)
+            if run is None:
+                raise AttributeError("run")
+        else:
+            run = self.run  # a subclass's run method wins over a run argument
+            d.pop(_RUN, None)
         del self, d
         result = run(*args, **kwargs)
     except GreenletExit as e:
@@ -287,7 +293,10 @@ def _bootstrap(*args: Any, **kwargs: Any) -> Any:
     except BaseException:
         _on_death(_current(), "throw")
         raise
-    _on_death(_current(), "switch")
+    self = _current()
+    self.__dict__["switch"] = _SwitchToDead(self)  # _on_death's first line, inlined
+    if _tracing_threads:
+        _on_death(self, "switch")
     return result
 
 
@@ -319,7 +328,8 @@ class _SwitchToDead:
 
 def _on_death(self: Fiber, event: str) -> None:
     """Called on a dying greenlet's stack as its run ends, however it ends."""
-    self.__dict__["switch"] = _SwitchToDead(self)
+    if "switch" not in self.__dict__:
+        self.__dict__["switch"] = _SwitchToDead(self)
     if _tracing_threads:
         tracer = _trace_of_thread()
         if tracer is not None:
