@@ -269,7 +269,7 @@ def _bootstrap(*args: Any, **kwargs: Any) -> Any:
     dropping the last outside reference frees it (and kills it) at once, as in
     greenlet, instead of waiting for the cycle collector.
     """
-    self = _current()
+    self = cast(greenlet, _current())  # the fiber this function is the target of
     d = self.__dict__
     if _CONTEXT in d:
         self.context = d.pop(_CONTEXT)
@@ -293,7 +293,7 @@ def _bootstrap(*args: Any, **kwargs: Any) -> Any:
     except BaseException:
         _on_death(_current(), "throw")
         raise
-    self = _current()
+    self = cast(greenlet, _current())
     self.__dict__["switch"] = _SwitchToDead(self)  # _on_death's first line, inlined
     if _tracing_threads:
         _on_death(self, "switch")
