@@ -19,6 +19,12 @@ Speed is the point of the layer, so the hot path is the core's own code:
   what greenlet code expects to catch, with no translation on any path.
 
 Everything else (``throw``, ``parent``'s checks, ``run``) is plain Python, off the hot path.
+
+The main greenlet: the core makes each thread's root fiber a plain Fiber.  The first
+time this module meets one (``getcurrent()``, or creating a greenlet) it gives it the
+type ``greenlet``, which adds no C-level fields, so ``getcurrent()`` is a greenlet in
+every thread, as greenlet code assumes.  A fiber started through stackful's own API
+stays a Fiber; greenlet code running inside one gets it from ``getcurrent()`` as it is.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ _fiber_parent: Final = Fiber.__dict__["parent"]
 # greenlet's own, so ours start with "_greenlet").
 _RUN: Final = "_greenlet_run"  # the callable given, until the greenlet starts
 _PENDING_THROW: Final = "_greenlet_pending_throw"  # throw() into an unstarted greenlet
-_PARKED: Final = "_greenlet_parked"  # suspended in _traced_switch: it reports its own resume
+_PARKED: Final = "_greenlet_parked"  # suspended in _switch_traced: reports its own resume
 _CONTEXT: Final = "_greenlet_context"  # gr_context given before start (see gr_context)
 
 
