@@ -129,6 +129,8 @@ class Runtime:
         # Failed tasks whose exception nobody retrieved yet, by id (weak: see Task.__del__).
         self._failed: weakref.WeakValueDictionary[int, Task] = weakref.WeakValueDictionary()
         self._reported: set[int] = set()
+        # The target of every task fiber, bound once.
+        self._entry = self._task_entry
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class Runtime:
             if nxt is not None:
                 self.current = nxt
                 nxt.state = RUNNING
-                nxt._switch()  # type: ignore[misc]
+                nxt._fiber.switch()  # type: ignore[union-attr]
                 # Back in the hub: a task blocked with nothing ready, or a task finished.
                 self.current = None
                 self.hub_resumptions += 1
@@ -300,48 +302,44 @@ class Runtime:
         task = Task(self, task_id, name if name is not None else f"task-{task_id}",
                     fn, args, kwargs)
         if stack_size is None:
-            fiber = Fiber(self._make_entry(task), name=task.name, parent=self._hub)
+            fiber = Fiber(self._entry, name=task.name, parent=self._hub)
         else:
-            fiber = Fiber(self._make_entry(task), name=task.name, stack_size=stack_size,
-                          parent=self._hub)
+            fiber = Fiber(self._entry, name=task.name, stack_size=stack_size, parent=self._hub)
+        task._context = contextvars.copy_context()
         task._fiber = fiber
-        task._switch = fiber.switch
         self._live[task] = None
         self.ready.append(task)
         return task
 
-    def _make_entry(self, task: Task) -> Callable[..., None]:
-        # Like asyncio, a task runs in a copy of its spawner's context.  Entered with
-        # Context.run inside the fiber rather than by setting Fiber.context before the first
-        # switch: the core currently drops a context set on a fiber that has not started.
-        context = contextvars.copy_context()
-        # The task travels in a one-slot list that _task_main empties: no frame or closure
-        # below the user's function may keep a reference to the task (see _task_main).
-        box = [task]
+    def _task_entry(self, *_ignored: Any) -> None:
+        """The target of every task fiber (one bound method shared by all: no per-task closure).
 
-        def entry(*_ignored: Any) -> None:
-            # Arguments are ignored: a task is started either by a plain switch() or by a dying
-            # task whose fiber was re-parented onto this one (which passes its return value).
-            context.run(self._task_main, box)
-
-        return entry
-
-    def _task_main(self, box: list[Task]) -> None:
-        """Body of every task fiber: run the function, record the outcome, hand over.
-
-        Why no local names the task: a traceback keeps the frames it passes through, and
-        their callers through ``f_back``, alive with their locals.  If this frame held the
-        task, a failed task would be tied to its own exception in a cycle, and the
-        "nobody retrieved it" report would wait for a garbage collection.
+        The task to run is ``self.current``: whoever switches to a fiber sets it first.
+        Arguments are ignored: a task starts either by a plain switch() or by a dying task
+        whose fiber was re-parented onto this one (which passes its return value).  Like
+        asyncio, the task runs in a copy of its spawner's context, entered with Context.run
+        here rather than by setting Fiber.context before the first switch, which the core
+        dropped at the time of writing.
         """
-        fn, args, kwargs = box[0]._take_call()
+        self.current._context.run(self._task_body)  # type: ignore[union-attr]
+
+    def _task_body(self) -> None:
+        """Run the task's function, record the outcome, hand over to the next task.
+
+        Why no local names the task (it is always read from ``self.current``): a traceback
+        keeps the frames it passes through, and their callers through ``f_back``, alive with
+        their locals.  If this frame held the task, a failed task would be tied to its own
+        exception in a cycle, and the "nobody retrieved it" report would wait for a garbage
+        collection.
+        """
+        fn, args, kwargs = self.current._take_call()  # type: ignore[union-attr]
         result: Any = None
         error: BaseException | None = None
         try:
-            pending = box[0]._pending_exc
+            pending = self.current._pending_exc  # type: ignore[union-attr]
             if pending is not None:
                 # Cancelled (or interrupted) before it ever ran: do not start the function.
-                box[0]._pending_exc = None
+                self.current._pending_exc = None  # type: ignore[union-attr]
                 raise pending
             result = fn(*args, **kwargs)
         except FiberExit:
@@ -353,10 +351,10 @@ class Runtime:
             tb = exc.__traceback__
             error = exc.with_traceback(tb.tb_next if tb is not None else None)
         del fn, args, kwargs
-        self._task_done(box.pop(), result, error)
+        self._task_done(self.current, result, error)
 
-    def _task_done(self, task: Task, result: Any, error: BaseException | None) -> None:
-        if task.state is FINISHED:
+    def _task_done(self, task: Task | None, result: Any, error: BaseException | None) -> None:
+        if task is None or task.state is FINISHED:
             # Shutdown gave up on this task and killed its fiber; an exception replaced the
             # FiberExit on the way out.  The hub (our parent) is waiting for us: just go.
             return
@@ -382,7 +380,7 @@ class Runtime:
         task._result = result
         task._exception = error
         task._fiber = None
-        task._switch = None
+        task._context = None
         task._abort = None
         task._pending_exc = None
         self._live.pop(task, None)
@@ -429,22 +427,31 @@ class Runtime:
         else:
             self.current = nxt
             nxt.state = RUNNING
-            nxt._switch()  # type: ignore[misc]
+            nxt._fiber.switch()  # type: ignore[union-attr]
         # Resumed: whoever switched to us already set current = task and state = RUNNING.
 
     def yield_now(self) -> None:
         """Go to the back of the ready queue and let every other ready task run first."""
+        # The hottest path of the runtime: _pick_next and _switch_away are inlined by hand.
         task = self.current
         if task is None:
             raise RuntimeError("yield_now() must be called from a task")
         if task._pending_exc is not None:
             self._raise_pending(task, None)
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._tick()
         ready = self.ready
-        task.state = READY
-        ready.append(task)
-        self._switch_away(task)
-        if task._pending_exc is not None:
-            self._raise_pending(task, None)
+        if ready:
+            task.state = READY
+            ready.append(task)
+            nxt = ready.popleft()
+            self.current = nxt
+            nxt.state = RUNNING
+            nxt._fiber.switch()  # type: ignore[union-attr]
+            # Resumed: whoever switched to us set current = task and state = RUNNING.
+            if task._pending_exc is not None:
+                self._raise_pending(task, None)
 
     def park(self, reason: str, abort: Callable[[], object] | None = None) -> Any:
         """Block the running task until :meth:`wake` or :meth:`wake_with_exception`.

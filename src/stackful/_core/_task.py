@@ -6,6 +6,7 @@ belong to the native :class:`Fiber` and the task adds the scheduling state aroun
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import traceback
 from collections.abc import Callable
@@ -48,7 +49,7 @@ class Task:
     """
 
     __slots__ = (
-        "name", "id", "state", "_runtime", "_fiber", "_switch", "_fn", "_args", "_kwargs",
+        "name", "id", "state", "_runtime", "_fiber", "_context", "_fn", "_args", "_kwargs",
         "_resume_value", "_resume_exc", "_pending_exc", "_abort", "_wait_reason",
         "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
         "_cancel_count", "__weakref__",
@@ -70,7 +71,7 @@ class Task:
         self.state = READY
         self._runtime = runtime
         self._fiber: Fiber | None = None
-        self._switch: Callable[[], Any] | None = None
+        self._context: contextvars.Context | None = None
         self._fn: Callable[..., Any] | None = fn
         self._args = args
         self._kwargs = kwargs
