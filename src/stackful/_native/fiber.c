@@ -106,6 +106,7 @@ typedef struct Fiber {
     sf_stack *stack;              /* NULL for a root, and before start / after death */
     size_t stack_size;
     int state;
+    int c_budget_override;        /* 0, or the budget a test asked for */
     sf_pystate py;
     PyObject *dict;
     PyObject *weakreflist;
@@ -424,6 +425,8 @@ static int fiber_prepare(Fiber *f)
         return -1;
     f->stack = stack;
     sf_pystate_init_fresh(&f->py, sf_stack_data_chunk(stack), SF_DATA_CHUNK_SIZE, stack->size);
+    if (f->c_budget_override)
+        sf_pystate_set_c_budget(&f->py, f->c_budget_override);
     f->ctx = sf_make_context(sf_stack_top(stack), fiber_entry, f);
 #ifdef SF_ASAN
     f->asan_bottom = sf_stack_base(stack);
@@ -1367,7 +1370,29 @@ static PyObject *mod_switch_frame_layout(PyObject *m, PyObject *Py_UNUSED(ignore
                          "entry", SF_FRAME_OFFSET_ENTRY, "arg", SF_FRAME_OFFSET_ARG);
 }
 
+PyDoc_STRVAR(set_recursion_budget_doc,
+"_set_recursion_budget(fiber, levels)\n--\n\n"
+"Testing only: give a fiber that has not started a C recursion budget of\n"
+"`levels`, bigger than its stack can hold, so that the guard page is what\n"
+"stops a runaway recursion.");
+
+static PyObject *mod_set_recursion_budget(PyObject *m, PyObject *args)
+{
+    (void)m;
+    PyObject *fiber;
+    int levels;
+    if (!PyArg_ParseTuple(args, "O!i:_set_recursion_budget", &FiberType, &fiber, &levels))
+        return NULL;
+    if (((Fiber *)fiber)->state != FIBER_NEW || levels < 1) {
+        PyErr_SetString(PyExc_ValueError, "needs a fiber that has not started and levels >= 1");
+        return NULL;
+    }
+    ((Fiber *)fiber)->c_budget_override = levels;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_set_recursion_budget", mod_set_recursion_budget, METH_VARARGS, set_recursion_budget_doc},
     {"current", mod_current, METH_NOARGS, current_doc},
     {"get_default_stack_size", mod_get_default_stack_size, METH_NOARGS, get_default_stack_size_doc},
     {"set_default_stack_size", mod_set_default_stack_size, METH_O, set_default_stack_size_doc},

@@ -153,6 +153,14 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
     s->exc_info = &s->exc_state;
 }
 
+void sf_pystate_set_c_budget(sf_pystate *s, int levels)
+{
+    s->c_budget = levels;
+#if PY_VERSION_HEX >= 0x030C0000
+    s->c_remaining = levels;
+#endif
+}
+
 static void free_chunks_above(_PyStackChunk *chunk, void *own_chunk)
 {
     PyObjectArenaAllocator arena;

@@ -51,6 +51,9 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts);
  * first data-stack chunk and a C recursion budget that fits `c_stack_bytes`. */
 void sf_pystate_init_fresh(sf_pystate *s, void *chunk, size_t chunk_size, size_t c_stack_bytes);
 
+/* Replace the C recursion budget of a fresh state (tests of the guard page). */
+void sf_pystate_set_c_budget(sf_pystate *s, int levels);
+
 /* After a fiber's last frame returned (it is still the running one):
  * free the data-stack chunks CPython added on top of the fiber's own. */
 void sf_pystate_release_extra_chunks(PyThreadState *ts, void *own_chunk);

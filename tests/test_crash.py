@@ -1,0 +1,54 @@
+"""Cases that would take the interpreter down run in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CRASH = Path(__file__).parent / "crash"
+SRC = Path(__file__).parent.parent / "src"
+
+
+def run_script(name: str, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env.pop("PYTHONFAULTHANDLER", None)
+    return subprocess.run([python, str(CRASH / name), *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_stack_overflow_is_reported_by_name_and_size() -> None:
+    result = run_script("stack_overflow.py")
+    assert result.returncode != 0
+    assert "unreachable" not in result.stdout
+    assert "stackful: fiber 'deep-diver' overflowed its 64 KiB stack" in result.stderr
+
+
+def test_shutdown_with_suspended_fibers_in_threads_is_clean() -> None:
+    result = run_script("shutdown_with_suspended_fibers.py")
+    assert result.returncode == 0, result.stderr
+    assert "parked 25" in result.stdout
+    assert "atexit ran" in result.stdout
+    assert "Fatal" not in result.stderr
+
+
+def test_unsupported_python_gets_a_clear_import_error() -> None:
+    other = None
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+        found = sorted(Path(root, "versions").glob("3.10*/bin/python3.10"))
+        other = str(found[-1]) if found else None
+    if other is None:
+        pytest.skip("no CPython outside 3.11-3.13 on this machine")
+    result = subprocess.run(
+        [other, "-c", "import stackful"], capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(SRC)),
+    )
+    assert result.returncode == 1
+    assert "ImportError: stackful supports CPython 3.11, 3.12 and 3.13" in result.stderr
