@@ -31,8 +31,8 @@ import stackful.runtime_api as sf
 from stackful.channel import Channel
 
 try:
-    import gevent
-    import gevent.queue
+    import gevent  # type: ignore[import-untyped]
+    import gevent.queue  # type: ignore[import-untyped]
 except ImportError:  # the comparison is optional
     gevent = None
 

@@ -418,7 +418,7 @@ def test_cancel_blocked_task_runs_finally_and_join_raises_cancelled() -> None:
 
 
 def test_cancel_before_start_never_runs_the_function() -> None:
-    ran = []
+    ran: list[int] = []
 
     def main() -> None:
         t = spawn(ran.append, 1)

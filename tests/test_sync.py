@@ -56,7 +56,13 @@ def test_lock_like_gives_mutual_exclusion_in_fifo_order(factory: Callable[[], An
 def test_lock_like_acquire_timeout_and_nonblocking(factory: Callable[[], Any]) -> None:
     def main() -> None:
         lk = factory()
-        holder = spawn(lambda: (lk.acquire(), sleep(10), lk.release()))
+
+        def hold() -> None:
+            lk.acquire()
+            sleep(10)
+            lk.release()
+
+        holder = spawn(hold)
         yield_now()
         assert lk.acquire(blocking=False) is False
         t0 = current_time()
