@@ -73,7 +73,6 @@ _fiber_parent: Final = Fiber.__dict__["parent"]
 _RUN: Final = "_greenlet_run"  # the callable given, until the greenlet starts
 _PENDING_THROW: Final = "_greenlet_pending_throw"  # throw() into an unstarted greenlet
 _PARKED: Final = "_greenlet_parked"  # suspended in _switch_traced: reports its own resume
-_CONTEXT: Final = "_greenlet_context"  # gr_context given before start (see gr_context)
 
 
 class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
@@ -196,25 +195,12 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
     @property
     def gr_context(self) -> contextvars.Context | None:
         """The contextvars.Context the greenlet runs in (None: a fresh empty one)."""
-        if not self.started:
-            pending: contextvars.Context | None = self.__dict__.get(_CONTEXT)
-            return pending
         context: contextvars.Context | None = self.context
         return context
 
     @gr_context.setter
     def gr_context(self, value: contextvars.Context | None) -> None:
-        if value is not None and not isinstance(value, contextvars.Context):
-            raise TypeError(
-                f"greenlet context must be a contextvars.Context or None, "
-                f"not {type(value).__name__}"
-            )
-        if self.started:
-            self.context = value
-        else:
-            # The core forgets a context set before the fiber starts (it is reset when
-            # the stack is laid out), so _bootstrap applies it from the running side.
-            self.__dict__[_CONTEXT] = value
+        self.context = value
 
     def __repr__(self) -> str:
         kind = "main" if _fiber_parent.__get__(self, Fiber) is None else self.state
@@ -277,8 +263,6 @@ def _bootstrap(*args: Any, **kwargs: Any) -> Any:
     """
     self = cast(greenlet, _current())  # the fiber this function is the target of
     d = self.__dict__
-    if _CONTEXT in d:
-        self.context = d.pop(_CONTEXT)
     try:
         pending = d.pop(_PENDING_THROW, None)
         if _tracing_threads:
