@@ -1,5 +1,10 @@
 """stackful: real stackful coroutines (fibers) for CPython.
 
+Layers: the native core (``Fiber``, ``current``), the runtime (``run``, ``spawn``,
+``sleep``, ``wait_readable``, ...), user primitives on top of it (``Lock``, ``Queue``,
+``Channel``, ``select``, ``timeout``), ``stackful.lowlevel`` for writing new
+primitives, and ``stackful.greenlet``, a greenlet-compatible face.
+
 Every fiber runs Python code on its own mmap'ed C stack with a guard page;
 one assembly routine switches between them, and the interpreter's per-thread
 state is swapped with it so CPython never notices.
@@ -41,6 +46,12 @@ from ._native import (  # noqa: E402
     set_default_stack_size,
     stack_pool,
 )
+from ._runtime_exports import *  # noqa: E402, F403  (run, spawn, Task, sleep, ...)
+from ._runtime_exports import __all__ as _runtime_names  # noqa: E402
+from .channel import Channel, ChannelClosed, Recv, Send, select  # noqa: E402
+from .queue import Empty, Full, Queue  # noqa: E402
+from .sync import Condition, Event, Lock, Semaphore  # noqa: E402
+from .timeouts import timeout, timeout_at  # noqa: E402
 
 __all__ = [
     "DEFAULT_STACK_SIZE",
@@ -54,6 +65,10 @@ __all__ = [
     "get_default_stack_size",
     "set_default_stack_size",
     "stack_pool",
+    # user primitives
+    "Channel", "ChannelClosed", "Condition", "Empty", "Event", "Full", "Lock", "Queue", "Recv",
+    "Semaphore", "Send", "select", "timeout", "timeout_at",
+    *_runtime_names,
 ]
 
 __version__ = "0.1.0"

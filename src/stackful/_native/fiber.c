@@ -1354,8 +1354,9 @@ static PyObject *mod_stack_pointer(PyObject *m, PyObject *Py_UNUSED(ignored))
 PyDoc_STRVAR(switch_frame_layout_doc,
 "switch_frame_layout()\n--\n\n"
 "The assembly switch's saved-frame layout on this machine: a dict with its\n"
-"size and the offsets (from the saved stack pointer) of the resume address\n"
-"and of the registers that carry a fresh context's entry function and argument.");
+"size, the offsets (from the saved stack pointer) of the resume address and\n"
+"of the registers that carry a fresh context's entry function and argument,\n"
+"and how far below a stack's top a fresh context's stack pointer starts.");
 
 static PyObject *mod_switch_frame_layout(PyObject *m, PyObject *Py_UNUSED(ignored))
 {
@@ -1365,9 +1366,10 @@ static PyObject *mod_switch_frame_layout(PyObject *m, PyObject *Py_UNUSED(ignore
 #else
     const char *arch = "aarch64 AAPCS64";
 #endif
-    return Py_BuildValue("{s:s,s:i,s:i,s:i,s:i}", "abi", arch, "frame_size",
+    return Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i}", "abi", arch, "frame_size",
                          SF_SWITCH_FRAME_SIZE, "return_address", SF_FRAME_OFFSET_RETURN,
-                         "entry", SF_FRAME_OFFSET_ENTRY, "arg", SF_FRAME_OFFSET_ARG);
+                         "entry", SF_FRAME_OFFSET_ENTRY, "arg", SF_FRAME_OFFSET_ARG,
+                         "fresh_sp_below_top", SF_FRESH_SP_BELOW_TOP);
 }
 
 PyDoc_STRVAR(set_recursion_budget_doc,

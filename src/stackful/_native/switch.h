@@ -33,11 +33,13 @@ void *sf_switch(sf_context *from, sf_context to, void *value);
 #  define SF_FRAME_OFFSET_RETURN 0x38  /* the address `ret` resumes at */
 #  define SF_FRAME_OFFSET_ENTRY 0x20   /* r12 of a fresh context */
 #  define SF_FRAME_OFFSET_ARG 0x18     /* r13 of a fresh context */
+#  define SF_FRESH_SP_BELOW_TOP 0x50   /* frame + padding that keeps the entry aligned */
 #elif defined(__aarch64__)
 #  define SF_SWITCH_FRAME_SIZE 0xb0
 #  define SF_FRAME_OFFSET_RETURN 0x98  /* x30 (lr) */
 #  define SF_FRAME_OFFSET_ENTRY 0x40   /* x19 of a fresh context */
 #  define SF_FRAME_OFFSET_ARG 0x48     /* x20 of a fresh context */
+#  define SF_FRESH_SP_BELOW_TOP 0xb0
 #else
 #  error "stackful: no context switch for this architecture"
 #endif
