@@ -11,7 +11,10 @@ import pytest
 
 from stackful.__main__ import main
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+import stackful
+
+# The child imports stackful from wherever this process did (src/ or site-packages).
+PACKAGE_PARENT = str(Path(stackful.__file__).resolve().parents[1])
 
 
 def expected(threads: int) -> list[str]:
@@ -45,7 +48,7 @@ def test_book_output_starts_like_the_book() -> None:
 
 
 def test_module_runs_the_demo() -> None:
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
     out = subprocess.run([sys.executable, "-m", "stackful"], capture_output=True, text=True,
                          env=env, timeout=60, check=True)
     assert out.stdout.splitlines() == expected(2)
