@@ -40,7 +40,8 @@ layout of the new stack ({layout['abi']}):
   {info.base:#x}  base; a {info.guard_size}-byte guard page sits below it
 back on the thread's own stack at {on_thread_stack:#x}; the fiber is {fiber.state}""")
     pool = stackful.stack_pool()
-    print(f"its stack went back to the pool ({pool['pooled']} pooled; guards by {pool['guard_method']})")
+    print(f"its stack went back to the pool ({pool['pooled']} pooled; "
+          f"guards by {pool['guard_method']})")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ CRASH = Path(__file__).parent / "crash"
 SRC = Path(__file__).parent.parent / "src"
 
 
-def run_script(name: str, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+def run_script(
+    name: str, *args: str, python: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)  # the child imports stackful from where this test does
     env.pop("PYTHONFAULTHANDLER", None)
     return subprocess.run([python, str(CRASH / name), *args], capture_output=True, text=True,

@@ -51,7 +51,7 @@ def test_current_inside_fiber() -> None:
         ((1,), {}, 1),
         ((1, 2), {}, (1, 2)),
         ((None,), {}, None),
-        ((), {"a": 1}, ((), {"a": 1})),
+        ((), {"a": 1}, {"a": 1}),
         ((1,), {"a": 1}, ((1,), {"a": 1})),
     ],
 )
@@ -784,3 +784,118 @@ def test_stack_pool_reuses_stacks() -> None:
         stackful.stack_pool(old)
     with pytest.raises(ValueError):
         stackful.stack_pool(-1)
+
+
+# -- hooks for compatibility layers -------------------------------------------------------------
+
+
+def test_switch_hook_sees_every_landing() -> None:
+    root = stackful.current()
+    events: list[tuple[str, str, str]] = []
+
+    def hook(event: str, pair: tuple[Fiber, Fiber]) -> None:
+        origin, target = pair
+        events.append((event, origin.name, target.name))
+
+    def body() -> None:
+        try:
+            root.switch()
+        except ValueError:
+            pass
+
+    f = Fiber(body, name="f")
+    assert stackful._native.set_switch_hook(hook) is None
+    try:
+        f.switch()
+        f.throw(ValueError)
+    finally:
+        assert stackful._native.set_switch_hook(None) is hook
+    assert events == [
+        ("switch", "root", "f"),
+        ("switch", "f", "root"),
+        ("throw", "root", "f"),
+        ("switch", "f", "root"),  # f ended: its result lands in root
+    ]
+    assert stackful._native.get_switch_hook() is None
+
+
+def test_switch_hook_error_replaces_the_transfer() -> None:
+    def hook(event: str, pair: tuple[Fiber, Fiber]) -> None:
+        if pair[1].name == "victim":
+            raise LookupError("from hook")
+
+    f = Fiber(lambda: "ran", name="victim")
+    stackful._native.set_switch_hook(hook)
+    try:
+        with pytest.raises(LookupError, match="from hook"):
+            f.switch()  # raised inside f before its target ran, then propagated to us
+    finally:
+        stackful._native.set_switch_hook(None)
+    assert f.dead
+
+
+def test_switch_hook_must_be_callable() -> None:
+    with pytest.raises(TypeError):
+        stackful._native.set_switch_hook(3)
+
+
+def test_dead_switch_to_parent_when_the_class_asks() -> None:
+    class Forwarding(Fiber):
+        __fiber_dead_switch_to_parent__ = True
+
+    f = Forwarding(lambda: None)
+    f.switch()
+    assert f.dead
+    assert f.switch(7) == 7  # the parent (root) is running: the value comes straight back
+    with pytest.raises(KeyError):
+        f.throw(KeyError)
+    plain = Fiber(lambda: None)
+    plain.switch()
+    with pytest.raises(FiberError):
+        plain.switch()
+
+
+def test_class_chooses_the_exit_exception() -> None:
+    class MyExit(FiberExit):
+        pass
+
+    class Custom(Fiber):
+        __fiber_exit__ = MyExit
+
+    root = stackful.current()
+    seen = []
+
+    def body() -> None:
+        try:
+            root.switch()
+        except BaseException as e:  # noqa: BLE001
+            seen.append(type(e))
+            raise
+
+    f = Custom(body)
+    f.switch()
+    f.kill()
+    assert seen == [MyExit]
+    g = Custom(body)
+    g.switch()
+    assert isinstance(g.throw(), MyExit)
+
+
+def test_adopt_root_retypes_this_threads_root() -> None:
+    class Compat(Fiber):
+        pass
+
+    class WithSlots(Fiber):
+        __slots__ = ("x",)
+
+    root = stackful.current()
+    try:
+        adopted = stackful._native.adopt_root(Compat)
+        assert adopted is root and type(root) is Compat
+        with pytest.raises(TypeError, match="without storage"):
+            stackful._native.adopt_root(WithSlots)
+        with pytest.raises(TypeError):
+            stackful._native.adopt_root(int)
+    finally:
+        assert stackful._native.adopt_root(Fiber) is root
+    assert type(root) is Fiber

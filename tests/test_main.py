@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stackful.__main__ import main
-
 import stackful
+from stackful.__main__ import main
 
 # The child imports stackful from wherever this process did (src/ or site-packages).
 PACKAGE_PARENT = str(Path(stackful.__file__).resolve().parents[1])

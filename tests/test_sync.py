@@ -25,7 +25,9 @@ def vrun(main: Callable[[], Any]) -> Any:
     return run(main, clock=VirtualClock())
 
 
-LOCK_FACTORIES: list[Callable[[], Any]] = [Lock, lambda: Semaphore(1), lambda: Semaphore(1, max_value=1)]
+LOCK_FACTORIES: list[Callable[[], Any]] = [
+    Lock, lambda: Semaphore(1), lambda: Semaphore(1, max_value=1),
+]
 LOCK_IDS = ["Lock", "Semaphore(1)", "bounded Semaphore(1)"]
 
 

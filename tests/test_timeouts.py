@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from stackful import lowlevel
 from stackful.runtime_api import Cancelled, VirtualClock, run, sleep, spawn, yield_now
 from stackful.timeouts import current_time, sleep_until, timeout, timeout_at
 

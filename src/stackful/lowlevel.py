@@ -24,7 +24,8 @@ from ._core import (
 )
 
 __all__ = [
-    "Cancelled", "Runtime", "RuntimeBinding", "Task", "TimeoutScope", "Timer", "WaitQueue", "call_later",
+    "Cancelled", "Runtime", "RuntimeBinding", "Task", "TimeoutScope", "Timer", "WaitQueue",
+    "call_later",
     "checkpoint", "current_runtime", "current_task", "current_time", "park", "timeout_scope",
     "wake", "wake_with_exception",
 ]

@@ -58,7 +58,9 @@ class Lock:
         task = self._binding.task("release")
         if self._owner is not task:
             state = "unlocked" if self._owner is None else f"held by task {self._owner.name!r}"
-            raise RuntimeError(f"Lock.release(): the current task does not hold this lock ({state})")
+            raise RuntimeError(
+                f"Lock.release(): the current task does not hold this lock ({state})"
+            )
         if self._waiters:
             self._owner, _ = self._waiters.wake_one()
         else:

@@ -366,11 +366,13 @@ class Runtime:
         if task is not self._main and self._interrupt is None:
             nxt = self._pick_next()
             if nxt is not None:
+                assert nxt._fiber is not None  # set by spawn, cleared only once finished
                 self.current = nxt
                 nxt.state = RUNNING
                 fiber.parent = nxt._fiber
                 return
         self.current = None
+        assert self._hub is not None
         fiber.parent = self._hub
 
     def _finish(self, task: Task, result: Any, error: BaseException | None) -> None:

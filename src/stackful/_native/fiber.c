@@ -92,6 +92,8 @@ typedef struct sf_thread {
     struct Fiber *previous;       /* strong: the fiber we just left, dropped on landing */
     struct Fiber *finished;       /* borrowed: it just ended; its stack is released on landing */
     PyObject *pending_kills;      /* list of our fibers dropped on other threads */
+    PyObject *switch_hook;        /* called on every landing (tracing), or NULL */
+    int in_switch_hook;
     char *altstack;               /* signal stack we installed for overflow reports */
 } sf_thread;
 
@@ -171,7 +173,7 @@ static void transfer_clear(sf_transfer *t)
 }
 
 /* greenlet's packing: one argument comes back as itself, none as (), several
- * as a tuple, keywords as (args, kwargs). */
+ * as a tuple, keywords alone as the dict, both as (args, kwargs). */
 static PyObject *transfer_result(sf_transfer *t)
 {
     PyObject *result;
@@ -182,7 +184,10 @@ static PyObject *transfer_result(sf_transfer *t)
         return NULL;
     case TRANSFER_ARGS:
         if (t->kwargs && PyDict_GET_SIZE(t->kwargs)) {
-            result = PyTuple_Pack(2, t->value, t->kwargs);
+            if (PyTuple_GET_SIZE(t->value) == 0)
+                result = Py_NewRef(t->kwargs);
+            else
+                result = PyTuple_Pack(2, t->value, t->kwargs);
         } else if (PyTuple_GET_SIZE(t->value) == 1) {
             result = Py_NewRef(PyTuple_GET_ITEM(t->value, 0));
         } else {
@@ -264,6 +269,7 @@ static void sentinel_dealloc(ThreadSentinel *self)
         PyMem_RawFree(th->altstack);
         th->altstack = NULL;
         transfer_clear(&th->transfer);
+        Py_CLEAR(th->switch_hook);
         Fiber *root = th->root, *current = th->current, *previous = th->previous;
         th->root = th->current = th->previous = NULL;
         if (root)
@@ -398,8 +404,10 @@ static inline sf_thread *current_thread(void)
 
 static void process_pending_kills(sf_thread *th);
 
-/* Work left by the side that switched to us: runs on the resumed fiber. */
-static inline void after_switch(sf_thread *th)
+/* Work left by the side that switched to us: runs on the resumed fiber.
+ * Returns the fiber we came from (a reference the caller drops last: dropping
+ * the last reference to a suspended fiber kills it, which switches again). */
+static inline Fiber *after_switch(sf_thread *th)
 {
     Fiber *finished = th->finished;
     if (finished) {
@@ -410,8 +418,43 @@ static inline void after_switch(sf_thread *th)
     }
     Fiber *previous = th->previous;
     th->previous = NULL;
-    /* Last reference to a suspended fiber: its finalizer kills it, which
-     * switches again; our own state is consistent by now. */
+    return previous;
+}
+
+static PyObject *str_switch, *str_throw;
+
+/* The thread's switch hook sees every landing, on the target's stack, as
+ * hook(event, (origin, target)); if it raises, its exception replaces what
+ * the switch carried.  Switches the hook itself makes are not reported. */
+static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_transfer *t)
+{
+    th->in_switch_hook = 1;
+    PyObject *hook = Py_NewRef(th->switch_hook);
+    PyObject *event = t->kind == TRANSFER_THROW ? str_throw : str_switch;
+    PyObject *pending = t->kind == TRANSFER_THROW ? NULL : fetch_exception();
+    PyObject *r = PyObject_CallFunction(hook, "O(OO)", event,
+                                        origin ? (PyObject *)origin : Py_None, target);
+    Py_DECREF(hook);
+    th->in_switch_hook = 0;
+    if (r) {
+        Py_DECREF(r);
+        if (pending)
+            restore_exception(pending);
+        return;
+    }
+    Py_XDECREF(pending);
+    transfer_clear(t);
+    t->kind = TRANSFER_THROW;
+    t->value = fetch_exception();
+}
+
+/* Everything a fiber does on landing, in order: bookkeeping, the hook, then
+ * dropping the fiber we came from. */
+static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
+{
+    Fiber *previous = after_switch(th);
+    if (th->switch_hook && !th->in_switch_hook)
+        call_switch_hook(th, previous, self, t);
     Py_XDECREF(previous);
 }
 
@@ -468,7 +511,7 @@ static PyObject *switch_to(sf_thread *th, Fiber *target, sf_transfer t)
     /* Resumed: whoever switched here restored our state and set us current. */
     sf_transfer got = th->transfer;
     th->transfer = (sf_transfer){0};
-    after_switch(th);
+    land(th, origin, &got);
     if (th->pending_kills)
         process_pending_kills(th);
     return transfer_result(&got);
@@ -524,7 +567,7 @@ static void fiber_entry(void *value, void *arg)
 
     sf_transfer t = th->transfer;
     th->transfer = (sf_transfer){0};
-    after_switch(th);
+    land(th, self, &t);
 
     /* The fiber holds its target and arguments until the target returns, so
      * the GC sees them as the fiber's (cycles through them get collected). */
@@ -570,6 +613,26 @@ static void discard_fiber(Fiber *f)
     f->stack = NULL;
 }
 
+static PyObject *str_fiber_exit_attr, *str_dead_to_parent_attr;
+
+/* The exception kill() and the GC throw: FiberExit, or the FiberExit subclass
+ * a Fiber subclass names in __fiber_exit__ (greenlet's GreenletExit). */
+static PyObject *exit_exception_type(Fiber *f)
+{
+    PyTypeObject *type = Py_TYPE(f);
+    if (type == &FiberType)
+        return FiberExit;
+    PyObject *cls = PyObject_GetAttr((PyObject *)type, str_fiber_exit_attr);
+    if (!cls) {
+        PyErr_Clear();
+        return FiberExit;
+    }
+    Py_DECREF(cls);  /* the class keeps it alive */
+    if (PyType_Check(cls) && PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)FiberExit))
+        return cls;
+    return FiberExit;
+}
+
 /* Throw FiberExit into a suspended fiber of this thread and let it unwind,
  * returning here.  Errors are reported as unraisable. */
 static void kill_for_collection(sf_thread *th, Fiber *f)
@@ -578,7 +641,8 @@ static void kill_for_collection(sf_thread *th, Fiber *f)
     Fiber *old_parent = f->parent;
     f->parent = (Fiber *)Py_NewRef(th->current);  /* come back here when it ends */
     Py_XDECREF(old_parent);
-    sf_transfer t = {.kind = TRANSFER_THROW, .value = PyObject_CallNoArgs(FiberExit)};
+    sf_transfer t = {.kind = TRANSFER_THROW,
+                     .value = PyObject_CallNoArgs(exit_exception_type(f))};
     if (!t.value) {
         PyErr_WriteUnraisable((PyObject *)f);
     } else {
@@ -815,19 +879,31 @@ static void Fiber_dealloc(Fiber *self)
 
 /* ---- methods ---- */
 
-static int check_switchable(sf_thread *th, Fiber *self)
+/* Where a switch or throw aimed at `self` goes, or NULL with FiberError.
+ * A finished fiber is an error, unless its class sets
+ * __fiber_dead_switch_to_parent__ (greenlet's rule): then it goes to the
+ * first live ancestor. */
+static Fiber *switch_destination(sf_thread *th, Fiber *self)
 {
     if (self->thread != th) {
         PyErr_Format(FiberError,
                      "cannot switch to fiber %R: it belongs to another thread%s",
                      self->name, self->thread->tstate ? "" : " (which has exited)");
-        return -1;
+        return NULL;
     }
-    if (self->state == FIBER_DEAD) {
-        PyErr_Format(FiberError, "cannot switch to fiber %R: it has finished", self->name);
-        return -1;
+    if (self->state != FIBER_DEAD)
+        return self;
+    if (Py_TYPE(self) != &FiberType) {
+        PyObject *flag = PyObject_GetAttr((PyObject *)Py_TYPE(self), str_dead_to_parent_attr);
+        int forward = flag ? PyObject_IsTrue(flag) : 0;
+        Py_XDECREF(flag);
+        PyErr_Clear();
+        Fiber *parent = forward > 0 ? live_parent(self) : NULL;
+        if (parent)
+            return parent;
     }
-    return 0;
+    PyErr_Format(FiberError, "cannot switch to fiber %R: it has finished", self->name);
+    return NULL;
 }
 
 PyDoc_STRVAR(switch_doc,
@@ -835,7 +911,8 @@ PyDoc_STRVAR(switch_doc,
 "Suspend the running fiber and run this one.\n\n"
 "The first switch calls target(*args, **kwargs) on the fiber's own stack.\n"
 "Later switches resume it: its pending switch() returns a single argument\n"
-"as itself, none as (), several as a tuple, and keywords as (args, kwargs).\n"
+"as itself, none as (), several as a tuple, keywords alone as a dict, and\n"
+"both as (args, kwargs).\n"
 "Returns what is sent back when this fiber's caller is resumed, including\n"
 "the return value of a fiber whose parent it is.");
 
@@ -843,14 +920,17 @@ static PyObject *Fiber_switch(Fiber *self, PyObject *const *args, size_t nargsf,
                               PyObject *kwnames)
 {
     sf_thread *th = current_thread();
-    if (!th || check_switchable(th, self) < 0)
+    if (!th)
+        return NULL;
+    Fiber *target = switch_destination(th, self);
+    if (!target)
         return NULL;
     sf_transfer t;
     if (transfer_from_call(&t, args, nargsf, kwnames) < 0)
         return NULL;
-    if (self == th->current)
+    if (target == th->current)
         return transfer_result(&t);
-    return switch_to(th, self, t);
+    return switch_to(th, target, t);
 }
 
 static PyObject *make_exception(PyObject *typ, PyObject *val, PyObject *tb)
@@ -918,13 +998,17 @@ static PyObject *Fiber_throw(Fiber *self, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     sf_thread *th = current_thread();
-    if (!th || check_switchable(th, self) < 0)
+    if (!th)
         return NULL;
-    PyObject *exc = make_exception(nargs > 0 ? args[0] : FiberExit, nargs > 1 ? args[1] : NULL,
+    Fiber *target = switch_destination(th, self);
+    if (!target)
+        return NULL;
+    PyObject *exc = make_exception(nargs > 0 ? args[0] : exit_exception_type(self),
+                                   nargs > 1 ? args[1] : NULL,
                                    nargs > 2 ? args[2] : NULL);
     if (!exc)
         return NULL;
-    return throw_into(th, self, exc);
+    return throw_into(th, target, exc);
 }
 
 PyDoc_STRVAR(kill_doc,
@@ -943,7 +1027,7 @@ static PyObject *Fiber_kill(Fiber *self, PyObject *Py_UNUSED(ignored))
     if (self->state == FIBER_DEAD)
         Py_RETURN_NONE;
     if (self->thread != th)
-        return (check_switchable(th, self), NULL);
+        return (switch_destination(th, self), NULL);
     if (self->state == FIBER_NEW) {
         self->state = FIBER_DEAD;
         Py_CLEAR(self->target);
@@ -953,7 +1037,7 @@ static PyObject *Fiber_kill(Fiber *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(FiberError, "cannot kill a thread's root fiber");
         return NULL;
     }
-    PyObject *exc = PyObject_CallNoArgs(FiberExit);
+    PyObject *exc = PyObject_CallNoArgs(exit_exception_type(self));
     if (!exc)
         return NULL;
     if (self != th->current) {
@@ -1372,6 +1456,81 @@ static PyObject *mod_switch_frame_layout(PyObject *m, PyObject *Py_UNUSED(ignore
                          "fresh_sp_below_top", SF_FRESH_SP_BELOW_TOP);
 }
 
+PyDoc_STRVAR(set_switch_hook_doc,
+"set_switch_hook(hook)\n--\n\n"
+"Install hook(event, (origin, target)) for this thread, or remove it with None;\n"
+"returns the previous hook.  It runs on the target's stack after every switch\n"
+"lands (event 'switch' or 'throw'), fibers' first starts, ends and GC kills\n"
+"included.  An exception it raises replaces what the switch carried.\n"
+"Switches the hook makes itself are not reported.  greenlet.settrace() is\n"
+"built on it.");
+
+static PyObject *mod_set_switch_hook(PyObject *m, PyObject *hook)
+{
+    (void)m;
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "the switch hook must be callable or None");
+        return NULL;
+    }
+    sf_thread *th = current_thread();
+    if (!th)
+        return NULL;
+    PyObject *previous = th->switch_hook ? th->switch_hook : Py_NewRef(Py_None);
+    th->switch_hook = hook == Py_None ? NULL : Py_NewRef(hook);
+    return previous;
+}
+
+PyDoc_STRVAR(get_switch_hook_doc,
+"get_switch_hook()\n--\n\nThis thread's switch hook, or None.");
+
+static PyObject *mod_get_switch_hook(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    sf_thread *th = current_thread();
+    if (!th)
+        return NULL;
+    return Py_NewRef(th->switch_hook ? th->switch_hook : Py_None);
+}
+
+PyDoc_STRVAR(adopt_root_doc,
+"adopt_root(cls)\n--\n\n"
+"Make this thread's root fiber an instance of `cls` and return it, so that a\n"
+"compatibility layer's current() is one of its own (greenlet's main\n"
+"greenlet).  `cls` must be a Python subclass of Fiber adding no storage of its\n"
+"own (no __slots__), or Fiber itself to undo it.");
+
+static PyObject *mod_adopt_root(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    sf_thread *th = current_thread();
+    if (!th)
+        return NULL;
+    if (!PyType_Check(arg) || !PyType_IsSubtype((PyTypeObject *)arg, &FiberType)) {
+        PyErr_SetString(PyExc_TypeError, "adopt_root() needs a subclass of Fiber");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)arg;
+    if (cls != &FiberType &&
+        (!(cls->tp_flags & Py_TPFLAGS_HEAPTYPE) || cls->tp_basicsize != FiberType.tp_basicsize ||
+        cls->tp_itemsize || cls->tp_dictoffset != FiberType.tp_dictoffset ||
+        cls->tp_weaklistoffset != FiberType.tp_weaklistoffset)) {
+        PyErr_Format(PyExc_TypeError,
+                     "adopt_root(): %.100s must be a Python subclass of Fiber without "
+                     "storage of its own", cls->tp_name);
+        return NULL;
+    }
+    Fiber *root = th->root;
+    PyTypeObject *old = Py_TYPE(root);
+    if (old != cls) {
+        Py_SET_TYPE(root, cls);
+        if (cls->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            Py_INCREF(cls);
+        if (old->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            Py_DECREF(old);
+    }
+    return Py_NewRef((PyObject *)root);
+}
+
 PyDoc_STRVAR(set_recursion_budget_doc,
 "_set_recursion_budget(fiber, levels)\n--\n\n"
 "Testing only: give a fiber that has not started a C recursion budget of\n"
@@ -1394,6 +1553,9 @@ static PyObject *mod_set_recursion_budget(PyObject *m, PyObject *args)
 }
 
 static PyMethodDef module_methods[] = {
+    {"set_switch_hook", mod_set_switch_hook, METH_O, set_switch_hook_doc},
+    {"get_switch_hook", mod_get_switch_hook, METH_NOARGS, get_switch_hook_doc},
+    {"adopt_root", mod_adopt_root, METH_O, adopt_root_doc},
     {"_set_recursion_budget", mod_set_recursion_budget, METH_VARARGS, set_recursion_budget_doc},
     {"current", mod_current, METH_NOARGS, current_doc},
     {"get_default_stack_size", mod_get_default_stack_size, METH_NOARGS, get_default_stack_size_doc},
@@ -1429,7 +1591,12 @@ PyMODINIT_FUNC PyInit__native(void)
         "stackful.FiberError", "Misuse of a fiber (switching to a finished one, or to another "
         "thread's).", PyExc_RuntimeError, NULL);
     thread_key = PyUnicode_InternFromString("stackful._native.thread");
-    if (!StackInfoType || !FiberExit || !FiberError || !thread_key ||
+    str_switch = PyUnicode_InternFromString("switch");
+    str_throw = PyUnicode_InternFromString("throw");
+    str_fiber_exit_attr = PyUnicode_InternFromString("__fiber_exit__");
+    str_dead_to_parent_attr = PyUnicode_InternFromString("__fiber_dead_switch_to_parent__");
+    if (!str_switch || !str_throw || !str_fiber_exit_attr || !str_dead_to_parent_attr ||
+        !StackInfoType || !FiberExit || !FiberError || !thread_key ||
         PyModule_AddObjectRef(m, "Fiber", (PyObject *)&FiberType) < 0 ||
         PyModule_AddObjectRef(m, "StackInfo", (PyObject *)StackInfoType) < 0 ||
         PyModule_AddObjectRef(m, "FiberExit", FiberExit) < 0 ||
