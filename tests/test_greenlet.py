@@ -82,22 +82,7 @@ def test_later_switches_pack_arguments_like_greenlet() -> None:
     del g  # dropped while suspended: killed (see the GC tests)
 
 
-def _core_packs_keywords_alone_as_a_dict() -> bool:
-    """Whether stackful's core gives greenlet's answer for a keywords-only switch."""
-    if UNDER_TEST != "stackful":
-        return True
-    import stackful
-
-    root = stackful.current()
-    f = stackful.Fiber(lambda: root.switch())
-    f.switch()
-    got = f.switch(a=1)  # f returns what its pending switch() received
-    return bool(got == {"a": 1})
-
-
 def test_keywords_alone_arrive_as_a_dict() -> None:
-    if not _core_packs_keywords_alone_as_a_dict():
-        pytest.xfail("core bug: Fiber.switch(**kw) resumes with ((), kw), not kw")
     main = getcurrent()
 
     def echo() -> None:
@@ -270,7 +255,7 @@ def test_throw_defaults_to_greenlet_exit_and_returns_it() -> None:
     g = greenlet(parks)
     g.switch()
     result = g.throw()
-    assert isinstance(result, GreenletExit)
+    assert type(result) is GreenletExit
     assert g.dead
 
 
@@ -343,6 +328,16 @@ def test_throw_into_a_dead_greenlet_goes_to_its_parent() -> None:
     g.switch()
     with pytest.raises(KeyError):
         g.throw(KeyError)  # the parent is main, the thrower: it raises here
+
+
+def test_throw_into_a_dead_greenlet_goes_to_its_first_live_ancestor() -> None:
+    parent = greenlet(_wait_for_exception)
+    parent.switch()
+    child = greenlet(lambda: None)
+    child.switch()
+    child.parent = parent
+    result = child.throw(KeyError, "k")  # raised in parent, whose run returns it to main
+    assert type(result) is KeyError and parent.dead
 
 
 # -- parent ---------------------------------------------------------------------------------------
@@ -469,6 +464,23 @@ def test_switching_to_a_dead_greenlet_goes_to_its_parent() -> None:
     assert (first, second) == (42, ())
     assert inner_glet.switch() == ()  # inner and outer are dead: lands in main
     assert inner_glet.switch(1, 2) == (1, 2)
+
+
+def test_switching_to_a_dead_greenlet_resumes_its_suspended_parent() -> None:
+    main = getcurrent()
+    parent = greenlet(lambda: ("resumed with", main.switch()))
+    parent.switch()
+    child = greenlet(lambda: None)
+    child.switch()
+    child.parent = parent
+    assert child.switch(1, 2) == ("resumed with", (1, 2))
+
+
+@only_stackful
+def test_a_finished_greenlet_keeps_nothing_in_its_dict() -> None:
+    g = greenlet(lambda: None)
+    g.switch()
+    assert vars(g) == {}  # the dead-switch rule is the core's: nothing shadows switch
 
 
 # -- getcurrent -----------------------------------------------------------------------------------
@@ -679,6 +691,135 @@ def test_trace_callback_error_is_raised_in_the_target() -> None:
     assert result == "caught switch"
 
 
+def test_trace_callback_error_on_start_ends_the_greenlet_before_run() -> None:
+    ran: list[bool] = []
+    g = greenlet(lambda: ran.append(True))
+
+    def callback(event: str, args: Any) -> None:
+        raise ZeroDivisionError(event)
+
+    gl.settrace(callback)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            g.switch()
+        assert gl.gettrace() is None
+    finally:
+        gl.settrace(None)
+    assert g.dead and not ran
+
+
+def test_trace_sees_a_throw_into_an_unstarted_greenlet(
+    trace_log: list[tuple[str, Any, Any]],
+) -> None:
+    main = getcurrent()
+    g = greenlet(lambda: None)
+    assert type(g.throw()) is GreenletExit
+    assert trace_log == [("throw", main, g), ("switch", g, main)]
+
+
+def test_trace_sees_the_kill_of_a_collected_greenlet(
+    trace_log: list[tuple[str, Any, Any]],
+) -> None:
+    main = getcurrent()
+    g = greenlet(lambda: main.switch())
+    g.switch()
+    trace_log.clear()
+    ref = weakref.ref(g)
+    del g  # the last reference: killed at once, on its own stack
+    gc.collect()
+    killed = ref()  # the log holds it now
+    assert trace_log == [("throw", main, killed), ("switch", killed, main)]
+
+
+def _core_reports_switches_to_the_running_fiber() -> bool:
+    """Whether stackful's switch hook sees a switch whose target is the running fiber."""
+    if UNDER_TEST != "stackful":
+        return True
+    import stackful
+
+    seen: list[str] = []
+    previous = stackful._native.set_switch_hook(lambda event, pair: seen.append(event))
+    try:
+        stackful.current().switch()
+    finally:
+        stackful._native.set_switch_hook(previous)
+    return bool(seen)
+
+
+def test_trace_sees_switches_to_the_running_greenlet(
+    trace_log: list[tuple[str, Any, Any]],
+) -> None:
+    if not _core_reports_switches_to_the_running_fiber():
+        pytest.xfail("core: the switch hook does not see a switch to the running fiber")
+    main = getcurrent()
+
+    def to_itself() -> object:
+        me = getcurrent()
+        me.switch()
+        try:
+            me.throw(KeyError)
+        except KeyError:
+            pass
+        return None
+
+    g = greenlet(to_itself)
+    g.switch()
+    g.switch()  # g is dead: this goes to its parent, main, the caller
+    assert trace_log == [
+        ("switch", main, g),
+        ("switch", g, g),
+        ("throw", g, g),
+        ("switch", g, main),
+        ("switch", main, main),
+    ]
+
+
+def test_trace_function_is_per_thread(trace_log: list[tuple[str, Any, Any]]) -> None:
+    theirs: list[object] = []
+
+    def thread_body() -> None:
+        theirs.append(gl.gettrace())
+        greenlet(lambda: None).switch()
+
+    t = threading.Thread(target=thread_body)
+    t.start()
+    t.join()
+    assert theirs == [None] and trace_log == []
+
+
+@only_stackful
+def test_trace_sees_switches_made_through_fiber_directly(
+    trace_log: list[tuple[str, Any, Any]],
+) -> None:
+    import stackful
+
+    main = getcurrent()
+    f = stackful.Fiber(lambda: main.switch())
+    f.switch()
+    f.kill()
+    assert trace_log == [
+        ("switch", main, f),
+        ("switch", f, main),
+        ("throw", main, f),
+        ("switch", f, main),
+    ]
+
+
+@only_stackful
+def test_without_a_trace_function_nothing_is_hooked() -> None:
+    import stackful
+
+    def callback(event: str, args: Any) -> None:
+        pass
+
+    assert greenlet.switch is stackful.Fiber.switch  # the C method, never wrapped
+    assert gl.settrace(callback) is None
+    assert stackful._native.get_switch_hook() is not None
+    assert greenlet.switch is stackful.Fiber.switch
+    assert gl.settrace(None) is callback
+    assert stackful._native.get_switch_hook() is None
+
+
 # -- weak references and garbage collection -------------------------------------------------------
 
 
@@ -763,6 +904,17 @@ def test_exception_classes() -> None:
     assert issubclass(GreenletExit, BaseException)
     assert not issubclass(GreenletExit, Exception)
     assert issubclass(gl.error, Exception)
+
+
+def test_greenlet_exit_is_its_own_class() -> None:
+    assert GreenletExit.__name__ == "GreenletExit"
+    assert repr(GreenletExit("bye")) == "GreenletExit('bye')"
+    if UNDER_TEST == "stackful":
+        import stackful
+
+        # The core treats it as an exit (a greenlet ended by it returns normally).
+        assert issubclass(GreenletExit, stackful.FiberExit)
+        assert GreenletExit is not stackful.FiberExit
 
 
 # -- install() ------------------------------------------------------------------------------------
