@@ -49,23 +49,26 @@ MAX_CDEEP = 12            # total Python-C-Python levels of 'cdeep' frames (like
 ANY = object()            # a report field the model cannot predict
 
 
-def python_budget(stack_size: int) -> int:
-    """How deep Python code may recurse in a fiber with this stack (3.11 scales it)."""
+def recursion_budget(stack_size: int) -> tuple[int, int]:
+    """How deep Python, and Python-C-Python, code may recurse in a fiber with
+    this stack: the core scales both budgets to the stack's size."""
 
-    def depth(n: int = 0) -> int:
-        try:
-            return depth(n + 1)
-        except RecursionError:
-            return n
+    def depth(dive: Callable[[int, Callable[[], Any]], Any]) -> int:
+        n = 1
+        while True:
+            try:
+                dive(n, lambda: None)
+            except RecursionError:
+                return n - 1
+            n += 1 if n < 32 else WORKER_DEPTH
 
-    return int(Fiber(depth, stack_size=stack_size).switch())
+    return (Fiber(lambda: depth(dive), stack_size=stack_size).switch(),
+            Fiber(lambda: depth(cdive), stack_size=stack_size).switch())
 
 
-# Stack sizes whose budget holds the worker's nesting: all on 3.12+, where
-# Python calls cost no C stack; only the larger ones on 3.11.
-STACK_SIZES = (None,) + tuple(
-    size for size in (stackful.MIN_STACK_SIZE, 64 * 1024, 256 * 1024, 1024 * 1024)
-    if python_budget(size) >= WORKER_DEPTH)
+def worker_fits(stack_size: int) -> bool:
+    py, c = recursion_budget(stack_size)
+    return py >= WORKER_DEPTH and c >= 8   # shared-generator sends nest through C
 
 
 class StressError(Exception):
@@ -294,9 +297,15 @@ class World:
         gen = self.shared[msg.action[1]]
         try:
             out = gen.send(("switch", fid, msg.key) if msg.action[2] else ("name",))
-        except ValueError:
+        except ValueError as e:
+            if "already executing" not in str(e):
+                raise
             out = ("busy",)
-        except (StopIteration, RuntimeError):
+        except StopIteration:
+            out = ("done",)
+        except RuntimeError as e:
+            if "cannot reuse already awaited coroutine" not in str(e):
+                raise
             out = ("done",)
         if out[0] in ("busy", "done"):
             return self.report(fid, msg.key, "gen-" + out[0])
@@ -347,6 +356,13 @@ def dive(levels: int, then: Callable[[], Any]) -> Any:
 def cdive(levels: int, then: Callable[[], Any]) -> Any:
     """Recurse through C: map's __next__ calls the lambda from C code."""
     return then() if levels <= 0 else next(map(lambda _: cdive(levels - 1, then), (0,)))
+
+
+# Stack sizes whose budgets hold the worker's nesting (the smallest fail on
+# 3.11, where one counter limits Python and C recursion together).
+STACK_SIZES = (None,) + tuple(
+    size for size in (stackful.MIN_STACK_SIZE, 64 * 1024, 256 * 1024, 1024 * 1024)
+    if worker_fits(size))
 
 
 # ---------------------------------------------------------------- the model
