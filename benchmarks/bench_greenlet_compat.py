@@ -8,6 +8,9 @@ compat layer costs over the core):
   from C, as ``map`` makes it) sit on *both* stacks below the switch.  greenlet copies
   the live part of a stack on every switch, so its cost grows with depth; a fiber
   with a stack of its own should not care.
+* traced ping-pong: the same at depth 0 with a trace function set (``settrace``) that
+  does nothing; for bare fibers, the core's switch hook itself.  Untraced rows pay nothing
+  for tracing.
 * spawn: create a greenlet, start it, let it return; nanoseconds per greenlet.
 
 The measurements of each round are interleaved (every flavour once, then again) so
@@ -37,6 +40,7 @@ class Flavour(Protocol):
     def getcurrent(self) -> Any: ...
     def spawn(self, run: Callable[..., Any]) -> Any: ...
     def kill(self, g: Any) -> None: ...
+    def settrace(self, trace: Callable[[str, Any], object] | None) -> None: ...
 
 
 class GreenletFlavour:
@@ -54,6 +58,9 @@ class GreenletFlavour:
     def kill(self, g: Any) -> None:
         g.throw()
 
+    def settrace(self, trace: Callable[[str, Any], object] | None) -> None:
+        self.module.settrace(trace)
+
 
 class FiberFlavour:
     """stackful's own Fiber, with no greenlet layer at all."""
@@ -66,6 +73,9 @@ class FiberFlavour:
 
     def kill(self, g: Any) -> None:
         g.kill()
+
+    def settrace(self, trace: Callable[[str, Any], object] | None) -> None:
+        stackful._native.set_switch_hook(trace)
 
 
 def at_depth(depth: int, body: Callable[[], float]) -> float:
@@ -102,6 +112,19 @@ def ping_pong(flavour: Flavour, depth: int, switches: int) -> float:
     return at_depth(depth, measure) * 1e9 / (2 * round_trips)
 
 
+def traced_ping_pong(flavour: Flavour, switches: int) -> float:
+    """ping_pong at depth 0 with a trace function that does nothing."""
+
+    def trace(event: str, args: Any) -> None:
+        return None
+
+    flavour.settrace(trace)
+    try:
+        return ping_pong(flavour, 0, switches)
+    finally:
+        flavour.settrace(None)
+
+
 def spawn(flavour: Flavour, count: int) -> float:
     """Nanoseconds to create, start and finish one greenlet that returns at once."""
 
@@ -134,6 +157,7 @@ def main() -> None:
         (f"ping-pong depth {d}", lambda f, d=d: ping_pong(f, d, args.switches))  # type: ignore[misc]
         for d in args.depths
     ]
+    workloads.append(("ping-pong traced", lambda f: traced_ping_pong(f, args.switches)))
     workloads.append(("spawn + run + finish", lambda f: spawn(f, args.spawns)))
 
     best: dict[tuple[str, str], float] = {}
