@@ -79,7 +79,7 @@ class FiberMachine(RuleBasedStateMachine):
 
 TestFiberMachine = FiberMachine.TestCase
 TestFiberMachine.settings = settings(
-    max_examples=100, stateful_step_count=30, deadline=None, derandomize=True,
+    max_examples=60, stateful_step_count=30, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
