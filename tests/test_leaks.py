@@ -308,3 +308,25 @@ def test_cycle_through_a_pending_switch_argument_is_collected() -> None:
     del f, box  # fiber -> (pending argument) box -> fiber
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.xfail(sys.version_info[:2] == (3, 13), strict=True,
+                   reason="core bug (3.13): a C-level RecursionError in a fiber with a "
+                   "non-default stack leaks the objects being recursed through")
+def test_c_recursion_error_in_a_small_fiber_leaks_nothing() -> None:
+    def burst() -> str:
+        nested: list[Any] = []
+        for _ in range(5000):
+            nested = [nested]
+        try:
+            repr(nested)
+        except RecursionError:
+            return "limited"
+        return "ok"
+
+    Fiber(burst, stack_size=256 * 1024).switch()  # warm-up
+    gc.collect()
+    before = len(gc.get_objects())
+    assert [Fiber(burst, stack_size=256 * 1024).switch() for _ in range(3)] == ["limited"] * 3
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100  # 15,000 lists on 3.13
