@@ -54,11 +54,12 @@ setup(
             "stackful._native",
             sources=[
                 os.path.join(NATIVE, "fiber.c"),
+                os.path.join(NATIVE, "scheduler.c"),
                 os.path.join(NATIVE, "stack.c"),
                 os.path.join(NATIVE, "interp_state.c"),
                 switch_source(),
             ],
-            depends=[os.path.join(NATIVE, h) for h in ("switch.h", "stack.h", "interp_state.h")],
+            depends=[os.path.join(NATIVE, h) for h in ("switch.h", "stack.h", "interp_state.h", "fiber.h")],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )

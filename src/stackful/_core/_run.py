@@ -21,12 +21,18 @@ import contextvars
 import signal
 import threading
 import weakref
-from collections import deque
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from .._native import Fiber, FiberExit, current
+from .._native import (
+    Fiber,
+    FiberExit,
+    SchedulerCore,
+    current,
+    get_thread_scheduler,
+    set_thread_scheduler,
+)
 from ._clock import Clock, SystemClock
 from ._exceptions import Cancelled, DeadlockError, TooManyTasksError
 from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of
@@ -41,32 +47,28 @@ from ._task import (
 )
 from ._timers import Timer, TimerHeap
 
-
-class _Local(threading.local):
-    runtime: Runtime | None = None
-
-
-_local = _Local()
-
 # How many times shutdown re-delivers Cancelled to a task that keeps blocking after it, before
 # giving up on it (killing its fiber).  Two covers the usual "blocking call in a finally".
 _SHUTDOWN_ROUNDS = 3
 
+# The fewest switches between two checks of timers and I/O (see Runtime._batch_size).
+_MIN_BATCH = 64
+
 
 def get_runtime(what: str) -> Runtime:
     """Return this thread's running runtime, or raise a clear error naming ``what``."""
-    rt = _local.runtime
+    rt = get_thread_scheduler()
     if rt is None:
         raise RuntimeError(f"{what} must be called inside stackful.run() (no runtime is running)")
-    return rt
+    return rt  # type: ignore[no-any-return]
 
 
 def get_task(what: str) -> Task:
     """Return the running task, or raise a clear error naming ``what``."""
-    rt = _local.runtime
+    rt = get_thread_scheduler()
     if rt is None:
         raise RuntimeError(f"{what} must be called inside stackful.run() (no runtime is running)")
-    task = rt.current
+    task: Task | None = rt.current
     if task is None:
         raise RuntimeError(f"{what} must be called from a task, not from the scheduler")
     return task
@@ -74,16 +76,18 @@ def get_task(what: str) -> Task:
 
 def current_runtime_or_none() -> Runtime | None:
     """This thread's running runtime, or None."""
-    return _local.runtime
+    return get_thread_scheduler()  # type: ignore[no-any-return]
 
 
-class Runtime:
+class Runtime(SchedulerCore):
     """A scheduler for fibers on one OS thread.
 
     ``Runtime(clock=VirtualClock())`` makes timers virtual; ``max_tasks`` caps live tasks like
     the seeds' ``MAX_THREADS``; ``excepthook`` receives the exceptions of tasks nobody joined.
     A runtime runs once: ``Runtime(...).run(main, *args, **kwargs)``.
     """
+
+    current: Task | None  # a SchedulerCore field, typed for this runtime
 
     def __init__(
         self,
@@ -99,10 +103,10 @@ class Runtime:
         self.excepthook: Callable[[TaskExceptHookArgs], object] = (
             excepthook if excepthook is not None else default_excepthook
         )
+        # SchedulerCore (C) holds the fields the yield hot path touches:
         # Invariant: ready holds each READY task exactly once, in FIFO order.
-        self.ready: deque[Task] = deque()
         # Invariant: current is the RUNNING task, or None while the hub runs.
-        self.current: Task | None = None
+        self.current = None
         self.timers = TimerHeap()
         self.io = IOPoller()
         # Live (not finished) tasks, in spawn order: an insertion-ordered set.
@@ -115,7 +119,7 @@ class Runtime:
         self.closed = False
         # Timers and I/O are checked once per "batch" of ready tasks (see _tick), so a busy
         # yield loop cannot starve them, without paying for a check on every switch.
-        self._countdown = 0
+        self._countdown = 0  # a SchedulerCore field
         self._shutting_down = False
         self._shutdown_rounds = 0
         # The KeyboardInterrupt / SystemExit that ends the run, once one happened.
@@ -140,14 +144,14 @@ class Runtime:
         When main finishes, the tasks still alive are cancelled and their ``finally`` blocks
         run before ``run`` returns (or raises main's exception).
         """
-        if _local.runtime is not None:
+        if get_thread_scheduler() is not None:
             raise RuntimeError("stackful.run() is already running on this thread")
         if self._started:
             raise RuntimeError("this Runtime has already run; create a new one")
         self._started = True
         self._thread_id = threading.get_ident()
         self._hub = current()
-        _local.runtime = self
+        set_thread_scheduler(self)  # the core's per-thread slot: yield_now() finds us there
         old_sigint = self._install_sigint()
         try:
             self._main = main_task = self.spawn(main, args, kwargs, name="main")
@@ -155,7 +159,7 @@ class Runtime:
         finally:
             self._restore_sigint(old_sigint)
             self.closed = True
-            _local.runtime = None
+            set_thread_scheduler(None)
             self.timers.clear()
             self.io.close()
         self._flush_unretrieved()
@@ -227,7 +231,14 @@ class Runtime:
         if not woken and deadline is not None:
             self.clock.idle_expired(deadline)
         self.timers.fire_due(self.clock.now())
-        self._countdown = len(self.ready) + 1
+        self._countdown = self._batch_size()
+
+    def _batch_size(self) -> int:
+        # Every task that is ready now runs once before the next check, so no task starves
+        # and timers are late by at most one round of the ready queue -- or by _MIN_BATCH
+        # switches (microseconds) when few tasks are ready, so that two tasks yielding to
+        # each other do not pay for a check every other switch.
+        return max(len(self.ready) + 1, _MIN_BATCH)
 
     def _tick(self) -> None:
         """Fire due timers and collect ready fds without blocking; start a new batch."""
@@ -236,9 +247,7 @@ class Runtime:
         if self.io.waiting:
             for task in self.io.poll(0):
                 self.wake(task)
-        # Every task that is ready now runs once before the next check: no task starves and
-        # timers are late by at most one round of the ready queue.
-        self._countdown = len(self.ready) + 1
+        self._countdown = self._batch_size()
 
     def _pick_next(self) -> Task | None:
         """Pop the next ready task (FIFO), checking timers and I/O once per batch."""
@@ -246,7 +255,8 @@ class Runtime:
         if self._countdown <= 0:
             self._tick()
         if self.ready:
-            return self.ready.popleft()
+            task: Task = self.ready.popleft()
+            return task
         return None
 
     # -- shutdown ------------------------------------------------------------------------------
@@ -435,25 +445,21 @@ class Runtime:
     def yield_now(self) -> None:
         """Go to the back of the ready queue and let every other ready task run first."""
         # The hottest path of the runtime: _pick_next and _switch_away are inlined by hand.
-        task = self.current
-        if task is None:
-            raise RuntimeError("yield_now() must be called from a task")
-        if task._pending_exc is not None:
-            self._raise_pending(task, None)
-        self._countdown -= 1
-        if self._countdown <= 0:
+        # The hottest path of the runtime: the round-robin step is SchedulerCore's, in C
+        # (stackful.yield_now() goes there without even this frame).
+        outcome = self._yield_fast()
+        if outcome:
+            self._yield_slow(outcome)
+
+    def _yield_slow(self, outcome: int) -> None:
+        """What the C yield step hands back: a batch to end, or a pending exception."""
+        if outcome == 2:  # the batch is over: timers and I/O first
             self._tick()
-        ready = self.ready
-        if ready:
-            task.state = READY
-            ready.append(task)
-            nxt = ready.popleft()
-            self.current = nxt
-            nxt.state = RUNNING
-            nxt._fiber.switch()  # type: ignore[union-attr]
-            # Resumed: whoever switched to us set current = task and state = RUNNING.
-            if task._pending_exc is not None:
-                self._raise_pending(task, None)
+            outcome = self._switch_next()
+        if outcome:  # a pending exception, before or after the switch
+            task = self.current
+            assert task is not None
+            self._raise_pending(task, None)
 
     def park(self, reason: str, abort: Callable[[], object] | None = None) -> Any:
         """Block the running task until :meth:`wake` or :meth:`wake_with_exception`.
@@ -567,7 +573,7 @@ class Runtime:
 
     def check_thread(self, what: str) -> None:
         """Raise unless called on this runtime's own thread, while it runs."""
-        if _local.runtime is not self:
+        if get_thread_scheduler() is not self:
             if threading.get_ident() != self._thread_id:
                 raise RuntimeError(f"{what}: the task belongs to a runtime on another thread")
             raise RuntimeError(f"{what}: the runtime of this task is not running")

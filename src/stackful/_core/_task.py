@@ -13,16 +13,17 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._native import TASK_READY, TASK_RUNNING, TaskCore
 from ._exceptions import Cancelled
 
 if TYPE_CHECKING:
-    from .._native import Fiber
     from ._run import Runtime
 
 # Task states, in the seeds' terms (Ready / Running) plus the two a real runtime needs.
 # Plain interned strings: compared with ``is`` on the hot path, readable in ``tasks()``.
-READY = "ready"
-RUNNING = "running"
+# The first two come from the C hot path (scheduler.c), which sets them itself.
+READY: str = TASK_READY
+RUNNING: str = TASK_RUNNING
 BLOCKED = "blocked"
 FINISHED = "finished"
 
@@ -42,15 +43,16 @@ def default_excepthook(args: TaskExceptHookArgs) -> None:
     traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=sys.stderr)
 
 
-class Task:
+class Task(TaskCore):
     """A function running in its own fiber under a runtime; created by ``spawn``.
 
     Use :meth:`join` to wait for its result, :meth:`cancel` to stop it.
     """
 
+    # state, _fiber and _pending_exc are TaskCore's C fields: the yield hot path uses them.
     __slots__ = (
-        "name", "id", "state", "_runtime", "_fiber", "_context", "_fn", "_args", "_kwargs",
-        "_resume_value", "_resume_exc", "_pending_exc", "_abort", "_wait_reason",
+        "name", "id", "_runtime", "_context", "_fn", "_args", "_kwargs",
+        "_resume_value", "_resume_exc", "_abort", "_wait_reason",
         "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
         "_cancel_count", "__weakref__",
     )
@@ -70,7 +72,7 @@ class Task:
         # runtime.current; BLOCKED <=> it is parked and _abort/_wait_reason describe the wait.
         self.state = READY
         self._runtime = runtime
-        self._fiber: Fiber | None = None
+        self._fiber = None
         self._context: contextvars.Context | None = None
         self._fn: Callable[..., Any] | None = fn
         self._args = args
@@ -80,7 +82,7 @@ class Task:
         self._resume_exc: BaseException | None = None
         # An exception (Cancelled, TimeoutError, KeyboardInterrupt) to raise at the task's next
         # blocking point, because it arrived while the task was not blocked.
-        self._pending_exc: BaseException | None = None
+        self._pending_exc = None
         self._abort: Callable[[], object] | None = None
         self._wait_reason = ""
         self._joiners: list[Task] = []

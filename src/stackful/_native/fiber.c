@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <ucontext.h>
 
+#include "fiber.h"
 #include "interp_state.h"
 #include "stack.h"
 #include "switch.h"
@@ -93,6 +94,7 @@ typedef struct sf_thread {
     struct Fiber *finished;       /* borrowed: it just ended; its stack is released on landing */
     PyObject *pending_kills;      /* list of our fibers dropped on other threads */
     PyObject *switch_hook;        /* called on every landing (tracing), or NULL */
+    PyObject *scheduler;          /* the runtime running on this thread, or NULL */
     int in_switch_hook;
     char *altstack;               /* signal stack we installed for overflow reports */
 } sf_thread;
@@ -270,6 +272,7 @@ static void sentinel_dealloc(ThreadSentinel *self)
         th->altstack = NULL;
         transfer_clear(&th->transfer);
         Py_CLEAR(th->switch_hook);
+        Py_CLEAR(th->scheduler);
         Fiber *root = th->root, *current = th->current, *previous = th->previous;
         th->root = th->current = th->previous = NULL;
         if (root)
@@ -823,6 +826,7 @@ static int Fiber_init(Fiber *self, PyObject *args, PyObject *kwds)
 
 static int Fiber_traverse(Fiber *self, visitproc visit, void *arg)
 {
+    Py_VISIT(Py_TYPE(self));  /* a Python subclass's instances hold their type */
     Py_VISIT(self->target);
     Py_VISIT(self->start.value);
     Py_VISIT(self->start.kwargs);
@@ -982,6 +986,22 @@ static PyObject *throw_into(sf_thread *th, Fiber *self, PyObject *exc)  /* steal
     if (self == th->current)
         return transfer_result(&t);
     return switch_to(th, self, t);
+}
+
+PyObject **sf_thread_scheduler_slot(void)
+{
+    sf_thread *th = current_thread();
+    return th ? &th->scheduler : NULL;
+}
+
+int sf_is_fiber(PyObject *o)
+{
+    return PyObject_TypeCheck(o, &FiberType);
+}
+
+PyObject *sf_fiber_switch_empty(PyObject *fiber)
+{
+    return Fiber_switch((Fiber *)fiber, NULL, 0, NULL);
 }
 
 PyDoc_STRVAR(throw_doc,
@@ -1604,6 +1624,10 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "MIN_STACK_SIZE", SF_STACK_MIN) < 0 ||
         PyModule_AddIntConstant(m, "DEFAULT_STACK_SIZE", SF_STACK_DEFAULT) < 0 ||
         PyModule_AddIntConstant(m, "DATA_CHUNK_SIZE", SF_DATA_CHUNK_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (sf_scheduler_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

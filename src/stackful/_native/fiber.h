@@ -1,0 +1,21 @@
+/* What fiber.c offers the rest of the native core (the scheduler's hot path). */
+#ifndef STACKFUL_FIBER_H
+#define STACKFUL_FIBER_H
+
+#include <Python.h>
+
+/* True if `o` is a Fiber (or a subclass). */
+int sf_is_fiber(PyObject *o);
+
+/* fiber.switch() with no arguments: resume `fiber` and return what the running
+ * fiber is resumed with (a new reference), or NULL with an exception set. */
+PyObject *sf_fiber_switch_empty(PyObject *fiber);
+
+/* The running thread's scheduler slot (the runtime running on it, or NULL);
+ * NULL with an exception set if the thread record cannot be made. */
+PyObject **sf_thread_scheduler_slot(void);
+
+/* Add the scheduler's types (scheduler.c) to the module. */
+int sf_scheduler_init(PyObject *module);
+
+#endif

@@ -1,0 +1,507 @@
+/* The runtime's hot path in C: the ready queue and the yield that hands over
+ * directly to the next ready task.
+ *
+ * The scheduler itself is Python (stackful/_core/_run.py); profiling showed a
+ * yield spending most of its time on Python-level attribute traffic around one
+ * ~25 ns fiber switch.  So the few fields a yield touches live in C structs
+ * that the Python classes derive from:
+ *
+ *   TaskCore       base of Task:     state, _fiber, _pending_exc
+ *   SchedulerCore  base of Runtime:  current, _countdown, ready (a ReadyQueue)
+ *   ReadyQueue     a FIFO of tasks with the deque methods the runtime uses
+ *
+ * and SchedulerCore._yield_fast() does the whole round-robin step.  Anything
+ * unusual (a pending exception, the batch countdown running out) is handed
+ * back to Python with a return code.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include "fiber.h"
+
+static PyObject *STATE_READY;    /* "ready" */
+static PyObject *STATE_RUNNING;  /* "running" */
+
+/* ------------------------------------------------------------------ */
+/* ReadyQueue: a ring buffer of strong references                      */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject **items;
+    Py_ssize_t head;       /* index of the first item */
+    Py_ssize_t len;
+    Py_ssize_t cap;        /* a power of two, or 0 */
+} ReadyQueue;
+
+static PyTypeObject ReadyQueueType;
+
+static int rq_grow(ReadyQueue *q)
+{
+    Py_ssize_t cap = q->cap ? q->cap * 2 : 16;
+    PyObject **items = PyMem_Malloc((size_t)cap * sizeof(PyObject *));
+    if (!items) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < q->len; i++)
+        items[i] = q->items[(q->head + i) & (q->cap - 1)];
+    PyMem_Free(q->items);
+    q->items = items;
+    q->head = 0;
+    q->cap = cap;
+    return 0;
+}
+
+static inline int rq_push(ReadyQueue *q, PyObject *item)
+{
+    if (q->len == q->cap && rq_grow(q) < 0)
+        return -1;
+    q->items[(q->head + q->len) & (q->cap - 1)] = Py_NewRef(item);
+    q->len++;
+    return 0;
+}
+
+/* A new reference, or NULL if empty (no exception set). */
+static inline PyObject *rq_pop(ReadyQueue *q)
+{
+    if (!q->len)
+        return NULL;
+    PyObject *item = q->items[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->len--;
+    return item;
+}
+
+static inline PyObject *rq_at(ReadyQueue *q, Py_ssize_t i)
+{
+    return q->items[(q->head + i) & (q->cap - 1)];
+}
+
+static PyObject *ReadyQueue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if ((args && PyTuple_GET_SIZE(args)) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "ReadyQueue() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);
+}
+
+static int ReadyQueue_traverse(ReadyQueue *q, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < q->len; i++)
+        Py_VISIT(rq_at(q, i));
+    return 0;
+}
+
+static int ReadyQueue_clear_impl(ReadyQueue *q)
+{
+    PyObject *item;
+    while ((item = rq_pop(q)))
+        Py_DECREF(item);
+    return 0;
+}
+
+static void ReadyQueue_dealloc(ReadyQueue *q)
+{
+    PyObject_GC_UnTrack(q);
+    ReadyQueue_clear_impl(q);
+    PyMem_Free(q->items);
+    Py_TYPE(q)->tp_free((PyObject *)q);
+}
+
+static PyObject *ReadyQueue_append(ReadyQueue *q, PyObject *item)
+{
+    if (rq_push(q, item) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *ReadyQueue_popleft(ReadyQueue *q, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *item = rq_pop(q);
+    if (!item)
+        PyErr_SetString(PyExc_IndexError, "pop from an empty ReadyQueue");
+    return item;
+}
+
+static PyObject *ReadyQueue_remove(ReadyQueue *q, PyObject *item)
+{
+    for (Py_ssize_t i = 0; i < q->len; i++) {
+        if (rq_at(q, i) != item)
+            continue;
+        PyObject *found = rq_at(q, i);
+        for (Py_ssize_t j = i; j + 1 < q->len; j++)
+            q->items[(q->head + j) & (q->cap - 1)] = rq_at(q, j + 1);
+        q->len--;
+        Py_DECREF(found);
+        Py_RETURN_NONE;
+    }
+    PyErr_SetString(PyExc_ValueError, "ReadyQueue.remove(x): x not in queue");
+    return NULL;
+}
+
+static PyObject *ReadyQueue_clear(ReadyQueue *q, PyObject *Py_UNUSED(ignored))
+{
+    ReadyQueue_clear_impl(q);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t ReadyQueue_len(ReadyQueue *q) { return q->len; }
+
+static int ReadyQueue_contains(ReadyQueue *q, PyObject *item)
+{
+    for (Py_ssize_t i = 0; i < q->len; i++)
+        if (rq_at(q, i) == item)
+            return 1;
+    return 0;
+}
+
+static PyObject *ReadyQueue_iter(ReadyQueue *q)
+{
+    /* A snapshot: callers may change the queue while they walk it. */
+    PyObject *snapshot = PyTuple_New(q->len);
+    if (!snapshot)
+        return NULL;
+    for (Py_ssize_t i = 0; i < q->len; i++)
+        PyTuple_SET_ITEM(snapshot, i, Py_NewRef(rq_at(q, i)));
+    PyObject *it = PyObject_GetIter(snapshot);
+    Py_DECREF(snapshot);
+    return it;
+}
+
+static PyMethodDef ReadyQueue_methods[] = {
+    {"append", (PyCFunction)ReadyQueue_append, METH_O, "Add a task at the back."},
+    {"popleft", (PyCFunction)ReadyQueue_popleft, METH_NOARGS,
+     "Take the task at the front (IndexError if empty)."},
+    {"remove", (PyCFunction)ReadyQueue_remove, METH_O, "Remove a task (by identity)."},
+    {"clear", (PyCFunction)ReadyQueue_clear, METH_NOARGS, "Remove every task."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods ReadyQueue_as_sequence = {
+    .sq_length = (lenfunc)ReadyQueue_len,
+    .sq_contains = (objobjproc)ReadyQueue_contains,
+};
+
+static PyTypeObject ReadyQueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stackful._native.ReadyQueue",
+    .tp_doc = "ReadyQueue()\n--\n\nThe runtime's FIFO of ready tasks (deque-like: append, "
+              "popleft, remove, clear, len, in, iteration over a snapshot).",
+    .tp_basicsize = sizeof(ReadyQueue),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = ReadyQueue_new,
+    .tp_dealloc = (destructor)ReadyQueue_dealloc,
+    .tp_traverse = (traverseproc)ReadyQueue_traverse,
+    .tp_clear = (inquiry)ReadyQueue_clear_impl,
+    .tp_methods = ReadyQueue_methods,
+    .tp_as_sequence = &ReadyQueue_as_sequence,
+    .tp_iter = (getiterfunc)ReadyQueue_iter,
+};
+
+/* ------------------------------------------------------------------ */
+/* TaskCore                                                            */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *state;        /* one of the runtime's state strings */
+    PyObject *fiber;        /* the task's Fiber, or None */
+    PyObject *pending_exc;  /* raised at the next blocking point, or None */
+} TaskCore;
+
+static PyTypeObject TaskCoreType;
+
+static PyObject *TaskCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args; (void)kwds;
+    TaskCore *t = (TaskCore *)type->tp_alloc(type, 0);
+    if (t) {
+        t->state = Py_NewRef(STATE_READY);
+        t->fiber = Py_NewRef(Py_None);
+        t->pending_exc = Py_NewRef(Py_None);
+    }
+    return (PyObject *)t;
+}
+
+static int TaskCore_traverse(TaskCore *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));  /* a Python subclass's instances hold their type */
+    Py_VISIT(t->state);
+    Py_VISIT(t->fiber);
+    Py_VISIT(t->pending_exc);
+    return 0;
+}
+
+static int TaskCore_clear(TaskCore *t)
+{
+    Py_CLEAR(t->state);
+    Py_CLEAR(t->fiber);
+    Py_CLEAR(t->pending_exc);
+    return 0;
+}
+
+/* A Python subclass's dealloc drops the reference to its type itself. */
+static void TaskCore_dealloc(TaskCore *t)
+{
+    PyObject_GC_UnTrack(t);
+    TaskCore_clear(t);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyMemberDef TaskCore_members[] = {
+    {"state", T_OBJECT, offsetof(TaskCore, state), 0, "ready, running, blocked or finished"},
+    {"_fiber", T_OBJECT, offsetof(TaskCore, fiber), 0, "the task's fiber (None when finished)"},
+    {"_pending_exc", T_OBJECT, offsetof(TaskCore, pending_exc), 0,
+     "an exception for the task's next blocking point"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject TaskCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stackful._native.TaskCore",
+    .tp_doc = "The fields of a task that the scheduler's C hot path reads and writes.",
+    .tp_basicsize = sizeof(TaskCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = TaskCore_new,
+    .tp_dealloc = (destructor)TaskCore_dealloc,
+    .tp_traverse = (traverseproc)TaskCore_traverse,
+    .tp_clear = (inquiry)TaskCore_clear,
+    .tp_members = TaskCore_members,
+};
+
+/* ------------------------------------------------------------------ */
+/* SchedulerCore                                                       */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *current;      /* the RUNNING task, or None while the hub runs */
+    Py_ssize_t countdown;   /* switches left in this batch before timers/I/O are checked */
+    ReadyQueue *ready;
+} SchedulerCore;
+
+static PyTypeObject SchedulerCoreType;
+
+static PyObject *SchedulerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args; (void)kwds;
+    SchedulerCore *s = (SchedulerCore *)type->tp_alloc(type, 0);
+    if (!s)
+        return NULL;
+    s->current = Py_NewRef(Py_None);
+    s->ready = (ReadyQueue *)PyObject_CallNoArgs((PyObject *)&ReadyQueueType);
+    if (!s->ready) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    return (PyObject *)s;
+}
+
+static int SchedulerCore_traverse(SchedulerCore *s, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(s));
+    Py_VISIT(s->current);
+    Py_VISIT(s->ready);
+    return 0;
+}
+
+static int SchedulerCore_clear(SchedulerCore *s)
+{
+    Py_CLEAR(s->current);
+    Py_CLEAR(s->ready);
+    return 0;
+}
+
+/* A Python subclass's dealloc drops the reference to its type itself. */
+static void SchedulerCore_dealloc(SchedulerCore *s)
+{
+    PyObject_GC_UnTrack(s);
+    SchedulerCore_clear(s);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+enum yield_outcome {
+    YIELD_DONE = 0,            /* yielded (or nothing else was ready) and resumed cleanly */
+    YIELD_PENDING_BEFORE = 1,  /* the task has a pending exception: nothing was done */
+    YIELD_BATCH_OVER = 2,      /* the batch countdown ran out: check timers and I/O first */
+    YIELD_PENDING_AFTER = 3,   /* yielded, and was resumed with a pending exception */
+};
+
+static PyObject *yield_step(SchedulerCore *s, int count)
+{
+    if (!PyObject_TypeCheck(s->current, &TaskCoreType)) {
+        PyErr_SetString(PyExc_RuntimeError, "yield_now() must be called from a task");
+        return NULL;
+    }
+    TaskCore *task = (TaskCore *)s->current;
+    if (task->pending_exc != Py_None)
+        return PyLong_FromLong(YIELD_PENDING_BEFORE);
+    if (count && --s->countdown <= 0)
+        return PyLong_FromLong(YIELD_BATCH_OVER);
+    if (!s->ready->len)
+        return PyLong_FromLong(YIELD_DONE);
+
+    TaskCore *next = (TaskCore *)rq_pop(s->ready);  /* a new reference */
+    if (!PyObject_TypeCheck(next, &TaskCoreType) || !sf_is_fiber(next->fiber)) {
+        PyErr_Format(PyExc_RuntimeError, "the ready queue holds %R, which has no fiber to run",
+                     next);
+        Py_DECREF(next);
+        return NULL;
+    }
+    if (rq_push(s->ready, (PyObject *)task) < 0) {
+        Py_DECREF(next);
+        return NULL;
+    }
+    Py_SETREF(task->state, Py_NewRef(STATE_READY));
+    Py_SETREF(next->state, Py_NewRef(STATE_RUNNING));
+    Py_INCREF(task);                             /* held across the switch */
+    Py_SETREF(s->current, (PyObject *)next);     /* takes over next's reference */
+    PyObject *r = sf_fiber_switch_empty(next->fiber);
+    /* Resumed: whoever switched to us made us current and RUNNING again. */
+    int pending = task->pending_exc != Py_None;
+    Py_DECREF(task);
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
+    return PyLong_FromLong(pending ? YIELD_PENDING_AFTER : YIELD_DONE);
+}
+
+PyDoc_STRVAR(yield_fast_doc,
+"_yield_fast()\n--\n\n"
+"The round-robin step of yield_now(): count the switch against the batch, put\n"
+"the current task at the back of the ready queue and switch straight to the\n"
+"front one.  Returns 0 when done; 1 if the task has a pending exception (nothing\n"
+"done); 2 if the batch is over (call _tick(), then _switch_next()); 3 if the\n"
+"task was resumed with a pending exception.");
+
+static PyObject *SchedulerCore_yield_fast(SchedulerCore *s, PyObject *Py_UNUSED(ignored))
+{
+    return yield_step(s, 1);
+}
+
+PyDoc_STRVAR(switch_next_doc,
+"_switch_next()\n--\n\n_yield_fast() without counting the switch against the batch.");
+
+static PyObject *SchedulerCore_switch_next(SchedulerCore *s, PyObject *Py_UNUSED(ignored))
+{
+    return yield_step(s, 0);
+}
+
+static PyObject *str_yield_slow;
+
+PyDoc_STRVAR(yield_now_doc,
+"yield_now()\n--\n\n"
+"Let every other ready task run once, then continue (the seeds' t_yield):\n"
+"the running task goes to the back of the ready queue and the front one runs.");
+
+static PyObject *mod_yield_now(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    PyObject **slot = sf_thread_scheduler_slot();
+    if (!slot)
+        return NULL;
+    SchedulerCore *s = (SchedulerCore *)*slot;
+    if (!s) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "yield_now() must be called inside stackful.run() (no runtime is running)");
+        return NULL;
+    }
+    PyObject *outcome = yield_step(s, 1);
+    if (!outcome)
+        return NULL;
+    if (PyLong_AsLong(outcome) == YIELD_DONE) {
+        Py_DECREF(outcome);
+        Py_RETURN_NONE;
+    }
+    /* The unusual cases are the Python scheduler's business. */
+    Py_INCREF(s);
+    PyObject *r = PyObject_CallMethodOneArg((PyObject *)s, str_yield_slow, outcome);
+    Py_DECREF(s);
+    Py_DECREF(outcome);
+    return r;
+}
+
+PyDoc_STRVAR(set_thread_scheduler_doc,
+"set_thread_scheduler(runtime)\n--\n\n"
+"Make `runtime` (a SchedulerCore, or None) the one running on this thread:\n"
+"yield_now() and get_thread_scheduler() find it here.");
+
+static PyObject *mod_set_thread_scheduler(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    if (arg != Py_None && !PyObject_TypeCheck(arg, &SchedulerCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "set_thread_scheduler() needs a SchedulerCore or None");
+        return NULL;
+    }
+    PyObject **slot = sf_thread_scheduler_slot();
+    if (!slot)
+        return NULL;
+    Py_XSETREF(*slot, arg == Py_None ? NULL : Py_NewRef(arg));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_thread_scheduler_doc,
+"get_thread_scheduler()\n--\n\nThe runtime running on this thread, or None.");
+
+static PyObject *mod_get_thread_scheduler(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    PyObject **slot = sf_thread_scheduler_slot();
+    if (!slot)
+        return NULL;
+    return Py_NewRef(*slot ? *slot : Py_None);
+}
+
+static PyMethodDef scheduler_functions[] = {
+    {"yield_now", mod_yield_now, METH_NOARGS, yield_now_doc},
+    {"set_thread_scheduler", mod_set_thread_scheduler, METH_O, set_thread_scheduler_doc},
+    {"get_thread_scheduler", mod_get_thread_scheduler, METH_NOARGS, get_thread_scheduler_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef SchedulerCore_methods[] = {
+    {"_yield_fast", (PyCFunction)SchedulerCore_yield_fast, METH_NOARGS, yield_fast_doc},
+    {"_switch_next", (PyCFunction)SchedulerCore_switch_next, METH_NOARGS, switch_next_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef SchedulerCore_members[] = {
+    {"current", T_OBJECT, offsetof(SchedulerCore, current), 0,
+     "the running task, or None while the hub runs"},
+    {"_countdown", T_PYSSIZET, offsetof(SchedulerCore, countdown), 0,
+     "switches left before timers and I/O are checked"},
+    {"ready", T_OBJECT, offsetof(SchedulerCore, ready), READONLY, "the ready queue (FIFO)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject SchedulerCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stackful._native.SchedulerCore",
+    .tp_doc = "The fields and the yield step of a runtime that must be fast.",
+    .tp_basicsize = sizeof(SchedulerCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = SchedulerCore_new,
+    .tp_dealloc = (destructor)SchedulerCore_dealloc,
+    .tp_traverse = (traverseproc)SchedulerCore_traverse,
+    .tp_clear = (inquiry)SchedulerCore_clear,
+    .tp_methods = SchedulerCore_methods,
+    .tp_members = SchedulerCore_members,
+};
+
+int sf_scheduler_init(PyObject *m)
+{
+    STATE_READY = PyUnicode_InternFromString("ready");
+    STATE_RUNNING = PyUnicode_InternFromString("running");
+    str_yield_slow = PyUnicode_InternFromString("_yield_slow");
+    if (!STATE_READY || !STATE_RUNNING || !str_yield_slow || PyType_Ready(&ReadyQueueType) < 0 ||
+        PyType_Ready(&TaskCoreType) < 0 || PyType_Ready(&SchedulerCoreType) < 0)
+        return -1;
+    if (PyModule_AddObjectRef(m, "TASK_READY", STATE_READY) < 0 ||
+        PyModule_AddObjectRef(m, "TASK_RUNNING", STATE_RUNNING) < 0 ||
+        PyModule_AddObjectRef(m, "ReadyQueue", (PyObject *)&ReadyQueueType) < 0 ||
+        PyModule_AddObjectRef(m, "TaskCore", (PyObject *)&TaskCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "SchedulerCore", (PyObject *)&SchedulerCoreType) < 0 ||
+        PyModule_AddFunctions(m, scheduler_functions) < 0)
+        return -1;
+    return 0;
+}
