@@ -24,6 +24,10 @@ the core for greenlet's rule instead of wrapping it:
 
 What is left in Python is greenlet's ``run`` (set after creation, gone once started) and
 the checks on ``parent``, none of them on the switch path.
+
+Known gap: greenlet traces a switch or throw whose target is the running greenlet itself
+(``("switch", (g, g))``); the core completes those without a landing, so the switch hook,
+and with it the trace function, does not hear them.
 """
 
 from __future__ import annotations
@@ -101,7 +105,9 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
 
     def __new__(cls, *args: Any, **kwargs: Any) -> greenlet:
         # All of Fiber's set-up happens here, so that a subclass whose __init__ never
-        # calls greenlet.__init__ still gets a working greenlet (greenlet allows that).
+        # calls greenlet.__init__ still gets a working greenlet (greenlet allows that),
+        # and so does greenlet.__new__(cls) alone (copy, pickle): a Fiber made by
+        # Fiber.__new__ without Fiber.__init__ has no target, and the core cannot run it.
         if not isinstance(_current(), greenlet):
             getcurrent()  # so that the new greenlet's parent is a greenlet too
         self = _fiber_new(cls)
@@ -261,7 +267,8 @@ def settrace(callback: TraceFunction | None) -> TraceFunction | None:
     ``args`` the pair ``(origin, target)``, on the target's side of every transfer: the
     start and the end of a greenlet, a collected greenlet's kill, and switches made
     through ``stackful.Fiber`` directly included.  If it raises, it is removed and its
-    exception is raised in the target instead of what the transfer carried.
+    exception is raised in the target instead of what the transfer carried.  Anything
+    but a callable or None is a TypeError here (greenlet takes it and fails later).
     """
     if callback is not None and not callable(callback):
         raise TypeError(f"the trace function must be callable or None, not {callback!r}")
