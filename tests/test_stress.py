@@ -7,6 +7,7 @@ of operations and replays.  The long profile is `python -m tests.stress`.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def test_module_entry_point_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tests.stress", "--ops", "500", "--seed", "3"],
         cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300,
-        env={"PYTHONPATH": str(SRC), "PATH": ""},
+        env=dict(os.environ, PYTHONPATH=str(SRC)),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "500 operations" in result.stdout
