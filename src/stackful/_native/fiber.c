@@ -106,7 +106,6 @@ typedef struct Fiber {
     struct Fiber *parent;         /* strong; NULL only for a root */
     PyObject *target;             /* cleared when the fiber ends */
     sf_transfer start;            /* target's arguments while it runs: visible to the GC */
-    PyObject *name;
     sf_stack *stack;              /* NULL for a root, and before start / after death */
     size_t stack_size;
     int state;
@@ -114,6 +113,8 @@ typedef struct Fiber {
     sf_pystate py;
     PyObject *dict;
     PyObject *weakreflist;
+    unsigned long long serial;    /* N of the default name "Fiber-N" */
+    PyObject *name;               /* NULL until asked for, when it is the default */
     char cname[64];               /* the name, readable from a signal handler */
 #ifdef SF_ASAN
     const void *asan_bottom;
@@ -129,7 +130,7 @@ static size_t default_stack_size = SF_STACK_DEFAULT;
 static unsigned long long fiber_counter;
 
 /* The record of the OS thread running now; valid while its tstate is current. */
-static _Thread_local sf_thread *tls_thread;
+static _Thread_local sf_thread *tls_thread __attribute__((tls_model("initial-exec")));
 
 #define IS_ROOT(f) ((f)->parent == NULL && (f)->stack == NULL && (f)->state != FIBER_NEW && \
                     (f) == (f)->thread->root)
@@ -455,6 +456,7 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
  * dropping the fiber we came from. */
 static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
 {
+    sf_pystate_landed(th->tstate);
     Fiber *previous = after_switch(th);
     if (th->switch_hook && !th->in_switch_hook)
         call_switch_hook(th, previous, self, t);
@@ -466,6 +468,10 @@ static void fiber_entry(void *value, void *arg);
 /* Give a new fiber its stack and its first context.  May fail (MemoryError). */
 static int fiber_prepare(Fiber *f)
 {
+    if (!f->target) {
+        PyErr_SetString(FiberError, "cannot start a fiber whose __init__ was never called");
+        return -1;
+    }
     sf_stack *stack = sf_stack_acquire(f->stack_size);
     if (!stack)
         return -1;
@@ -482,18 +488,19 @@ static int fiber_prepare(Fiber *f)
 }
 
 /* Leave the running fiber for `target` (same thread, not dead, not running),
- * carrying `t` (consumed).  Returns what the running fiber is resumed with:
- * a new reference, or NULL with an exception set. */
-static PyObject *switch_to(sf_thread *th, Fiber *target, sf_transfer t)
+ * carrying what the caller put in th->transfer.  Returns what the running
+ * fiber is resumed with: a new reference, or NULL with an exception set.
+ * (Filling th->transfer in place, not passing a struct by value, avoids a
+ * store-forwarding stall measured on the switch path.) */
+static PyObject *switch_prepared(sf_thread *th, Fiber *target)
 {
     if (target->state == FIBER_NEW && fiber_prepare(target) < 0) {
-        transfer_clear(&t);
+        transfer_clear(&th->transfer);
         return NULL;
     }
     Fiber *origin = th->current;
     PyThreadState *ts = th->tstate;
 
-    th->transfer = t;
     th->previous = origin;                         /* takes over th->current's ref */
     th->current = (Fiber *)Py_NewRef(target);
     sf_pystate_save(&origin->py, ts);
@@ -518,6 +525,21 @@ static PyObject *switch_to(sf_thread *th, Fiber *target, sf_transfer t)
     if (th->pending_kills)
         process_pending_kills(th);
     return transfer_result(&got);
+}
+
+static inline PyObject *switch_to(sf_thread *th, Fiber *target, sf_transfer t)
+{
+    th->transfer = t;
+    return switch_prepared(th, target);
+}
+
+/* A switch or throw to the running fiber itself: no switch, but the hook
+ * (greenlet's tracing) still sees it. */
+static PyObject *switch_to_self(sf_thread *th, sf_transfer *t)
+{
+    if (th->switch_hook && !th->in_switch_hook)
+        call_switch_hook(th, th->current, th->current, t);
+    return transfer_result(t);
 }
 
 /* The first parent up the chain that can still receive a value. */
@@ -658,8 +680,8 @@ static void kill_for_collection(sf_thread *th, Fiber *f)
     if (f->state == FIBER_SUSPENDED) {
         /* It caught FiberExit and switched away: nothing can resume it. */
         PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                         "fiber %R ignored FiberExit when it was collected; "
-                         "freeing it without running it", f->name);
+                         "fiber '%s' ignored FiberExit when it was collected; "
+                         "freeing it without running it", f->cname);
         if (PyErr_Occurred())
             PyErr_WriteUnraisable((PyObject *)f);
         discard_fiber(f);
@@ -718,6 +740,45 @@ static Fiber *fiber_alloc(PyTypeObject *type)
     return f;
 }
 
+/* The fiber's name as a str (made on first use for the default "Fiber-N":
+ * building it for every fiber was half of spawn's cost).  New reference. */
+static PyObject *fiber_name(Fiber *f)
+{
+    if (!f->name) {
+        f->name = PyUnicode_FromFormat("Fiber-%llu", f->serial);
+        if (!f->name)
+            return NULL;
+    }
+    return Py_NewRef(f->name);
+}
+
+/* For error messages: the name, or the default text if even that fails. */
+static PyObject *fiber_label(Fiber *f)
+{
+    PyObject *name = fiber_name(f);
+    if (!name) {
+        PyErr_Clear();
+        name = PyUnicode_FromString("?");
+    }
+    return name;
+}
+
+/* "Fiber-N" into cname with no allocation. */
+static void set_default_cname(Fiber *f)
+{
+    char digits[24];
+    int n = 0;
+    unsigned long long v = f->serial;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(f->cname, "Fiber-", 6);
+    for (int i = 0; i < n; i++)
+        f->cname[6 + i] = digits[n - 1 - i];
+    f->cname[6 + n] = 0;
+}
+
 static void set_cname(Fiber *f)
 {
     const char *utf8 = f->name && PyUnicode_Check(f->name) ? PyUnicode_AsUTF8(f->name) : NULL;
@@ -766,18 +827,16 @@ static PyObject *Fiber_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)f;
 }
 
-static int Fiber_init(Fiber *self, PyObject *args, PyObject *kwds)
+/* What Fiber(target, *, name, stack_size, parent) sets; each argument may be
+ * NULL or None for "not given". */
+static int fiber_setup(Fiber *self, PyObject *target, PyObject *name, PyObject *stack_size,
+                       PyObject *parent)
 {
-    static char *kwlist[] = {"target", "name", "stack_size", "parent", NULL};
-    PyObject *target = Py_None, *name = Py_None, *stack_size = Py_None, *parent = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OOO:Fiber", kwlist,
-                                     &target, &name, &stack_size, &parent))
-        return -1;
     if (self->state != FIBER_NEW) {
         PyErr_SetString(FiberError, "cannot re-initialise a fiber that has started");
         return -1;
     }
-    if (target == Py_None) {
+    if (!target || target == Py_None) {
         /* A subclass may define run() instead, like threading.Thread. */
         target = PyObject_GetAttrString((PyObject *)self, "run");
         if (!target) {
@@ -797,31 +856,75 @@ static int Fiber_init(Fiber *self, PyObject *args, PyObject *kwds)
     }
     Py_XSETREF(self->target, target);
 
-    if (stack_size != Py_None) {
+    if (stack_size && stack_size != Py_None) {
         long long requested = PyLong_AsLongLong(stack_size);
         if (requested == -1 && PyErr_Occurred())
             return -1;
         if (sf_stack_normalize_size(requested, &self->stack_size) < 0)
             return -1;
     }
-    if (parent != Py_None) {
+    if (parent && parent != Py_None) {
         if (check_parent(self, parent, self->thread) < 0)
             return -1;
         Py_XSETREF(self->parent, (Fiber *)Py_NewRef(parent));
     }
-    if (name == Py_None) {
-        name = PyUnicode_FromFormat("Fiber-%llu", ++fiber_counter);
-        if (!name)
-            return -1;
+    if (!name || name == Py_None) {
+        Py_CLEAR(self->name);
+        self->serial = ++fiber_counter;
+        set_default_cname(self);
     } else if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "name must be a str, not %.100s", Py_TYPE(name)->tp_name);
         return -1;
     } else {
-        Py_INCREF(name);
+        Py_XSETREF(self->name, Py_NewRef(name));
+        set_cname(self);
     }
-    Py_XSETREF(self->name, name);
-    set_cname(self);
     return 0;
+}
+
+static int Fiber_init(Fiber *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"target", "name", "stack_size", "parent", NULL};
+    PyObject *target = NULL, *name = NULL, *stack_size = NULL, *parent = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OOO:Fiber", kwlist,
+                                     &target, &name, &stack_size, &parent))
+        return -1;
+    return fiber_setup(self, target, name, stack_size, parent);
+}
+
+/* Fiber(...) called on the base type itself, without building an args tuple
+ * and a kwargs dict: spawning is a hot path.  Subclasses go through tp_new and
+ * tp_init as usual. */
+static PyObject *Fiber_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "Fiber() takes at most 1 positional argument (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *target = nargs ? args[0] : NULL, *name = NULL, *stack_size = NULL,
+             *parent = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
+        PyObject **slot = (PyUnicode_CompareWithASCIIString(key, "name") == 0)         ? &name
+                          : (PyUnicode_CompareWithASCIIString(key, "stack_size") == 0) ? &stack_size
+                          : (PyUnicode_CompareWithASCIIString(key, "parent") == 0)     ? &parent
+                          : (PyUnicode_CompareWithASCIIString(key, "target") == 0) && !nargs ? &target
+                                                                                 : NULL;
+        if (!slot || *slot) {
+            PyErr_Format(PyExc_TypeError, "Fiber() got an unexpected or repeated keyword "
+                         "argument %R", key);
+            return NULL;
+        }
+        *slot = value;
+    }
+    PyObject *self = Fiber_new((PyTypeObject *)type, NULL, NULL);
+    if (self && fiber_setup((Fiber *)self, target, name, stack_size, parent) < 0)
+        Py_CLEAR(self);
+    return self;
 }
 
 static int Fiber_traverse(Fiber *self, visitproc visit, void *arg)
@@ -890,9 +993,11 @@ static void Fiber_dealloc(Fiber *self)
 static Fiber *switch_destination(sf_thread *th, Fiber *self)
 {
     if (self->thread != th) {
+        PyObject *label = fiber_label(self);
         PyErr_Format(FiberError,
                      "cannot switch to fiber %R: it belongs to another thread%s",
-                     self->name, self->thread->tstate ? "" : " (which has exited)");
+                     label, self->thread->tstate ? "" : " (which has exited)");
+        Py_XDECREF(label);
         return NULL;
     }
     if (self->state != FIBER_DEAD)
@@ -906,7 +1011,9 @@ static Fiber *switch_destination(sf_thread *th, Fiber *self)
         if (parent)
             return parent;
     }
-    PyErr_Format(FiberError, "cannot switch to fiber %R: it has finished", self->name);
+    PyObject *label = fiber_label(self);
+    PyErr_Format(FiberError, "cannot switch to fiber %R: it has finished", label);
+    Py_XDECREF(label);
     return NULL;
 }
 
@@ -929,12 +1036,15 @@ static PyObject *Fiber_switch(Fiber *self, PyObject *const *args, size_t nargsf,
     Fiber *target = switch_destination(th, self);
     if (!target)
         return NULL;
-    sf_transfer t;
-    if (transfer_from_call(&t, args, nargsf, kwnames) < 0)
+    if (target == th->current) {
+        sf_transfer t;
+        if (transfer_from_call(&t, args, nargsf, kwnames) < 0)
+            return NULL;
+        return switch_to_self(th, &t);
+    }
+    if (transfer_from_call(&th->transfer, args, nargsf, kwnames) < 0)
         return NULL;
-    if (target == th->current)
-        return transfer_result(&t);
-    return switch_to(th, target, t);
+    return switch_prepared(th, target);
 }
 
 static PyObject *make_exception(PyObject *typ, PyObject *val, PyObject *tb)
@@ -984,7 +1094,7 @@ static PyObject *throw_into(sf_thread *th, Fiber *self, PyObject *exc)  /* steal
 {
     sf_transfer t = {.kind = TRANSFER_THROW, .value = exc};
     if (self == th->current)
-        return transfer_result(&t);
+        return switch_to_self(th, &t);
     return switch_to(th, self, t);
 }
 
@@ -1130,7 +1240,7 @@ static PyMethodDef Fiber_methods[] = {
 static PyObject *Fiber_get_name(Fiber *self, void *c)
 {
     (void)c;
-    return Py_NewRef(self->name ? self->name : Py_None);
+    return fiber_name(self);
 }
 
 static int Fiber_set_name(Fiber *self, PyObject *value, void *c)
@@ -1264,9 +1374,11 @@ static PyGetSetDef Fiber_getset[] = {
 
 static PyObject *Fiber_repr(Fiber *self)
 {
-    return PyUnicode_FromFormat("<%s %R %s at %p>", Py_TYPE(self)->tp_name,
-                                self->name ? self->name : Py_None, state_names[self->state],
-                                (void *)self);
+    PyObject *label = fiber_label(self);
+    PyObject *repr = PyUnicode_FromFormat("<%s %R %s at %p>", Py_TYPE(self)->tp_name, label,
+                                          state_names[self->state], (void *)self);
+    Py_XDECREF(label);
+    return repr;
 }
 
 static PyMemberDef Fiber_members[] = {
@@ -1304,6 +1416,7 @@ static PyTypeObject FiberType = {
     .tp_dictoffset = offsetof(Fiber, dict),
     .tp_init = (initproc)Fiber_init,
     .tp_new = Fiber_new,
+    .tp_vectorcall = Fiber_vectorcall,
     .tp_finalize = (destructor)fiber_finalize,
 };
 

@@ -10,8 +10,13 @@
  *   frame storage               datastack_chunk/top/limit (all three versions)
  *   handled exceptions          exc_info             exc_info            exc_info
  *   contextvars                 context + context_ver (bumped, or caches go stale)
- *   deferred deallocations      trash_delete_*       trash.delete_*      delete_later
+ *   deallocation depth          trash_delete_nesting trash.delete_nesting (C recursion)
  *   tracing flag                cframe->use_tracing  (instrumentation is per interpreter)
+ *
+ * The trash can's list of deferred deallocations (delete_later) stays with the
+ * thread: it holds dead objects only, any fiber may free them, and a list
+ * saved with a fiber that then ended would leak (3.13 defers every container
+ * deallocation in a fiber whose C budget is under its headroom).
  *
  * 3.14 will check the real stack pointer against c_stack_soft_limit /
  * hard_limit instead of counting: those become two more fields saved here,
@@ -37,6 +42,10 @@
 #  define SF_STACK_BYTES_PER_LEVEL 2048
 #else
 #  define SF_STACK_BYTES_PER_LEVEL 3072
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+#  define SF_TRASHCAN_UNITS (2 * Py_TRASHCAN_HEADROOM + 1)
+#  define SF_STACK_BYTES_WORST_UNIT 2560  /* sorted(key=...) recursion, measured */
 #endif
 /* Bytes kept back for the fiber's entry, the switch and a RecursionError's
  * own handling (the interpreter allows 50 levels of headroom past the limit);
@@ -81,12 +90,8 @@ void sf_pystate_save(sf_pystate *s, PyThreadState *ts)
     ts->context = NULL;
 #if PY_VERSION_HEX < 0x030C0000
     s->trash_delete_nesting = ts->trash_delete_nesting;
-    s->trash_delete_later = ts->trash_delete_later;
 #elif PY_VERSION_HEX < 0x030D0000
     s->trash_delete_nesting = ts->trash.delete_nesting;
-    s->trash_delete_later = ts->trash.delete_later;
-#else
-    s->trash_delete_later = ts->delete_later;
 #endif
 }
 
@@ -116,12 +121,8 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts)
     ts->context_ver++;         /* ContextVar caches are keyed on this */
 #if PY_VERSION_HEX < 0x030C0000
     ts->trash_delete_nesting = s->trash_delete_nesting;
-    ts->trash_delete_later = s->trash_delete_later;
 #elif PY_VERSION_HEX < 0x030D0000
     ts->trash.delete_nesting = s->trash_delete_nesting;
-    ts->trash.delete_later = s->trash_delete_later;
-#else
-    ts->delete_later = s->trash_delete_later;
 #endif
 }
 
@@ -136,7 +137,16 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
 #endif
     size_t reserve = c_stack_bytes / 4 < SF_STACK_RESERVE_MAX ? c_stack_bytes / 4
                                                               : SF_STACK_RESERVE_MAX;
-    size_t levels = (c_stack_bytes - reserve) / SF_STACK_BYTES_PER_LEVEL;
+    size_t usable = c_stack_bytes - reserve;
+    size_t levels = usable / SF_STACK_BYTES_PER_LEVEL;
+#if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13's trash can needs over 100 units left to free containers (see
+     * sf_pystate_landed).  Where the stack has room for 101 worst-case units
+     * beyond a budget, give them: the fiber then frees its own garbage. */
+    size_t trash_bytes = (size_t)SF_TRASHCAN_UNITS * SF_STACK_BYTES_WORST_UNIT;
+    if (usable > trash_bytes + SF_TRASHCAN_UNITS * SF_STACK_BYTES_PER_LEVEL)
+        levels = (usable - trash_bytes) / SF_STACK_BYTES_PER_LEVEL + SF_TRASHCAN_UNITS;
+#endif
     s->c_budget = levels > INT_MAX ? INT_MAX : (int)levels;
 #if PY_VERSION_HEX >= 0x030C0000
     s->c_remaining = min_int(SF_C_RECURSION_LIMIT, s->c_budget);

@@ -36,9 +36,8 @@ typedef struct sf_pystate {
     _PyErr_StackItem exc_state;   /* a fiber's own bottom item, so exc_info is per fiber */
     PyObject *context;            /* owned while suspended; the thread owns it while running */
 #if PY_VERSION_HEX < 0x030D0000
-    int trash_delete_nesting;
+    int trash_delete_nesting;     /* depth of this fiber's own C stack of deallocations */
 #endif
-    PyObject *trash_delete_later;
 } sf_pystate;
 
 /* Move the running state out of `ts` into `s` / from `s` into `ts`.  They
@@ -70,6 +69,22 @@ PyObject *sf_pystate_top_frame(const sf_pystate *s, PyThreadState *ts);
  * References held only by a frame's value stack (unknown while it is
  * suspended in a call) are leaked, never freed twice. */
 int sf_pystate_discard(sf_pystate *s, void *own_chunk);
+
+/* Called on every landing, right after sf_pystate_restore (hot path).
+ * 3.13's trash can defers every container deallocation while fewer than
+ * Py_TRASHCAN_HEADROOM C recursion units remain, and frees the deferred ones
+ * only at a later deallocation with more than twice that left.  A fiber
+ * whose stack allows under ~100 units (under ~320 KiB) so hands its garbage
+ * to the thread's list; free it as soon as a fiber with room runs. */
+static inline void sf_pystate_landed(PyThreadState *ts)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    if (ts->delete_later && ts->c_recursion_remaining > 2 * Py_TRASHCAN_HEADROOM)
+        _PyTrash_thread_destroy_chain(ts);
+#else
+    (void)ts;
+#endif
+}
 
 /* The value the interpreter uses for "is the interpreter shutting down". */
 int sf_interpreter_finalizing(void);
