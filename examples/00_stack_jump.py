@@ -37,7 +37,7 @@ layout of the new stack ({layout['abi']}):
   {fresh_sp + layout['arg']:#x}  saved register holding the fiber
   {fresh_sp:#x}  the fresh context's stack pointer ({layout['frame_size']}-byte switch frame)
   {sp:#x}  where hello() ran, {info.top - sp} bytes below the top
-  {info.base:#x}  base; a {info.guard_size}-byte guard page sits below it
+  {info.base:#x}  base; a {info.guard_size}-byte guard page sits just below (top is kept mid-page)
 back on the thread's own stack at {on_thread_stack:#x}; the fiber is {fiber.state}""")
     pool = stackful.stack_pool()
     print(f"its stack went back to the pool ({pool['pooled']} pooled; "

@@ -138,7 +138,8 @@ sf_stack *sf_stack_acquire(size_t size)
     }
     s->guard_size = sf_page_size();
     s->size = size;
-    s->map_size = s->guard_size + size + SF_DATA_CHUNK_SIZE;
+    /* size and the chunk are whole pages; the page offset of base costs one more */
+    s->map_size = s->guard_size + size + SF_DATA_CHUNK_SIZE + sf_page_size();
     void *map = mmap(NULL, s->map_size, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (map == MAP_FAILED) {
@@ -203,20 +204,20 @@ void sf_stack_pool_set_limit(size_t max_stacks)
 size_t sf_stack_touched(const sf_stack *s)
 {
     size_t ps = sf_page_size();
-    size_t pages = s->size / ps;
+    char *base = sf_stack_base(s), *top = sf_stack_top(s);
+    char *first_page = (char *)((uintptr_t)base & ~(uintptr_t)(ps - 1));
+    size_t pages = (size_t)(top - first_page + (ptrdiff_t)ps - 1) / ps;
     unsigned char vec[256];
-    char *base = sf_stack_base(s);
-    size_t lowest_touched = pages;  /* index of the lowest resident page */
-    /* Walk from the bottom in windows of 256 pages; the first resident page
+    /* Walk up from the bottom in windows of 256 pages; the first resident page
      * found bounds the depth the stack has reached. */
     for (size_t first = 0; first < pages; first += sizeof vec) {
         size_t n = pages - first < sizeof vec ? pages - first : sizeof vec;
-        if (mincore(base + first * ps, n * ps, vec) != 0)
+        if (mincore(first_page + first * ps, n * ps, vec) != 0)
             return 0;
         for (size_t i = 0; i < n; i++) {
             if (vec[i] & 1) {
-                lowest_touched = first + i;
-                return (pages - lowest_touched) * ps;
+                char *lowest = first_page + (first + i) * ps;
+                return (size_t)(top - (lowest > base ? lowest : base));
             }
         }
     }

@@ -1,15 +1,21 @@
 /* Fiber stacks: one mmap per fiber, a guard below, pooled for reuse.
  *
  *   high  +------------------------------+  <- map + map_size
+ *         | (rest of the last page)      |
  *         | interpreter data-stack chunk |  SF_DATA_CHUNK_SIZE: CPython 3.11+ keeps
  *         |  (grows upward)              |  Python frames here; pooling it with the
  *         +------------------------------+  C stack spares an mmap/munmap per fiber
  *         | C stack (grows downward)     |  <- top: where sf_make_context starts
  *         |   `size` usable bytes        |
  *         +------------------------------+  <- base
+ *         | SF_STACK_PAGE_OFFSET slack   |
  *         | guard (PROT_NONE or          |  a touch here is a stack overflow
  *         |  MADV_GUARD_INSTALL)         |
  *   low   +------------------------------+  <- map
+ *
+ * top sits in the middle of a page, not on its edge: a suspended fiber's first
+ * C frames (just below top) and first Python frames (just above) then share
+ * one resident page instead of two.
  *
  * Pages are reserved lazily (MAP_NORESERVE): only what a fiber touches costs
  * memory.  Released stacks go to a bounded pool, so a steady state of spawning
@@ -22,6 +28,7 @@
 #include <stdint.h>
 
 #define SF_DATA_CHUNK_SIZE (16 * 1024)
+#define SF_STACK_PAGE_OFFSET 2048  /* where base (and so top) sits within its page */
 #define SF_STACK_MIN (32 * 1024)
 #define SF_STACK_DEFAULT (2 * 1024 * 1024)
 #define SF_STACK_MAX ((size_t)1 << 36)
@@ -35,7 +42,10 @@ typedef struct sf_stack {
     unsigned valgrind_id;
 } sf_stack;
 
-static inline char *sf_stack_base(const sf_stack *s) { return s->map + s->guard_size; }
+static inline char *sf_stack_base(const sf_stack *s)
+{
+    return s->map + s->guard_size + SF_STACK_PAGE_OFFSET;
+}
 static inline char *sf_stack_top(const sf_stack *s) { return sf_stack_base(s) + s->size; }
 static inline void *sf_stack_data_chunk(const sf_stack *s) { return sf_stack_top(s); }
 
