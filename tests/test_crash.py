@@ -53,3 +53,21 @@ def test_unsupported_python_gets_a_clear_import_error() -> None:
     )
     assert result.returncode == 1
     assert "ImportError: stackful supports CPython 3.11, 3.12 and 3.13" in result.stderr
+
+
+def test_mprotect_guard_fallback_works_and_reports_overflow() -> None:
+    env = dict(os.environ, STACKFUL_GUARD_MPROTECT="1")
+    env.pop("PYTHONFAULTHANDLER", None)
+    result = subprocess.run([sys.executable, str(CRASH / "guard_fallback.py")],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert "guard method: mprotect" in result.stdout
+    assert "stackful: fiber 'old-kernel' overflowed its 64 KiB stack" in result.stderr
+    assert result.returncode != 0
+
+
+def test_refused_stack_is_a_memory_error_naming_the_limits() -> None:
+    result = run_script("out_of_address_space.py")
+    assert result.returncode == 0, result.stderr
+    assert "MemoryError: stackful: cannot map a fiber stack" in result.stdout
+    assert "vm.max_map_count" in result.stdout and "RLIMIT_AS" in result.stdout
+    assert result.stdout.splitlines()[-1] == "alive"
