@@ -319,6 +319,8 @@ def test_parent_rules() -> None:
         a.parent = 3  # type: ignore[assignment]
     b.parent = root
     assert b.parent is root
+    with pytest.raises(ValueError, match="root"):
+        root.parent = a
 
 
 def test_reparenting_changes_where_the_result_goes() -> None:

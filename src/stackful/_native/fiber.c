@@ -1275,6 +1275,10 @@ static int Fiber_set_parent(Fiber *self, PyObject *value, void *c)
         PyErr_SetString(PyExc_ValueError, "cannot set the parent of another thread's fiber");
         return -1;
     }
+    if (IS_ROOT(self)) {
+        PyErr_SetString(PyExc_ValueError, "a thread's root fiber has no parent to set");
+        return -1;
+    }
     if (check_parent(self, value, th) < 0)
         return -1;
     Py_XSETREF(self->parent, (Fiber *)Py_NewRef(value));
