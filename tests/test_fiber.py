@@ -932,3 +932,30 @@ def test_frames_of_a_dead_threads_fiber_stay_readable_after_it_is_freed() -> Non
     assert frame.f_locals["token"] == "kept"
     assert frame.f_locals["local_list"] == ["kept"]
     assert frame.f_back is None
+
+
+def test_stacks_past_the_warm_pool_go_cold_and_are_reused() -> None:
+    stackful.clear_stack_pool()
+    old = stackful.stack_pool()["limit"]
+    try:
+        stackful.stack_pool(2)
+        root = stackful.current()
+        fibers = [Fiber(lambda: root.switch(), stack_size=80 * 1024) for _ in range(5)]
+        for f in fibers:
+            f.switch()
+        mapped = stackful.stack_pool()["mapped_bytes"]
+        for f in fibers:
+            f.switch()
+        info = stackful.stack_pool()
+        assert (info["pooled"], info["cold"]) == (2, 3)
+        assert info["mapped_bytes"] == mapped  # nothing unmapped
+        again = [Fiber(lambda: root.switch(), stack_size=80 * 1024) for _ in range(5)]
+        for f in again:
+            f.switch()
+        assert stackful.stack_pool()["mapped_bytes"] == mapped  # all five reused
+        for f in again:
+            f.switch()
+    finally:
+        stackful.stack_pool(old)
+        stackful.clear_stack_pool()
+    assert stackful.stack_pool()["cold"] == 0

@@ -1528,8 +1528,11 @@ static PyObject *mod_set_default_stack_size(PyObject *m, PyObject *arg)
 PyDoc_STRVAR(stack_pool_doc,
 "stack_pool(limit=None)\n--\n\n"
 "Report the pool of finished fibers' stacks kept for reuse, after setting\n"
-"its limit (a count of stacks) if one is given: a dict with 'pooled',\n"
-"'limit', 'mapped_bytes' (live and pooled stacks) and 'guard_method'.");
+"its limit (a count of stacks, 1024 by default) if one is given: a dict with\n"
+"'pooled' (stacks kept with their pages: reuse is free), 'limit', 'cold'\n"
+"(stacks past the limit whose pages went back to the system but whose\n"
+"mapping is kept, up to 16384: reuse costs a page fault or two),\n"
+"'mapped_bytes' (live and pooled stacks) and 'guard_method'.");
 
 static PyObject *mod_stack_pool(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1548,8 +1551,9 @@ static PyObject *mod_stack_pool(PyObject *m, PyObject *const *args, Py_ssize_t n
         }
         sf_stack_pool_set_limit((size_t)limit);
     }
-    return Py_BuildValue("{s:n,s:n,s:n,s:s}", "pooled", (Py_ssize_t)sf_stack_pool_count(),
-                         "limit", (Py_ssize_t)sf_stack_pool_limit(), "mapped_bytes",
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:s}", "pooled", (Py_ssize_t)sf_stack_pool_count(),
+                         "limit", (Py_ssize_t)sf_stack_pool_limit(), "cold",
+                         (Py_ssize_t)sf_stack_pool_cold_count(), "mapped_bytes",
                          (Py_ssize_t)sf_stack_mapped_bytes(), "guard_method",
                          sf_stack_guard_method());
 }

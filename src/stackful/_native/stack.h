@@ -19,7 +19,7 @@
  *
  * Pages are reserved lazily (MAP_NORESERVE): only what a fiber touches costs
  * memory.  Released stacks go to a bounded pool, so a steady state of spawning
- * and finishing fibers makes no system call.  All functions run with the GIL held.
+ * and finishing fibers makes no system call (see stack.c for its two levels).  All functions run with the GIL held.
  */
 #ifndef STACKFUL_STACK_H
 #define STACKFUL_STACK_H
@@ -58,7 +58,8 @@ void sf_stack_release(sf_stack *stack);
 size_t sf_stack_touched(const sf_stack *stack);
 /* Unmap every pooled stack; returns how many. */
 size_t sf_stack_pool_clear(void);
-size_t sf_stack_pool_count(void);
+size_t sf_stack_pool_count(void);       /* warm: pages kept */
+size_t sf_stack_pool_cold_count(void);  /* cold: pages given back, mapping kept */
 void sf_stack_pool_set_limit(size_t max_stacks);
 size_t sf_stack_pool_limit(void);
 /* "madvise" or "mprotect": how guard pages are made on this kernel. */
