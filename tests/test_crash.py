@@ -61,7 +61,7 @@ def test_mprotect_guard_fallback_works_and_reports_overflow() -> None:
     result = subprocess.run([sys.executable, str(CRASH / "guard_fallback.py")],
                             capture_output=True, text=True, timeout=120, env=env)
     assert "guard method: mprotect" in result.stdout
-    assert "stackful: fiber 'old-kernel' overflowed its 64 KiB stack" in result.stderr
+    assert "stackful: fiber 'deep-diver' overflowed its 64 KiB stack" in result.stderr
     assert result.returncode != 0
 
 

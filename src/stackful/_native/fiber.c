@@ -1255,6 +1255,18 @@ static int Fiber_set_name(Fiber *self, PyObject *value, void *c)
     return 0;
 }
 
+/* The running thread's record, if `self` belongs to it; else NULL with a
+ * ValueError saying what cannot be done to another thread's fiber. */
+static sf_thread *own_thread(Fiber *self, const char *what)
+{
+    sf_thread *th = current_thread();
+    if (th && self->thread != th) {
+        PyErr_Format(PyExc_ValueError, "cannot set the %s of another thread's fiber", what);
+        return NULL;
+    }
+    return th;
+}
+
 static PyObject *Fiber_get_parent(Fiber *self, void *c)
 {
     (void)c;
@@ -1268,13 +1280,9 @@ static int Fiber_set_parent(Fiber *self, PyObject *value, void *c)
         PyErr_SetString(PyExc_ValueError, "a fiber's parent cannot be deleted or set to None");
         return -1;
     }
-    sf_thread *th = current_thread();
+    sf_thread *th = own_thread(self, "parent");
     if (!th)
         return -1;
-    if (self->thread != th) {
-        PyErr_SetString(PyExc_ValueError, "cannot set the parent of another thread's fiber");
-        return -1;
-    }
     if (IS_ROOT(self)) {
         PyErr_SetString(PyExc_ValueError, "a thread's root fiber has no parent to set");
         return -1;
@@ -1342,13 +1350,9 @@ static int Fiber_set_context(Fiber *self, PyObject *value, void *c)
                      Py_TYPE(value)->tp_name);
         return -1;
     }
-    sf_thread *th = current_thread();
+    sf_thread *th = own_thread(self, "context");
     if (!th)
         return -1;
-    if (self->thread != th) {
-        PyErr_SetString(PyExc_ValueError, "cannot set the context of another thread's fiber");
-        return -1;
-    }
     PyObject *ctx = value == Py_None ? NULL : Py_NewRef(value);
     if (self == th->current) {
         Py_XSETREF(th->tstate->context, ctx);
