@@ -712,7 +712,8 @@ class Stress:
         try:
             f.parent = self.world.target_of(new)
         except ValueError as e:
-            assert cyclic and "cyclic" in str(e), (fid, new, e)
+            expected = "root fiber has no parent" if fid == ROOT else "cyclic"
+            assert cyclic and expected in str(e), (fid, new, e)
         else:
             assert not cyclic, (fid, new)
             self.model.f[fid].parent = new
