@@ -542,14 +542,31 @@ static PyObject *switch_to_self(sf_thread *th, sf_transfer *t)
     return transfer_result(t);
 }
 
-/* The first parent up the chain that can still receive a value. */
-static Fiber *live_parent(Fiber *f)
+/* The first ancestor of `f` that `match` accepts, or NULL.  kill() makes the
+ * killer its victim's parent, so a fiber that kills its own ancestor closes a
+ * loop in the chain (g -> f -> g): the walk also stops where it meets `f`
+ * again or goes round a loop (a slow pointer is caught up). */
+static Fiber *find_ancestor(Fiber *f, int (*match)(Fiber *, Fiber *), Fiber *arg)
 {
-    Fiber *p = f->parent;
-    while (p && p->state == FIBER_DEAD)
-        p = p->parent;
-    return p;
+    Fiber *slow = f;
+    int step = 0;
+    for (Fiber *p = f->parent; p && p != f; p = p->parent) {
+        if (match(p, arg))
+            return p;
+        if (step++ & 1) {
+            slow = slow->parent;
+            if (slow == p)
+                break;
+        }
+    }
+    return NULL;
 }
+
+static int is_alive(Fiber *p, Fiber *unused) { (void)unused; return p->state != FIBER_DEAD; }
+static int is_same(Fiber *p, Fiber *target) { return p == target; }
+
+/* The first ancestor that can still receive a value, or NULL. */
+static Fiber *live_parent(Fiber *f) { return find_ancestor(f, is_alive, NULL); }
 
 static _Noreturn void fiber_finish(Fiber *self, sf_thread *th, sf_transfer t)
 {
@@ -802,11 +819,9 @@ static int check_parent(Fiber *self, PyObject *value, sf_thread *th)
                         "parent must be a fiber of the same thread");
         return -1;
     }
-    for (Fiber *a = p; a; a = a->parent) {
-        if (a == self) {
-            PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
-            return -1;
-        }
+    if (p == self || find_ancestor(p, is_same, self)) {
+        PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
+        return -1;
     }
     return 0;
 }
