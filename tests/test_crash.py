@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from ._child import child_env
+
 CRASH = Path(__file__).parent / "crash"
-SRC = Path(__file__).parent.parent / "src"
+SRC = Path(__file__).parent.parent / "src"  # for an interpreter that cannot install us
 
 
 def run_script(
     name: str, *args: str, python: str = sys.executable
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)  # the child imports stackful from where this test does
-    env.pop("PYTHONFAULTHANDLER", None)
     return subprocess.run([python, str(CRASH / name), *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+                          timeout=120, env=child_env())
 
 
 def test_stack_overflow_is_reported_by_name_and_size() -> None:
@@ -56,10 +56,9 @@ def test_unsupported_python_gets_a_clear_import_error() -> None:
 
 
 def test_mprotect_guard_fallback_works_and_reports_overflow() -> None:
-    env = dict(os.environ, STACKFUL_GUARD_MPROTECT="1")
-    env.pop("PYTHONFAULTHANDLER", None)
     result = subprocess.run([sys.executable, str(CRASH / "guard_fallback.py")],
-                            capture_output=True, text=True, timeout=120, env=env)
+                            capture_output=True, text=True, timeout=120,
+                            env=child_env(STACKFUL_GUARD_MPROTECT="1"))
     assert "guard method: mprotect" in result.stdout
     assert "stackful: fiber 'deep-diver' overflowed its 64 KiB stack" in result.stderr
     assert result.returncode != 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _thread
 import gc
-import os
 import signal
 import subprocess
 import sys
@@ -18,16 +17,14 @@ import pytest
 import stackful
 from stackful import Fiber, FiberExit
 
+from ._child import child_env
+
 CRASH = Path(__file__).parent / "crash"
-SRC = Path(__file__).parent.parent / "src"
 
 
 def run_script(name: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    env.pop("PYTHONFAULTHANDLER", None)
     return subprocess.run([sys.executable, str(CRASH / name)], capture_output=True, text=True,
-                          timeout=300, env=env)
+                          timeout=300, env=child_env())
 
 
 def memory() -> tuple[int, int]:

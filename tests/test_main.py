@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-import stackful
 from stackful.__main__ import main
 
-# The child imports stackful from wherever this process did (src/ or site-packages).
-PACKAGE_PARENT = str(Path(stackful.__file__).resolve().parents[1])
+from ._child import child_env
 
 
 def expected(threads: int) -> list[str]:
@@ -47,7 +43,7 @@ def test_book_output_starts_like_the_book() -> None:
 
 
 def test_module_runs_the_demo() -> None:
-    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
+    env = child_env()
     out = subprocess.run([sys.executable, "-m", "stackful"], capture_output=True, text=True,
                          env=env, timeout=60, check=True)
     assert out.stdout.splitlines() == expected(2)

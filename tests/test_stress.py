@@ -7,7 +7,6 @@ of operations and replays.  The long profile is `python -m tests.stress`.
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -20,7 +19,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from tests.stress import Stress, main
 
-SRC = Path(__file__).parent.parent / "src"
+from ._child import child_env
+
 randoms = st.randoms(use_true_random=False)
 
 
@@ -100,7 +100,7 @@ def test_module_entry_point_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tests.stress", "--ops", "500", "--seed", "3"],
         cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=str(SRC)),
+        env=child_env(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "500 operations" in result.stdout
