@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${1:-python3}; shift || true
 tests=("$@"); [ ${#tests[@]} -gt 0 ] || tests=(tests/test_fiber.py)
+"$py" -c "import setuptools" 2>/dev/null || "$py" -m pip install -q setuptools wheel
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cp -r setup.py pyproject.toml src tests "$scratch"/
