@@ -18,6 +18,17 @@
 #  endif
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#  include <sanitizer/asan_interface.h>
+/* A fiber that ended never returned from its instrumented frames, so their
+ * redzones stay poisoned in ASan's shadow; clear them before the stack is
+ * reused, or uninstrumented code writing there later looks like an overflow. */
+#  define UNPOISON_STACK(s) \
+    ASAN_UNPOISON_MEMORY_REGION(sf_stack_base(s), (s)->size + SF_DATA_CHUNK_SIZE)
+#else
+#  define UNPOISON_STACK(s) ((void)0)
+#endif
+
 /* Linux 6.13+: guard pages inside one mapping, so a stack costs one VMA,
  * not two (an mprotect'ed guard splits the mapping, and vm.max_map_count
  * then caps us near 32k stacks). */
@@ -215,6 +226,7 @@ static void cool(sf_stack *s)
 
 void sf_stack_release(sf_stack *s)
 {
+    UNPOISON_STACK(s);
     if (warm.count < warm.limit)
         list_push(&warm, s);
     else
