@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 from .lowlevel import Cancelled, RuntimeBinding, Task, WaitQueue, current_time
 
@@ -24,7 +25,31 @@ def _check_timeout(blocking: bool, timeout: float | None) -> None:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
 
 
-class Lock:
+class _HeldWith:
+    """``with x:`` acquires on entry and releases on exit (Lock, Semaphore, Condition)."""
+
+    __slots__ = ()
+
+    def acquire(self) -> bool:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Lock(_HeldWith):
     """A mutual-exclusion lock owned by the task that acquired it (not reentrant)."""
 
     __slots__ = ("_owner", "_waiters", "_binding")
@@ -75,18 +100,6 @@ class Lock:
         """The task holding the lock, or None."""
         return self._owner
 
-    def __enter__(self) -> Lock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
     def __repr__(self) -> str:
         owner = self._owner.name if self._owner is not None else None
         return f"<Lock owner={owner!r} waiters={len(self._waiters)}>"
@@ -129,7 +142,7 @@ class Event:
         return f"<Event set={self._flag} waiters={len(self._waiters)}>"
 
 
-class Semaphore:
+class Semaphore(_HeldWith):
     """A counter of available units; ``acquire`` takes one, ``release`` gives one back.
 
     With ``max_value``, releasing past it is a ``ValueError`` (a bounded semaphore).
@@ -173,18 +186,6 @@ class Semaphore:
         if self._max is not None and self._value >= self._max:
             raise ValueError(f"Semaphore released too many times (max_value={self._max})")
         self._value += 1
-
-    def __enter__(self) -> Semaphore:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def __repr__(self) -> str:
         return f"<Semaphore value={self._value} waiters={len(self._waiters)}>"
