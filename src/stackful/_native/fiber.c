@@ -505,8 +505,7 @@ static PyObject *switch_prepared(sf_thread *th, Fiber *target)
     th->current = (Fiber *)Py_NewRef(target);
     sf_pystate_save(&origin->py, ts);
     sf_pystate_restore(&target->py, ts);
-    if (origin->state == FIBER_RUNNING)
-        origin->state = FIBER_SUSPENDED;
+    origin->state = FIBER_SUSPENDED;
     target->state = FIBER_RUNNING;
 
 #ifdef SF_ASAN
