@@ -903,10 +903,6 @@ def test_adopt_root_retypes_this_threads_root() -> None:
     assert type(root) is Fiber
 
 
-# Known, documented leak: the operands of the call a frame is suspended in (here
-# `root.switch`) live on its value stack, whose top CPython keeps in the C eval loop; a fiber
-# freed without running cannot release them.
-@pytest.mark.no_leak_check
 def test_frames_of_a_dead_threads_fiber_stay_readable_after_it_is_freed() -> None:
     holder: list[Any] = []
 

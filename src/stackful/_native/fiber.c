@@ -90,6 +90,8 @@ typedef struct sf_thread {
     struct Fiber *root;           /* strong */
     struct Fiber *current;        /* strong */
     sf_transfer transfer;         /* in flight from a switch to the resumed side */
+    PyObject *const *call_top;    /* end of the running switch()'s arguments, if on the
+                                     calling frame's value stack (else NULL) */
     struct Fiber *previous;       /* strong: the fiber we just left, dropped on landing */
     struct Fiber *finished;       /* borrowed: it just ended; its stack is released on landing */
     PyObject *pending_kills;      /* list of our fibers dropped on other threads */
@@ -496,6 +498,7 @@ static PyObject *switch_prepared(sf_thread *th, Fiber *target)
 {
     if (target->state == FIBER_NEW && fiber_prepare(target) < 0) {
         transfer_clear(&th->transfer);
+        th->call_top = NULL;
         return NULL;
     }
     Fiber *origin = th->current;
@@ -503,7 +506,8 @@ static PyObject *switch_prepared(sf_thread *th, Fiber *target)
 
     th->previous = origin;                         /* takes over th->current's ref */
     th->current = (Fiber *)Py_NewRef(target);
-    sf_pystate_save(&origin->py, ts);
+    sf_pystate_save(&origin->py, ts, th->call_top);
+    th->call_top = NULL;
     sf_pystate_restore(&target->py, ts);
     origin->state = FIBER_SUSPENDED;
     target->state = FIBER_RUNNING;
@@ -578,7 +582,7 @@ static _Noreturn void fiber_finish(Fiber *self, sf_thread *th, sf_transfer t)
     sf_pystate_release_extra_chunks(ts, sf_stack_data_chunk(self->stack));
     /* Moves the context out of ts; dropped by after_switch on the other side,
      * since dropping it here could run code on a fiber already marked dead. */
-    sf_pystate_save(&self->py, ts);
+    sf_pystate_save(&self->py, ts, NULL);
 
     if (parent->state == FIBER_NEW && fiber_prepare(parent) < 0) {
         /* Cannot start the parent: hand the MemoryError to the root. */
@@ -1058,6 +1062,10 @@ static PyObject *Fiber_switch(Fiber *self, PyObject *const *args, size_t nargsf,
     }
     if (transfer_from_call(&th->transfer, args, nargsf, kwnames) < 0)
         return NULL;
+    /* Called from Python code, the arguments sit on top of the caller's value
+     * stack: where they end is where its live stack ends (GC, discard). */
+    if (args)
+        th->call_top = args + PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     return switch_prepared(th, target);
 }
 

@@ -69,8 +69,43 @@ static inline int effective_limit(const sf_pystate *s, PyThreadState *ts)
 }
 #endif
 
-void sf_pystate_save(sf_pystate *s, PyThreadState *ts)
+static inline _PyInterpreterFrame *current_frame(PyThreadState *ts)
 {
+#if PY_VERSION_HEX < 0x030D0000
+    return ts->cframe->current_frame;
+#else
+    return ts->current_frame;
+#endif
+}
+
+static inline PyObject *frame_code(const _PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    return (PyObject *)f->f_code;
+#else
+    return f->f_executable;
+#endif
+}
+
+/* Slots of `f` in use up to `call_top`, or -1 if call_top is not on f's
+ * value stack (a switch called from C, or with its arguments elsewhere). */
+static int live_slots_below(_PyInterpreterFrame *f, PyObject *const *call_top)
+{
+    if (!call_top || !f || f->owner != FRAME_OWNED_BY_THREAD || f->stacktop >= 0)
+        return -1;
+    PyObject *code = frame_code(f);
+    if (!PyCode_Check(code))
+        return -1;
+    PyCodeObject *co = (PyCodeObject *)code;
+    PyObject *const *stack = f->localsplus + co->co_nlocalsplus;
+    if (call_top < stack || call_top > stack + co->co_stacksize)
+        return -1;
+    return (int)(call_top - f->localsplus);
+}
+
+void sf_pystate_save(sf_pystate *s, PyThreadState *ts, PyObject *const *call_top)
+{
+    s->top_live_slots = live_slots_below(current_frame(ts), call_top);
 #if PY_VERSION_HEX < 0x030D0000
     s->cframe = ts->cframe;
 #else
@@ -161,6 +196,7 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
     s->datastack_top = &chunk->data[1];
     s->datastack_limit = (PyObject **)((char *)chunk + chunk_size);
     s->exc_info = &s->exc_state;
+    s->top_live_slots = -1;
 }
 
 void sf_pystate_set_c_budget(sf_pystate *s, int levels)
@@ -196,14 +232,6 @@ static inline _PyInterpreterFrame *top_frame(const sf_pystate *s)
 #endif
 }
 
-static inline PyObject *frame_code(const _PyInterpreterFrame *f)
-{
-#if PY_VERSION_HEX < 0x030D0000
-    return (PyObject *)f->f_code;
-#else
-    return f->f_executable;
-#endif
-}
 
 static inline PyObject **frame_func_slot(_PyInterpreterFrame *f)
 {
@@ -217,11 +245,14 @@ static inline PyObject **frame_func_slot(_PyInterpreterFrame *f)
 /* How many localsplus slots of a suspended frame hold references we know of.
  * A frame that called out to C has stacktop == -1 while it runs (the value
  * stack pointer lives in the eval loop's C locals), so only its locals are
- * known; that under-counts, which is safe for the GC. */
-static inline int known_slots(const _PyInterpreterFrame *f)
+ * known -- except for the innermost frame when switch() was called from it
+ * directly (see sf_pystate_save).  Under-counting is safe for the GC. */
+static inline int known_slots(const sf_pystate *s, const _PyInterpreterFrame *f)
 {
     if (f->stacktop >= 0)
         return f->stacktop;
+    if (f == top_frame(s) && s->top_live_slots >= 0)
+        return s->top_live_slots;  /* up to the arguments of the pending switch() */
     PyObject *code = frame_code(f);
     return PyCode_Check(code) ? ((PyCodeObject *)code)->co_nlocalsplus : 0;
 }
@@ -237,7 +268,7 @@ int sf_pystate_traverse(const sf_pystate *s, visitproc visit, void *arg)
         Py_VISIT(f->f_locals);
         Py_VISIT(*frame_func_slot(f));
         Py_VISIT(frame_code(f));
-        int n = known_slots(f);
+        int n = known_slots(s, f);
         for (int i = 0; i < n; i++)
             Py_VISIT(f->localsplus[i]);
     }
@@ -296,7 +327,7 @@ int sf_pystate_discard(sf_pystate *s, void *own_chunk)
     for (_PyInterpreterFrame *f = top_frame(s); f; f = f->previous) {
         if (f->owner != FRAME_OWNED_BY_THREAD)
             continue;
-        int slots = known_slots(f);
+        int slots = known_slots(s, f);
         PyFrameObject *fo = f->frame_obj;
         f->frame_obj = NULL;
         if (fo && Py_REFCNT(fo) > 1) {

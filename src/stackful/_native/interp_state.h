@@ -34,6 +34,8 @@ typedef struct sf_pystate {
     PyObject **datastack_limit;
     _PyErr_StackItem *exc_info;   /* top of the handled-exception stack */
     _PyErr_StackItem exc_state;   /* a fiber's own bottom item, so exc_info is per fiber */
+    int top_live_slots;           /* localsplus slots of the innermost frame known live
+                                     while suspended, or -1 (see sf_pystate_save) */
     PyObject *context;            /* owned while suspended; the thread owns it while running */
 #if PY_VERSION_HEX < 0x030D0000
     int trash_delete_nesting;     /* depth of this fiber's own C stack of deallocations */
@@ -41,8 +43,15 @@ typedef struct sf_pystate {
 } sf_pystate;
 
 /* Move the running state out of `ts` into `s` / from `s` into `ts`.  They
- * allocate nothing and run no Python code, so the GC cannot run in between. */
-void sf_pystate_save(sf_pystate *s, PyThreadState *ts);
+ * allocate nothing and run no Python code, so the GC cannot run in between.
+ *
+ * `call_top`, if not NULL, is the end of the arguments of the call the
+ * innermost Python frame is suspended in (switch() called straight from
+ * Python code receives its arguments in place on that frame's value stack).
+ * A frame in a call does not record its stack pointer (CPython keeps it in a
+ * C local of the eval loop); knowing it lets the GC see, and a discard
+ * release, the call's operands, not just the frame's locals. */
+void sf_pystate_save(sf_pystate *s, PyThreadState *ts, PyObject *const *call_top);
 void sf_pystate_restore(sf_pystate *s, PyThreadState *ts);
 
 /* Prepare the state of a fiber that has not run: no frames, an empty
