@@ -12,8 +12,6 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import stackful
 from stackful import Fiber, FiberExit
 
