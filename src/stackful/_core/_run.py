@@ -134,7 +134,7 @@ class Runtime(SchedulerCore):
         self._failed: weakref.WeakValueDictionary[int, Task] = weakref.WeakValueDictionary()
         self._reported: set[int] = set()
         # The target of every task fiber, bound once.
-        self._entry = self._task_entry
+        self._entry = self._task_body
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -315,26 +315,20 @@ class Runtime(SchedulerCore):
             fiber = Fiber(self._entry, name=task.name, parent=self._hub)
         else:
             fiber = Fiber(self._entry, name=task.name, stack_size=stack_size, parent=self._hub)
-        task._context = contextvars.copy_context()
+        # Like asyncio, a task runs in a copy of its spawner's context.
+        fiber.context = contextvars.copy_context()
         task._fiber = fiber
         self._live[task] = None
         self.ready.append(task)
         return task
 
-    def _task_entry(self, *_ignored: Any) -> None:
-        """The target of every task fiber (one bound method shared by all: no per-task closure).
+    def _task_body(self, *_ignored: Any) -> None:
+        """The target of every task fiber (one bound method shared by all: no per-task
+        closure): run the task's function, record the outcome, hand over to the next task.
 
         The task to run is ``self.current``: whoever switches to a fiber sets it first.
         Arguments are ignored: a task starts either by a plain switch() or by a dying task
-        whose fiber was re-parented onto this one (which passes its return value).  Like
-        asyncio, the task runs in a copy of its spawner's context, entered with Context.run
-        here rather than by setting Fiber.context before the first switch, which the core
-        dropped at the time of writing.
-        """
-        self.current._context.run(self._task_body)  # type: ignore[union-attr]
-
-    def _task_body(self) -> None:
-        """Run the task's function, record the outcome, hand over to the next task.
+        whose fiber was re-parented onto this one (which passes its return value).
 
         Why no local names the task (it is always read from ``self.current``): a traceback
         keeps the frames it passes through, and their callers through ``f_back``, alive with
@@ -392,7 +386,6 @@ class Runtime(SchedulerCore):
         task._result = result
         task._exception = error
         task._fiber = None
-        task._context = None
         task._abort = None
         task._pending_exc = None
         self._live.pop(task, None)

@@ -6,7 +6,6 @@ belong to the native :class:`Fiber` and the task adds the scheduling state aroun
 
 from __future__ import annotations
 
-import contextvars
 import sys
 import traceback
 from collections.abc import Callable
@@ -51,7 +50,7 @@ class Task(TaskCore):
 
     # state, _fiber and _pending_exc are TaskCore's C fields: the yield hot path uses them.
     __slots__ = (
-        "name", "id", "_runtime", "_context", "_fn", "_args", "_kwargs",
+        "name", "id", "_runtime", "_fn", "_args", "_kwargs",
         "_resume_value", "_resume_exc", "_abort", "_wait_reason",
         "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
         "_cancel_count", "__weakref__",
@@ -73,7 +72,6 @@ class Task(TaskCore):
         self.state = READY
         self._runtime = runtime
         self._fiber = None
-        self._context: contextvars.Context | None = None
         self._fn: Callable[..., Any] | None = fn
         self._args = args
         self._kwargs = kwargs
