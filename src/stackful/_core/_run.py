@@ -489,19 +489,18 @@ class Runtime(SchedulerCore):
 
     def wake(self, task: Task, value: Any = None) -> None:
         """Make a parked task ready; its ``park()`` returns ``value``."""
-        if task.state is not BLOCKED:
-            raise RuntimeError(f"cannot wake task {task.name!r}: it is {task.state}, not blocked")
-        task._abort = None
+        self._unpark(task)
         task._resume_value = value
-        task.state = READY
-        self.ready.append(task)
 
     def wake_with_exception(self, task: Task, exc: BaseException) -> None:
         """Make a parked task ready; its ``park()`` raises ``exc``."""
+        self._unpark(task)
+        task._resume_exc = exc
+
+    def _unpark(self, task: Task) -> None:
         if task.state is not BLOCKED:
             raise RuntimeError(f"cannot wake task {task.name!r}: it is {task.state}, not blocked")
         task._abort = None
-        task._resume_exc = exc
         task.state = READY
         self.ready.append(task)
 

@@ -134,8 +134,7 @@ static unsigned long long fiber_counter;
 /* The record of the OS thread running now; valid while its tstate is current. */
 static _Thread_local sf_thread *tls_thread __attribute__((tls_model("initial-exec")));
 
-#define IS_ROOT(f) ((f)->parent == NULL && (f)->stack == NULL && (f)->state != FIBER_NEW && \
-                    (f) == (f)->thread->root)
+#define IS_ROOT(f) ((f) == (f)->thread->root)
 
 /* ------------------------------------------------------------------ */
 /* Exceptions without 3.12's single-object API on 3.11.                */
