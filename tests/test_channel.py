@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -13,16 +11,13 @@ from stackful.lowlevel import current_time
 from stackful.runtime_api import (
     Cancelled,
     DeadlockError,
-    VirtualClock,
     run,
     sleep,
     spawn,
     yield_now,
 )
 
-
-def vrun(main: Callable[[], Any]) -> Any:
-    return run(main, clock=VirtualClock())
+from ._support import vrun
 
 
 def test_unbuffered_send_waits_for_a_receiver() -> None:

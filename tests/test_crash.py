@@ -5,22 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ._child import child_env
+from ._support import run_crash_script
 
 CRASH = Path(__file__).parent / "crash"
 SRC = Path(__file__).parent.parent / "src"  # for an interpreter that cannot install us
 
 
-def run_script(
-    name: str, *args: str, python: str = sys.executable
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([python, str(CRASH / name), *args], capture_output=True, text=True,
-                          timeout=120, env=child_env())
+run_script = run_crash_script
 
 
 def test_stack_overflow_is_reported_by_name_and_size() -> None:
@@ -56,9 +51,7 @@ def test_unsupported_python_gets_a_clear_import_error() -> None:
 
 
 def test_mprotect_guard_fallback_works_and_reports_overflow() -> None:
-    result = subprocess.run([sys.executable, str(CRASH / "guard_fallback.py")],
-                            capture_output=True, text=True, timeout=120,
-                            env=child_env(STACKFUL_GUARD_MPROTECT="1"))
+    result = run_crash_script("guard_fallback.py", STACKFUL_GUARD_MPROTECT="1")
     assert "guard method: mprotect" in result.stdout
     assert "stackful: fiber 'deep-diver' overflowed its 64 KiB stack" in result.stderr
     assert result.returncode != 0

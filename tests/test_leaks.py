@@ -5,7 +5,6 @@ from __future__ import annotations
 import _thread
 import gc
 import signal
-import subprocess
 import sys
 import threading
 import weakref
@@ -15,14 +14,12 @@ from typing import Any
 import stackful
 from stackful import Fiber, FiberExit
 
-from ._child import child_env
+from ._support import run_crash_script
 
 CRASH = Path(__file__).parent / "crash"
 
 
-def run_script(name: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(CRASH / name)], capture_output=True, text=True,
-                          timeout=300, env=child_env())
+run_script = run_crash_script
 
 
 def memory() -> tuple[int, int]:

@@ -9,7 +9,7 @@ import pytest
 
 from stackful.__main__ import main
 
-from ._child import child_env
+from ._support import child_env
 
 
 def expected(threads: int) -> list[str]:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from stackful.lowlevel import current_time
 from stackful.queue import Empty, Full, Queue
-from stackful.runtime_api import Cancelled, VirtualClock, run, sleep, spawn, yield_now
+from stackful.runtime_api import Cancelled, run, sleep, spawn, yield_now
 
-
-def vrun(main: Callable[[], Any]) -> Any:
-    return run(main, clock=VirtualClock())
+from ._support import vrun
 
 
 def test_fifo_and_sizes() -> None:

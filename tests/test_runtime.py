@@ -32,11 +32,7 @@ from stackful.runtime_api import (
     yield_now,
 )
 
-
-def vrun(main: Any, *args: Any) -> Any:
-    """Run on a virtual clock: timers fire in order without sleeping for real."""
-    return run(main, *args, clock=VirtualClock())
-
+from ._support import vrun
 
 # -- run / spawn / join --------------------------------------------------------------------------
 

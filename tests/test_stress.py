@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from tests.stress import Stress, main
 
-from ._child import child_env
+from ._support import child_env
 
 randoms = st.randoms(use_true_random=False)
 

@@ -12,7 +12,6 @@ from stackful.lowlevel import current_time
 from stackful.runtime_api import (
     Cancelled,
     DeadlockError,
-    VirtualClock,
     run,
     sleep,
     spawn,
@@ -20,10 +19,7 @@ from stackful.runtime_api import (
 )
 from stackful.sync import Condition, Event, Lock, Semaphore
 
-
-def vrun(main: Callable[[], Any]) -> Any:
-    return run(main, clock=VirtualClock())
-
+from ._support import vrun
 
 LOCK_FACTORIES: list[Callable[[], Any]] = [
     Lock, lambda: Semaphore(1), lambda: Semaphore(1, max_value=1),

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from stackful.runtime_api import Cancelled, VirtualClock, run, sleep, spawn, yield_now
 from stackful.timeouts import current_time, sleep_until, timeout, timeout_at
 
-
-def vrun(main: Callable[[], Any]) -> Any:
-    return run(main, clock=VirtualClock())
+from ._support import vrun
 
 
 def test_timeout_interrupts_a_blocked_task() -> None:
