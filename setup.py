@@ -38,7 +38,7 @@ class BuildExtWithAsm(build_ext):
         super().build_extensions()
 
 
-extra_compile_args = ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O2",
+extra_compile_args = ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O2", "-fvisibility=hidden",
                       "-fno-strict-aliasing", "-Wno-missing-field-initializers"]
 extra_link_args = []
 if os.environ.get("STACKFUL_SANITIZE") == "address":
@@ -53,13 +53,18 @@ setup(
         Extension(
             "stackful._native",
             sources=[
+                os.path.join(NATIVE, "module.c"),
                 os.path.join(NATIVE, "fiber.c"),
+                os.path.join(NATIVE, "thread.c"),
+                os.path.join(NATIVE, "reclaim.c"),
+                os.path.join(NATIVE, "overflow.c"),
                 os.path.join(NATIVE, "scheduler.c"),
                 os.path.join(NATIVE, "stack.c"),
                 os.path.join(NATIVE, "interp_state.c"),
                 switch_source(),
             ],
-            depends=[os.path.join(NATIVE, h) for h in ("switch.h", "stack.h", "interp_state.h", "fiber.h")],
+            depends=[os.path.join(NATIVE, h) for h in ("switch.h", "stack.h", "interp_state.h", "fiber.h",
+                                                       "fiber_internal.h")],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )

@@ -1,44 +1,18 @@
-/* The Fiber type and the module stackful._native.
+/* The Fiber type and the switch.
  *
  * A fiber is a Python callable running on its own C stack (stack.c) with its
  * own slice of the interpreter's thread state (interp_state.c), switched to
- * and from by one assembly routine (switch.h).  Each OS thread has a record
- * (sf_thread) with a root fiber standing for the thread's own stack.
- *
- * Invariants:
- * - th->current is the fiber whose frames are live in th->tstate; it holds a
- *   strong reference.  Every other started, unfinished fiber of the thread is
- *   SUSPENDED, its state saved in fiber->py and its registers on its stack.
- * - Between sf_pystate_save and the assembly switch nothing allocates or runs
- *   Python code (the GC must never see half-switched state).  Work that can
- *   run code (dropping the previous fiber's reference, releasing a finished
- *   fiber's stack) happens on the resumed side, in after_switch().
- * - A fiber only ever runs on the thread that created it.
+ * and from by one assembly routine (switch.h).  The records and invariants
+ * this file keeps are described in fiber_internal.h; threads are thread.c's,
+ * fibers nobody can reach are reclaim.c's, the module is module.c's.
  */
 #define _GNU_SOURCE
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
+#include "fiber_internal.h"
 
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
-#include <ucontext.h>
+#include <structmember.h>
 
-#include "fiber.h"
-#include "interp_state.h"
-#include "stack.h"
-#include "switch.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#  define SF_ASAN 1
-#elif defined(__has_feature)
-#  if __has_feature(address_sanitizer)
-#    define SF_ASAN 1
-#  endif
-#endif
 #ifdef SF_ASAN
 #  include <sanitizer/common_interface_defs.h>
 #endif
@@ -66,106 +40,12 @@ _Static_assert(offsetof(struct sf_switch_frame, x19) == SF_FRAME_OFFSET_ENTRY, "
 _Static_assert(offsetof(struct sf_switch_frame, x20) == SF_FRAME_OFFSET_ARG, "arg slot");
 #endif
 
-enum fiber_state { FIBER_NEW, FIBER_RUNNING, FIBER_SUSPENDED, FIBER_DEAD };
 static const char *const state_names[] = {"new", "running", "suspended", "dead"};
 
-/* What travels with a switch. */
-enum transfer_kind {
-    TRANSFER_VALUE,  /* value: what switch() returns; target(value) for a new fiber */
-    TRANSFER_ARGS,   /* value: args tuple, kwargs: dict or NULL */
-    TRANSFER_THROW,  /* value: the exception to raise */
-};
-typedef struct {
-    PyObject *value;
-    PyObject *kwargs;
-    int kind;
-} sf_transfer;
-
-struct Fiber;
-
-typedef struct sf_thread {
-    Py_ssize_t refs;              /* fibers bound here, plus one while the thread lives */
-    PyThreadState *tstate;        /* NULL once the thread has exited */
-    unsigned long thread_id;
-    struct Fiber *root;           /* strong */
-    struct Fiber *current;        /* strong */
-    sf_transfer transfer;         /* in flight from a switch to the resumed side */
-    PyObject *const *call_top;    /* end of the running switch()'s arguments, if on the
-                                     calling frame's value stack (else NULL) */
-    struct Fiber *previous;       /* strong: the fiber we just left, dropped on landing */
-    struct Fiber *finished;       /* borrowed: it just ended; its stack is released on landing */
-    PyObject *pending_kills;      /* list of our fibers dropped on other threads */
-    PyObject *switch_hook;        /* called on every landing (tracing), or NULL */
-    PyObject *scheduler;          /* the runtime running on this thread, or NULL */
-    int in_switch_hook;
-    char *altstack;               /* signal stack we installed for overflow reports */
-} sf_thread;
-
-typedef struct Fiber {
-    PyObject_HEAD
-    sf_context ctx;               /* saved stack pointer while suspended */
-    sf_thread *thread;
-    struct Fiber *parent;         /* strong; NULL only for a root */
-    PyObject *target;             /* cleared when the fiber ends */
-    sf_transfer start;            /* target's arguments while it runs: visible to the GC */
-    sf_stack *stack;              /* NULL for a root, and before start / after death */
-    size_t stack_size;
-    int state;
-    int c_budget_override;        /* 0, or the budget a test asked for */
-    sf_pystate py;
-    PyObject *dict;
-    PyObject *weakreflist;
-    unsigned long long serial;    /* N of the default name "Fiber-N" */
-    PyObject *name;               /* NULL until asked for, when it is the default */
-    char cname[64];               /* the name, readable from a signal handler */
-#ifdef SF_ASAN
-    const void *asan_bottom;
-    size_t asan_size;
-#endif
-} Fiber;
-
-static PyTypeObject FiberType;
-static PyObject *FiberExit;
-static PyObject *FiberError;
-static PyObject *thread_key;      /* key of our sentinel in the thread-state dict */
-static size_t default_stack_size = SF_STACK_DEFAULT;
+PyObject *FiberExit;
+PyObject *FiberError;
+size_t sf_default_stack_size = SF_STACK_DEFAULT;
 static unsigned long long fiber_counter;
-
-/* The record of the OS thread running now; valid while its tstate is current. */
-static _Thread_local sf_thread *tls_thread __attribute__((tls_model("initial-exec")));
-
-#define IS_ROOT(f) ((f) == (f)->thread->root)
-
-/* ------------------------------------------------------------------ */
-/* Exceptions without 3.12's single-object API on 3.11.                */
-
-static PyObject *fetch_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (!type)
-        return NULL;
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb)
-        PyException_SetTraceback(value, tb);
-    Py_DECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
-static void restore_exception(PyObject *exc)  /* steals exc */
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyObject *type = Py_NewRef((PyObject *)Py_TYPE(exc));
-    PyErr_Restore(type, exc, PyException_GetTraceback(exc));
-#endif
-}
 
 /* ------------------------------------------------------------------ */
 /* Transfers                                                           */
@@ -183,7 +63,7 @@ static PyObject *transfer_result(sf_transfer *t)
     PyObject *result;
     switch (t->kind) {
     case TRANSFER_THROW:
-        restore_exception(t->value);
+        sf_restore_exception(t->value);
         t->value = NULL;
         return NULL;
     case TRANSFER_ARGS:
@@ -239,163 +119,6 @@ static int transfer_from_call(sf_transfer *t, PyObject *const *args, size_t narg
 }
 
 /* ------------------------------------------------------------------ */
-/* Threads                                                             */
-
-static void thread_decref(sf_thread *th)
-{
-    if (--th->refs == 0)
-        PyMem_RawFree(th);
-}
-
-/* The thread-state dict holds one of these; CPython drops it while the
- * thread's state is cleared, which is how we learn that the thread ended. */
-typedef struct {
-    PyObject_HEAD
-    sf_thread *thread;
-} ThreadSentinel;
-
-static void discard_fiber(Fiber *f);
-
-static void sentinel_dealloc(ThreadSentinel *self)
-{
-    sf_thread *th = self->thread;
-    if (th) {
-        th->tstate = NULL;
-        if (tls_thread == th) {
-            tls_thread = NULL;
-            if (th->altstack) {
-                stack_t off = {.ss_flags = SS_DISABLE};
-                stack_t now;
-                if (sigaltstack(NULL, &now) == 0 && now.ss_sp == th->altstack)
-                    sigaltstack(&off, NULL);
-            }
-        }
-        PyMem_RawFree(th->altstack);
-        th->altstack = NULL;
-        transfer_clear(&th->transfer);
-        Py_CLEAR(th->switch_hook);
-        Py_CLEAR(th->scheduler);
-        Fiber *root = th->root, *current = th->current, *previous = th->previous;
-        th->root = th->current = th->previous = NULL;
-        if (root)
-            root->state = FIBER_DEAD;
-        PyObject *pending = th->pending_kills;
-        th->pending_kills = NULL;
-        if (pending) {
-            /* Dropped elsewhere and never run again: free them here. */
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pending); i++)
-                discard_fiber((Fiber *)PyList_GET_ITEM(pending, i));
-            Py_DECREF(pending);
-        }
-        Py_XDECREF(previous);
-        Py_XDECREF(current);
-        Py_XDECREF(root);
-        thread_decref(th);
-    }
-    Py_TYPE(self)->tp_free(self);
-}
-
-static PyTypeObject ThreadSentinelType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "stackful._native._ThreadSentinel",
-    .tp_basicsize = sizeof(ThreadSentinel),
-    .tp_dealloc = (destructor)sentinel_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-};
-
-static void install_altstack(sf_thread *th)
-{
-    /* The overflow report runs on an alternate signal stack, since the
-     * fiber's own is exhausted.  Keep one already installed (faulthandler's). */
-    stack_t now;
-    if (sigaltstack(NULL, &now) != 0 || !(now.ss_flags & SS_DISABLE))
-        return;
-    size_t size = 64 * 1024;
-    char *mem = PyMem_RawMalloc(size);
-    if (!mem)
-        return;
-    stack_t ss = {.ss_sp = mem, .ss_size = size, .ss_flags = 0};
-    if (sigaltstack(&ss, NULL) == 0)
-        th->altstack = mem;
-    else
-        PyMem_RawFree(mem);
-}
-
-static Fiber *fiber_alloc(PyTypeObject *type);
-
-static sf_thread *thread_create(PyThreadState *ts)
-{
-    PyObject *dict = PyThreadState_GetDict();
-    if (!dict) {
-        PyErr_SetString(PyExc_RuntimeError, "stackful: no thread-state dict");
-        return NULL;
-    }
-    PyObject *found = PyDict_GetItemWithError(dict, thread_key);
-    if (found) {
-        sf_thread *th = ((ThreadSentinel *)found)->thread;
-        tls_thread = th;
-        return th;
-    }
-    if (PyErr_Occurred())
-        return NULL;
-
-    sf_thread *th = PyMem_RawCalloc(1, sizeof(*th));
-    if (!th)
-        return (sf_thread *)PyErr_NoMemory();
-    th->refs = 1;
-    th->tstate = ts;
-    th->thread_id = PyThread_get_thread_ident();
-
-    ThreadSentinel *sentinel = PyObject_New(ThreadSentinel, &ThreadSentinelType);
-    if (!sentinel) {
-        PyMem_RawFree(th);
-        return NULL;
-    }
-    sentinel->thread = th;
-
-    Fiber *root = fiber_alloc(&FiberType);
-    if (!root) {
-        Py_DECREF(sentinel);
-        return NULL;
-    }
-    root->thread = th;
-    th->refs++;
-    root->state = FIBER_RUNNING;
-    root->name = PyUnicode_FromString("root");
-    strcpy(root->cname, "root");
-    th->root = root;
-    th->current = (Fiber *)Py_NewRef(root);
-#ifdef SF_ASAN
-    pthread_attr_t attr;
-    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-        void *addr;
-        size_t size;
-        pthread_attr_getstack(&attr, &addr, &size);
-        root->asan_bottom = addr;
-        root->asan_size = size;
-        pthread_attr_destroy(&attr);
-    }
-#endif
-    if (!root->name || PyDict_SetItem(dict, thread_key, (PyObject *)sentinel) < 0) {
-        Py_DECREF(sentinel);  /* its dealloc drops the root and the record */
-        return NULL;
-    }
-    Py_DECREF(sentinel);
-    install_altstack(th);
-    tls_thread = th;
-    return th;
-}
-
-static inline sf_thread *current_thread(void)
-{
-    PyThreadState *ts = PyThreadState_Get();
-    sf_thread *th = tls_thread;
-    if (th && th->tstate == ts)
-        return th;
-    return thread_create(ts);
-}
-
-/* ------------------------------------------------------------------ */
 /* Switching                                                           */
 
 #ifdef SF_ASAN
@@ -406,8 +129,6 @@ static inline sf_thread *current_thread(void)
 #  define ASAN_START(save, to) ((void)0)
 #  define ASAN_FINISH(save) ((void)0)
 #endif
-
-static void process_pending_kills(sf_thread *th);
 
 /* Work left by the side that switched to us: runs on the resumed fiber.
  * Returns the fiber we came from (a reference the caller drops last: dropping
@@ -426,7 +147,7 @@ static inline Fiber *after_switch(sf_thread *th)
     return previous;
 }
 
-static PyObject *str_switch, *str_throw;
+static PyObject *str_switch, *str_throw, *str_dead_to_parent_attr;
 
 /* The thread's switch hook sees every landing, on the target's stack, as
  * hook(event, (origin, target)); if it raises, its exception replaces what
@@ -436,7 +157,7 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
     th->in_switch_hook = 1;
     PyObject *hook = Py_NewRef(th->switch_hook);
     PyObject *event = t->kind == TRANSFER_THROW ? str_throw : str_switch;
-    PyObject *pending = t->kind == TRANSFER_THROW ? NULL : fetch_exception();
+    PyObject *pending = t->kind == TRANSFER_THROW ? NULL : sf_fetch_exception();
     PyObject *r = PyObject_CallFunction(hook, "O(OO)", event,
                                         origin ? (PyObject *)origin : Py_None, target);
     Py_DECREF(hook);
@@ -444,13 +165,13 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
     if (r) {
         Py_DECREF(r);
         if (pending)
-            restore_exception(pending);
+            sf_restore_exception(pending);
         return;
     }
     Py_XDECREF(pending);
     transfer_clear(t);
     t->kind = TRANSFER_THROW;
-    t->value = fetch_exception();
+    t->value = sf_fetch_exception();
 }
 
 /* Everything a fiber does on landing, in order: bookkeeping, the hook, then
@@ -525,11 +246,11 @@ static PyObject *switch_prepared(sf_thread *th, Fiber *target)
     th->transfer = (sf_transfer){0};
     land(th, origin, &got);
     if (th->pending_kills)
-        process_pending_kills(th);
+        sf_process_pending_kills(th);
     return transfer_result(&got);
 }
 
-static inline PyObject *switch_to(sf_thread *th, Fiber *target, sf_transfer t)
+PyObject *sf_switch_to(sf_thread *th, Fiber *target, sf_transfer t)
 {
     th->transfer = t;
     return switch_prepared(th, target);
@@ -587,7 +308,7 @@ static _Noreturn void fiber_finish(Fiber *self, sf_thread *th, sf_transfer t)
         /* Cannot start the parent: hand the MemoryError to the root. */
         transfer_clear(&t);
         t.kind = TRANSFER_THROW;
-        t.value = fetch_exception();
+        t.value = sf_fetch_exception();
         parent = th->root;
     }
     th->transfer = t;
@@ -634,124 +355,18 @@ static void fiber_entry(void *value, void *arg)
     } else if (PyErr_ExceptionMatches(FiberExit)) {
         /* Asked to exit: a normal end; the exception is the value (as greenlet). */
         out.kind = TRANSFER_VALUE;
-        out.value = fetch_exception();
+        out.value = sf_fetch_exception();
     } else {
         out.kind = TRANSFER_THROW;
-        out.value = fetch_exception();
+        out.value = sf_fetch_exception();
     }
     fiber_finish(self, th, out);
 }
 
 /* ------------------------------------------------------------------ */
-/* Ending fibers nobody can reach                                      */
-
-/* Free a suspended fiber without running it (its thread is gone, or it
- * refused to exit).  Its stack memory goes back to the pool. */
-static void discard_fiber(Fiber *f)
-{
-    if (f->state != FIBER_SUSPENDED || !f->stack)
-        return;
-    f->state = FIBER_DEAD;
-    sf_pystate_discard(&f->py, sf_stack_data_chunk(f->stack));
-    sf_stack_release(f->stack);
-    f->stack = NULL;
-}
-
-static PyObject *str_fiber_exit_attr, *str_dead_to_parent_attr;
-
-/* The exception kill() and the GC throw: FiberExit, or the FiberExit subclass
- * a Fiber subclass names in __fiber_exit__ (greenlet's GreenletExit). */
-static PyObject *exit_exception_type(Fiber *f)
-{
-    PyTypeObject *type = Py_TYPE(f);
-    if (type == &FiberType)
-        return FiberExit;
-    PyObject *cls = PyObject_GetAttr((PyObject *)type, str_fiber_exit_attr);
-    if (!cls) {
-        PyErr_Clear();
-        return FiberExit;
-    }
-    Py_DECREF(cls);  /* the class keeps it alive */
-    if (PyType_Check(cls) && PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)FiberExit))
-        return cls;
-    return FiberExit;
-}
-
-/* Throw FiberExit into a suspended fiber of this thread and let it unwind,
- * returning here.  Errors are reported as unraisable. */
-static void kill_for_collection(sf_thread *th, Fiber *f)
-{
-    Py_INCREF(f);
-    Fiber *old_parent = f->parent;
-    f->parent = (Fiber *)Py_NewRef(th->current);  /* come back here when it ends */
-    Py_XDECREF(old_parent);
-    sf_transfer t = {.kind = TRANSFER_THROW,
-                     .value = PyObject_CallNoArgs(exit_exception_type(f))};
-    if (!t.value) {
-        PyErr_WriteUnraisable((PyObject *)f);
-    } else {
-        PyObject *r = switch_to(th, f, t);
-        if (r)
-            Py_DECREF(r);
-        else
-            PyErr_WriteUnraisable((PyObject *)f);
-    }
-    if (f->state == FIBER_SUSPENDED) {
-        /* It caught FiberExit and switched away: nothing can resume it. */
-        PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                         "fiber '%s' ignored FiberExit when it was collected; "
-                         "freeing it without running it", f->cname);
-        if (PyErr_Occurred())
-            PyErr_WriteUnraisable((PyObject *)f);
-        discard_fiber(f);
-    }
-    Py_DECREF(f);
-}
-
-static void process_pending_kills(sf_thread *th)
-{
-    PyObject *pending = th->pending_kills;
-    th->pending_kills = NULL;
-    PyObject *exc = fetch_exception();
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pending); i++) {
-        Fiber *f = (Fiber *)PyList_GET_ITEM(pending, i);
-        if (f->state == FIBER_SUSPENDED)
-            kill_for_collection(th, f);
-    }
-    Py_DECREF(pending);
-    if (exc)
-        restore_exception(exc);
-}
-
-static void fiber_finalize(Fiber *self)
-{
-    if (self->state != FIBER_SUSPENDED || IS_ROOT(self))
-        return;
-    PyObject *exc = fetch_exception();
-    sf_thread *th = self->thread;
-    if (!th->tstate) {
-        discard_fiber(self);
-    } else if (sf_interpreter_finalizing()) {
-        /* Too late to run code: leave it to the process's exit. */
-    } else if (th == current_thread()) {
-        kill_for_collection(th, self);
-    } else if (th->tstate) {
-        /* Never run a fiber on a foreign thread: its owner kills it on its
-         * next switch (or frees it when it exits). */
-        if (!th->pending_kills)
-            th->pending_kills = PyList_New(0);
-        if (!th->pending_kills || PyList_Append(th->pending_kills, (PyObject *)self) < 0)
-            PyErr_WriteUnraisable((PyObject *)self);
-    }
-    PyErr_Clear();
-    if (exc)
-        restore_exception(exc);
-}
-
-/* ------------------------------------------------------------------ */
 /* The type                                                            */
 
-static Fiber *fiber_alloc(PyTypeObject *type)
+Fiber *sf_fiber_alloc(PyTypeObject *type)
 {
     Fiber *f = (Fiber *)type->tp_alloc(type, 0);
     if (f)
@@ -834,12 +449,12 @@ static PyObject *Fiber_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     sf_thread *th = current_thread();
     if (!th)
         return NULL;
-    Fiber *f = fiber_alloc(type);
+    Fiber *f = sf_fiber_alloc(type);
     if (!f)
         return NULL;
     f->thread = th;
     th->refs++;
-    f->stack_size = default_stack_size;
+    f->stack_size = sf_default_stack_size;
     f->parent = (Fiber *)Py_NewRef(th->current);
     return (PyObject *)f;
 }
@@ -964,7 +579,7 @@ static int Fiber_clear(Fiber *self)
         self->thread != current_thread()) {
         /* Unreachable but not ours to touch: leave it for the owner thread. */
     } else if (self->state == FIBER_SUSPENDED && !IS_ROOT(self)) {
-        discard_fiber(self);
+        sf_discard_fiber(self);
     }
     Py_CLEAR(self->dict);
     if (self->state == FIBER_NEW || self->state == FIBER_DEAD) {
@@ -984,7 +599,7 @@ static void Fiber_dealloc(Fiber *self)
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (self->state == FIBER_SUSPENDED && !IS_ROOT(self))
-        discard_fiber(self);
+        sf_discard_fiber(self);
     if (self->stack) {
         sf_stack_release(self->stack);
         self->stack = NULL;
@@ -997,7 +612,7 @@ static void Fiber_dealloc(Fiber *self)
     Py_CLEAR(self->name);
     Py_CLEAR(self->dict);
     if (self->thread)
-        thread_decref(self->thread);
+        sf_thread_decref(self->thread);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1116,7 +731,7 @@ static PyObject *throw_into(sf_thread *th, Fiber *self, PyObject *exc)  /* steal
     sf_transfer t = {.kind = TRANSFER_THROW, .value = exc};
     if (self == th->current)
         return switch_to_self(th, &t);
-    return switch_to(th, self, t);
+    return sf_switch_to(th, self, t);
 }
 
 PyObject **sf_thread_scheduler_slot(void)
@@ -1154,7 +769,7 @@ static PyObject *Fiber_throw(Fiber *self, PyObject *const *args, Py_ssize_t narg
     Fiber *target = switch_destination(th, self);
     if (!target)
         return NULL;
-    PyObject *exc = make_exception(nargs > 0 ? args[0] : exit_exception_type(self),
+    PyObject *exc = make_exception(nargs > 0 ? args[0] : sf_exit_exception_type(self),
                                    nargs > 1 ? args[1] : NULL,
                                    nargs > 2 ? args[2] : NULL);
     if (!exc)
@@ -1188,7 +803,7 @@ static PyObject *Fiber_kill(Fiber *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(FiberError, "cannot kill a thread's root fiber");
         return NULL;
     }
-    PyObject *exc = PyObject_CallNoArgs(exit_exception_type(self));
+    PyObject *exc = PyObject_CallNoArgs(sf_exit_exception_type(self));
     if (!exc)
         return NULL;
     if (self != th->current) {
@@ -1428,7 +1043,7 @@ PyDoc_STRVAR(Fiber_doc,
 "parent: receives the result or exception when the fiber ends (default:\n"
 "    the fiber running now).");
 
-static PyTypeObject FiberType = {
+PyTypeObject FiberType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "stackful.Fiber",
     .tp_basicsize = sizeof(Fiber),
@@ -1446,308 +1061,13 @@ static PyTypeObject FiberType = {
     .tp_init = (initproc)Fiber_init,
     .tp_new = Fiber_new,
     .tp_vectorcall = Fiber_vectorcall,
-    .tp_finalize = (destructor)fiber_finalize,
+    .tp_finalize = (destructor)sf_fiber_finalize,
 };
 
-/* ------------------------------------------------------------------ */
-/* Stack overflow reports                                              */
-
-static struct sigaction previous_segv, previous_bus;
-
-static void write_str(const char *s) { (void)!write(2, s, strlen(s)); }
-
-static void write_num(size_t n)
+int sf_fiber_init_type(PyObject *m)
 {
-    char buf[32];
-    int i = sizeof buf;
-    buf[--i] = 0;
-    do {
-        buf[--i] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n && i > 0);
-    write_str(buf + i);
-}
-
-static void on_fault(int sig, siginfo_t *info, void *ucontext)
-{
-    sf_thread *th = tls_thread;
-    Fiber *f = th ? th->current : NULL;
-    if (f && f->stack) {
-        char *addr = info->si_addr;
-        char *base = sf_stack_base(f->stack);
-        uintptr_t sp = 0;
-        ucontext_t *uc = ucontext;
-#if defined(__x86_64__)
-        sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
-#elif defined(__aarch64__)
-        sp = (uintptr_t)uc->uc_mcontext.sp;
-#endif
-        /* A fault in the guard, or just below it by a frame larger than the
-         * guard, or with the stack pointer already past the base. */
-        int in_guard = addr >= f->stack->map - 64 * 1024 && addr < base;
-        int sp_below = sp && sp < (uintptr_t)base && sp >= (uintptr_t)f->stack->map - 64 * 1024;
-        if (in_guard || sp_below) {
-            write_str("stackful: fiber '");
-            write_str(f->cname);
-            write_str("' overflowed its ");
-            write_num(f->stack->size / 1024);
-            write_str(" KiB stack (raise stack_size, or lower sys.setrecursionlimit)\n");
-            signal(SIGABRT, SIG_DFL);
-            abort();
-        }
-    }
-    /* Not ours: put the previous handler back and let the fault repeat. */
-    sigaction(sig, sig == SIGSEGV ? &previous_segv : &previous_bus, NULL);
-}
-
-static void install_fault_handler(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &previous_segv);
-    sigaction(SIGBUS, &sa, &previous_bus);
-}
-
-/* ------------------------------------------------------------------ */
-/* Module functions                                                    */
-
-PyDoc_STRVAR(current_doc, "current()\n--\n\nThe fiber running now (a thread's root fiber outside any other).");
-
-static PyObject *mod_current(PyObject *m, PyObject *Py_UNUSED(ignored))
-{
-    (void)m;
-    sf_thread *th = current_thread();
-    return th ? Py_NewRef((PyObject *)th->current) : NULL;
-}
-
-PyDoc_STRVAR(get_default_stack_size_doc,
-"get_default_stack_size()\n--\n\nThe stack_size new fibers get when they name none.");
-
-static PyObject *mod_get_default_stack_size(PyObject *m, PyObject *Py_UNUSED(ignored))
-{
-    (void)m;
-    return PyLong_FromSize_t(default_stack_size);
-}
-
-PyDoc_STRVAR(set_default_stack_size_doc,
-"set_default_stack_size(size)\n--\n\n"
-"Set the stack_size of fibers created later without one (rounded up to\n"
-"whole pages; ValueError below MIN_STACK_SIZE).");
-
-static PyObject *mod_set_default_stack_size(PyObject *m, PyObject *arg)
-{
-    (void)m;
-    long long requested = PyLong_AsLongLong(arg);
-    if (requested == -1 && PyErr_Occurred())
-        return NULL;
-    size_t size;
-    if (sf_stack_normalize_size(requested, &size) < 0)
-        return NULL;
-    default_stack_size = size;
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(stack_pool_doc,
-"stack_pool(limit=None)\n--\n\n"
-"Report the pool of finished fibers' stacks kept for reuse, after setting\n"
-"its limit (a count of stacks, 1024 by default) if one is given: a dict with\n"
-"'pooled' (stacks kept with their pages: reuse is free), 'limit', 'cold'\n"
-"(stacks past the limit whose pages went back to the system but whose\n"
-"mapping is kept, up to 16384: reuse costs a page fault or two),\n"
-"'mapped_bytes' (live and pooled stacks) and 'guard_method'.");
-
-static PyObject *mod_stack_pool(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)m;
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "stack_pool() takes at most one argument");
-        return NULL;
-    }
-    if (nargs == 1 && args[0] != Py_None) {
-        Py_ssize_t limit = PyLong_AsSsize_t(args[0]);
-        if (limit == -1 && PyErr_Occurred())
-            return NULL;
-        if (limit < 0) {
-            PyErr_SetString(PyExc_ValueError, "the pool limit cannot be negative");
-            return NULL;
-        }
-        sf_stack_pool_set_limit((size_t)limit);
-    }
-    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:s}", "pooled", (Py_ssize_t)sf_stack_pool_count(),
-                         "limit", (Py_ssize_t)sf_stack_pool_limit(), "cold",
-                         (Py_ssize_t)sf_stack_pool_cold_count(), "mapped_bytes",
-                         (Py_ssize_t)sf_stack_mapped_bytes(), "guard_method",
-                         sf_stack_guard_method());
-}
-
-PyDoc_STRVAR(clear_stack_pool_doc,
-"clear_stack_pool()\n--\n\nUnmap every pooled stack; returns how many.");
-
-static PyObject *mod_clear_stack_pool(PyObject *m, PyObject *Py_UNUSED(ignored))
-{
-    (void)m;
-    return PyLong_FromSize_t(sf_stack_pool_clear());
-}
-
-PyDoc_STRVAR(stack_pointer_doc,
-"stack_pointer()\n--\n\nThe C stack pointer of the caller, roughly (for demos and tests).");
-
-static PyObject *mod_stack_pointer(PyObject *m, PyObject *Py_UNUSED(ignored))
-{
-    (void)m;
-    return PyLong_FromVoidPtr(__builtin_frame_address(0));
-}
-
-PyDoc_STRVAR(switch_frame_layout_doc,
-"switch_frame_layout()\n--\n\n"
-"The assembly switch's saved-frame layout on this machine: a dict with its\n"
-"size, the offsets (from the saved stack pointer) of the resume address and\n"
-"of the registers that carry a fresh context's entry function and argument,\n"
-"and how far below a stack's top a fresh context's stack pointer starts.");
-
-static PyObject *mod_switch_frame_layout(PyObject *m, PyObject *Py_UNUSED(ignored))
-{
-    (void)m;
-#if defined(__x86_64__)
-    const char *arch = "x86_64 System V";
-#else
-    const char *arch = "aarch64 AAPCS64";
-#endif
-    return Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i}", "abi", arch, "frame_size",
-                         SF_SWITCH_FRAME_SIZE, "return_address", SF_FRAME_OFFSET_RETURN,
-                         "entry", SF_FRAME_OFFSET_ENTRY, "arg", SF_FRAME_OFFSET_ARG,
-                         "fresh_sp_below_top", SF_FRESH_SP_BELOW_TOP);
-}
-
-PyDoc_STRVAR(set_switch_hook_doc,
-"set_switch_hook(hook)\n--\n\n"
-"Install hook(event, (origin, target)) for this thread, or remove it with None;\n"
-"returns the previous hook.  It runs on the target's stack after every switch\n"
-"lands (event 'switch' or 'throw'), fibers' first starts, ends and GC kills\n"
-"included.  An exception it raises replaces what the switch carried.\n"
-"Switches the hook makes itself are not reported.  greenlet.settrace() is\n"
-"built on it.");
-
-static PyObject *mod_set_switch_hook(PyObject *m, PyObject *hook)
-{
-    (void)m;
-    if (hook != Py_None && !PyCallable_Check(hook)) {
-        PyErr_SetString(PyExc_TypeError, "the switch hook must be callable or None");
-        return NULL;
-    }
-    sf_thread *th = current_thread();
-    if (!th)
-        return NULL;
-    PyObject *previous = th->switch_hook ? th->switch_hook : Py_NewRef(Py_None);
-    th->switch_hook = hook == Py_None ? NULL : Py_NewRef(hook);
-    return previous;
-}
-
-PyDoc_STRVAR(get_switch_hook_doc,
-"get_switch_hook()\n--\n\nThis thread's switch hook, or None.");
-
-static PyObject *mod_get_switch_hook(PyObject *m, PyObject *Py_UNUSED(ignored))
-{
-    (void)m;
-    sf_thread *th = current_thread();
-    if (!th)
-        return NULL;
-    return Py_NewRef(th->switch_hook ? th->switch_hook : Py_None);
-}
-
-PyDoc_STRVAR(adopt_root_doc,
-"adopt_root(cls)\n--\n\n"
-"Make this thread's root fiber an instance of `cls` and return it, so that a\n"
-"compatibility layer's current() is one of its own (greenlet's main\n"
-"greenlet).  `cls` must be a Python subclass of Fiber adding no storage of its\n"
-"own (no __slots__), or Fiber itself to undo it.");
-
-static PyObject *mod_adopt_root(PyObject *m, PyObject *arg)
-{
-    (void)m;
-    sf_thread *th = current_thread();
-    if (!th)
-        return NULL;
-    if (!PyType_Check(arg) || !PyType_IsSubtype((PyTypeObject *)arg, &FiberType)) {
-        PyErr_SetString(PyExc_TypeError, "adopt_root() needs a subclass of Fiber");
-        return NULL;
-    }
-    PyTypeObject *cls = (PyTypeObject *)arg;
-    if (cls != &FiberType &&
-        (!(cls->tp_flags & Py_TPFLAGS_HEAPTYPE) || cls->tp_basicsize != FiberType.tp_basicsize ||
-        cls->tp_itemsize || cls->tp_dictoffset != FiberType.tp_dictoffset ||
-        cls->tp_weaklistoffset != FiberType.tp_weaklistoffset)) {
-        PyErr_Format(PyExc_TypeError,
-                     "adopt_root(): %.100s must be a Python subclass of Fiber without "
-                     "storage of its own", cls->tp_name);
-        return NULL;
-    }
-    Fiber *root = th->root;
-    PyTypeObject *old = Py_TYPE(root);
-    if (old != cls) {
-        Py_SET_TYPE(root, cls);
-        if (cls->tp_flags & Py_TPFLAGS_HEAPTYPE)
-            Py_INCREF(cls);
-        if (old->tp_flags & Py_TPFLAGS_HEAPTYPE)
-            Py_DECREF(old);
-    }
-    return Py_NewRef((PyObject *)root);
-}
-
-PyDoc_STRVAR(set_recursion_budget_doc,
-"_set_recursion_budget(fiber, levels)\n--\n\n"
-"Testing only: give a fiber that has not started a C recursion budget of\n"
-"`levels`, bigger than its stack can hold, so that the guard page is what\n"
-"stops a runaway recursion.");
-
-static PyObject *mod_set_recursion_budget(PyObject *m, PyObject *args)
-{
-    (void)m;
-    PyObject *fiber;
-    int levels;
-    if (!PyArg_ParseTuple(args, "O!i:_set_recursion_budget", &FiberType, &fiber, &levels))
-        return NULL;
-    if (((Fiber *)fiber)->state != FIBER_NEW || levels < 1) {
-        PyErr_SetString(PyExc_ValueError, "needs a fiber that has not started and levels >= 1");
-        return NULL;
-    }
-    ((Fiber *)fiber)->c_budget_override = levels;
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef module_methods[] = {
-    {"set_switch_hook", mod_set_switch_hook, METH_O, set_switch_hook_doc},
-    {"get_switch_hook", mod_get_switch_hook, METH_NOARGS, get_switch_hook_doc},
-    {"adopt_root", mod_adopt_root, METH_O, adopt_root_doc},
-    {"_set_recursion_budget", mod_set_recursion_budget, METH_VARARGS, set_recursion_budget_doc},
-    {"current", mod_current, METH_NOARGS, current_doc},
-    {"get_default_stack_size", mod_get_default_stack_size, METH_NOARGS, get_default_stack_size_doc},
-    {"set_default_stack_size", mod_set_default_stack_size, METH_O, set_default_stack_size_doc},
-    {"stack_pool", (PyCFunction)(void (*)(void))mod_stack_pool, METH_FASTCALL, stack_pool_doc},
-    {"clear_stack_pool", mod_clear_stack_pool, METH_NOARGS, clear_stack_pool_doc},
-    {"stack_pointer", mod_stack_pointer, METH_NOARGS, stack_pointer_doc},
-    {"switch_frame_layout", mod_switch_frame_layout, METH_NOARGS, switch_frame_layout_doc},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "stackful._native",
-    .m_doc = "The native core of stackful: fibers on their own C stacks.",
-    .m_size = -1,
-    .m_methods = module_methods,
-};
-
-PyMODINIT_FUNC PyInit__native(void)
-{
-    if (PyType_Ready(&FiberType) < 0 || PyType_Ready(&ThreadSentinelType) < 0)
-        return NULL;
-    PyObject *m = PyModule_Create(&module_def);
-    if (!m)
-        return NULL;
+    if (PyType_Ready(&FiberType) < 0)
+        return -1;
     StackInfoType = PyStructSequence_NewType(&stack_info_desc);
     FiberExit = PyErr_NewExceptionWithDoc(
         "stackful.FiberExit",
@@ -1756,27 +1076,16 @@ PyMODINIT_FUNC PyInit__native(void)
     FiberError = PyErr_NewExceptionWithDoc(
         "stackful.FiberError", "Misuse of a fiber (switching to a finished one, or to another "
         "thread's).", PyExc_RuntimeError, NULL);
-    thread_key = PyUnicode_InternFromString("stackful._native.thread");
     str_switch = PyUnicode_InternFromString("switch");
     str_throw = PyUnicode_InternFromString("throw");
-    str_fiber_exit_attr = PyUnicode_InternFromString("__fiber_exit__");
     str_dead_to_parent_attr = PyUnicode_InternFromString("__fiber_dead_switch_to_parent__");
-    if (!str_switch || !str_throw || !str_fiber_exit_attr || !str_dead_to_parent_attr ||
-        !StackInfoType || !FiberExit || !FiberError || !thread_key ||
+    if (!str_switch || !str_throw || !str_dead_to_parent_attr || !StackInfoType || !FiberExit ||
+        !FiberError ||
         PyModule_AddObjectRef(m, "Fiber", (PyObject *)&FiberType) < 0 ||
         PyModule_AddObjectRef(m, "StackInfo", (PyObject *)StackInfoType) < 0 ||
         PyModule_AddObjectRef(m, "FiberExit", FiberExit) < 0 ||
-        PyModule_AddObjectRef(m, "FiberError", FiberError) < 0 ||
-        PyModule_AddIntConstant(m, "MIN_STACK_SIZE", SF_STACK_MIN) < 0 ||
-        PyModule_AddIntConstant(m, "DEFAULT_STACK_SIZE", SF_STACK_DEFAULT) < 0 ||
-        PyModule_AddIntConstant(m, "DATA_CHUNK_SIZE", SF_DATA_CHUNK_SIZE) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    if (sf_scheduler_init(m) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    install_fault_handler();
-    return m;
+        PyModule_AddObjectRef(m, "FiberError", FiberError) < 0)
+        return -1;
+    return 0;
 }
+

@@ -98,4 +98,9 @@ static inline void sf_pystate_landed(PyThreadState *ts)
 /* The value the interpreter uses for "is the interpreter shutting down". */
 int sf_interpreter_finalizing(void);
 
+/* The raised exception as one object (taken out of the thread state), or
+ * NULL; and back.  3.11 has only the (type, value, traceback) API. */
+PyObject *sf_fetch_exception(void);
+void sf_restore_exception(PyObject *exc);  /* steals exc */
+
 #endif

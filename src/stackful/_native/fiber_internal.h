@@ -1,0 +1,148 @@
+/* The records the native core's files share: a Fiber, the per-thread record,
+ * and what travels with a switch.  Only the files of the fiber core include
+ * this (fiber.c, thread.c, reclaim.c, overflow.c, module.c); the scheduler
+ * sees fiber.h.
+ *
+ * Invariants:
+ * - th->current is the fiber whose frames are live in th->tstate; it holds a
+ *   strong reference.  Every other started, unfinished fiber of the thread is
+ *   SUSPENDED, its state saved in fiber->py and its registers on its stack.
+ * - Between sf_pystate_save and the assembly switch nothing allocates or runs
+ *   Python code (the GC must never see half-switched state).  Work that can
+ *   run code (dropping the previous fiber's reference, releasing a finished
+ *   fiber's stack) happens on the resumed side, in after_switch().
+ * - A fiber only ever runs on the thread that created it.
+ */
+#ifndef STACKFUL_FIBER_INTERNAL_H
+#define STACKFUL_FIBER_INTERNAL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "fiber.h"
+#include "interp_state.h"
+#include "stack.h"
+#include "switch.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#  define SF_ASAN 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    define SF_ASAN 1
+#  endif
+#endif
+
+enum fiber_state { FIBER_NEW, FIBER_RUNNING, FIBER_SUSPENDED, FIBER_DEAD };
+
+/* What travels with a switch. */
+enum transfer_kind {
+    TRANSFER_VALUE,  /* value: what switch() returns; target(value) for a new fiber */
+    TRANSFER_ARGS,   /* value: args tuple, kwargs: dict or NULL */
+    TRANSFER_THROW,  /* value: the exception to raise */
+};
+typedef struct {
+    PyObject *value;
+    PyObject *kwargs;
+    int kind;
+} sf_transfer;
+
+struct Fiber;
+
+typedef struct sf_thread {
+    Py_ssize_t refs;              /* fibers bound here, plus one while the thread lives */
+    PyThreadState *tstate;        /* NULL once the thread has exited */
+    unsigned long thread_id;
+    struct Fiber *root;           /* strong */
+    struct Fiber *current;        /* strong */
+    sf_transfer transfer;         /* in flight from a switch to the resumed side */
+    PyObject *const *call_top;    /* end of the running switch()'s arguments, if on the
+                                     calling frame's value stack (else NULL) */
+    struct Fiber *previous;       /* strong: the fiber we just left, dropped on landing */
+    struct Fiber *finished;       /* borrowed: it just ended; its stack is released on landing */
+    PyObject *pending_kills;      /* list of our fibers dropped on other threads */
+    PyObject *switch_hook;        /* called on every landing (tracing), or NULL */
+    PyObject *scheduler;          /* the runtime running on this thread, or NULL */
+    int in_switch_hook;
+} sf_thread;
+
+typedef struct Fiber {
+    PyObject_HEAD
+    sf_context ctx;               /* saved stack pointer while suspended */
+    sf_thread *thread;
+    struct Fiber *parent;         /* strong; NULL only for a root */
+    PyObject *target;             /* cleared when the fiber ends */
+    sf_transfer start;            /* target's arguments while it runs: visible to the GC */
+    sf_stack *stack;              /* NULL for a root, and before start / after death */
+    size_t stack_size;
+    int state;
+    int c_budget_override;        /* 0, or the budget a test asked for */
+    sf_pystate py;
+    PyObject *dict;
+    PyObject *weakreflist;
+    unsigned long long serial;    /* N of the default name "Fiber-N" */
+    PyObject *name;               /* NULL until asked for, when it is the default */
+    char cname[64];               /* the name, readable from a signal handler */
+#ifdef SF_ASAN
+    const void *asan_bottom;
+    size_t asan_size;
+#endif
+} Fiber;
+
+extern PyTypeObject FiberType;
+extern PyObject *FiberExit;
+extern PyObject *FiberError;
+extern size_t sf_default_stack_size;  /* what Fiber() gets without stack_size */
+
+#define IS_ROOT(f) ((f) == (f)->thread->root)
+
+/* ---- thread.c: the per-thread records ---- */
+
+/* The record of the OS thread running now; valid while its tstate is current. */
+extern _Thread_local sf_thread *sf_tls_thread __attribute__((tls_model("initial-exec")));
+
+/* Find or make the record of the thread whose state is `ts`.  NULL with an
+ * exception set on failure. */
+sf_thread *sf_thread_create(PyThreadState *ts);
+void sf_thread_decref(sf_thread *th);
+int sf_thread_init_types(void);
+
+static inline sf_thread *current_thread(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    sf_thread *th = sf_tls_thread;
+    if (th && th->tstate == ts)
+        return th;
+    return sf_thread_create(ts);
+}
+
+/* ---- fiber.c: the type and the switch ---- */
+
+Fiber *sf_fiber_alloc(PyTypeObject *type);
+/* Leave the running fiber for `target` (same thread, not dead, not running),
+ * carrying `t`.  Returns what the running fiber is resumed with: a new
+ * reference, or NULL with an exception set. */
+PyObject *sf_switch_to(sf_thread *th, Fiber *target, sf_transfer t);
+/* Ready the Fiber type and its exceptions, and add them to the module. */
+int sf_fiber_init_type(PyObject *module);
+
+/* ---- reclaim.c: fibers nobody can reach ---- */
+
+/* tp_finalize: kill a suspended fiber (FiberExit thrown in, finally blocks
+ * run), on its own thread; one dropped on another thread is queued there. */
+void sf_fiber_finalize(Fiber *self);
+/* Kill the fibers other threads dropped for us (their finalizers queued them). */
+void sf_process_pending_kills(sf_thread *th);
+/* Free a suspended fiber without running it (its thread is gone, or it
+ * refused to exit).  Its stack memory goes back to the pool. */
+void sf_discard_fiber(Fiber *f);
+/* The exception kill() and the GC throw into `f` (borrowed). */
+PyObject *sf_exit_exception_type(Fiber *f);
+int sf_reclaim_init(PyObject *module);
+
+/* ---- overflow.c: the stack overflow report ---- */
+
+/* Give this OS thread a signal stack for the report, if it has none. */
+void sf_overflow_prepare_thread(void);
+int sf_overflow_init(void);
+
+#endif
