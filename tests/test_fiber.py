@@ -651,9 +651,11 @@ def test_fiber_refusing_to_exit_is_freed_with_a_warning() -> None:
 
     f = Fiber(stubborn)
     f.switch()
-    with pytest.warns(RuntimeWarning, match="ignored FiberExit"):
+    before = stackful.discarded_fibers()["ignored_exit"]
+    with pytest.warns(ResourceWarning, match="caught FiberExit and switched away"):
         del f
         gc.collect()
+    assert stackful.discarded_fibers()["ignored_exit"] == before + 1
 
 
 def test_each_thread_has_its_own_root() -> None:

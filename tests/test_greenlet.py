@@ -975,3 +975,24 @@ def test_install_refuses_when_real_greenlet_is_already_imported() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("refused:")
     assert "greenlet" in done.stdout
+
+
+def test_subclass_with_del_still_gets_greenlet_exit() -> None:
+    """greenlet runs a subclass's __del__ and then unwinds the greenlet; so do we."""
+    log: list[str] = []
+
+    class G(greenlet):  # type: ignore[misc, valid-type]
+        def __del__(self) -> None:
+            log.append("del")
+
+    def body() -> None:
+        try:
+            getcurrent().parent.switch()
+        except GreenletExit:
+            log.append("GreenletExit")
+            raise
+
+    g = G(body)
+    g.switch()
+    del g
+    assert log == ["del", "GreenletExit"]

@@ -42,10 +42,16 @@ from ._native import (  # noqa: E402
     StackInfo,
     clear_stack_pool,
     current,
+    discarded_fibers,
     get_default_stack_size,
     set_default_stack_size,
     stack_pool,
 )
+from ._discard import on_discard as _on_discard  # noqa: E402
+from ._native import set_discard_hook as _set_discard_hook  # noqa: E402
+
+_set_discard_hook(_on_discard)
+
 from ._runtime_exports import *  # noqa: E402, F403  (run, spawn, Task, sleep, ...)
 from ._runtime_exports import __all__ as _runtime_names  # noqa: E402
 from .channel import Channel, ChannelClosed, Recv, Send, select  # noqa: E402
@@ -62,6 +68,7 @@ __all__ = [
     "StackInfo",
     "clear_stack_pool",
     "current",
+    "discarded_fibers",
     "get_default_stack_size",
     "set_default_stack_size",
     "stack_pool",

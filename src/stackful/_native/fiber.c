@@ -140,7 +140,7 @@ static inline Fiber *after_switch(sf_thread *th)
         th->finished = NULL;
         sf_stack_release(finished->stack);
         finished->stack = NULL;
-        Py_CLEAR(finished->py.context);
+        sf_pystate_release(&finished->py);
     }
     Fiber *previous = th->previous;
     th->previous = NULL;
@@ -194,6 +194,8 @@ static int fiber_prepare(Fiber *f)
         PyErr_SetString(FiberError, "cannot start a fiber whose __init__ was never called");
         return -1;
     }
+    if (Py_TYPE(f)->tp_finalize != (destructor)sf_fiber_finalize)
+        sf_adopt_finalizer(Py_TYPE(f));  /* a subclass's __del__ must not skip the kill */
     sf_stack *stack = sf_stack_acquire(f->stack_size);
     if (!stack)
         return -1;
@@ -226,9 +228,9 @@ static PyObject *switch_prepared(sf_thread *th, Fiber *target)
 
     th->previous = origin;                         /* takes over th->current's ref */
     th->current = (Fiber *)Py_NewRef(target);
-    sf_pystate_save(&origin->py, ts, th->call_top);
+    sf_pystate_save(&origin->py, ts, &th->pythread, th->call_top);
     th->call_top = NULL;
-    sf_pystate_restore(&target->py, ts);
+    sf_pystate_restore(&target->py, ts, &th->pythread);
     origin->state = FIBER_SUSPENDED;
     target->state = FIBER_RUNNING;
 
@@ -302,7 +304,7 @@ static _Noreturn void fiber_finish(Fiber *self, sf_thread *th, sf_transfer t)
     sf_pystate_release_extra_chunks(ts, sf_stack_data_chunk(self->stack));
     /* Moves the context out of ts; dropped by after_switch on the other side,
      * since dropping it here could run code on a fiber already marked dead. */
-    sf_pystate_save(&self->py, ts, NULL);
+    sf_pystate_save(&self->py, ts, &th->pythread, NULL);
 
     if (parent->state == FIBER_NEW && fiber_prepare(parent) < 0) {
         /* Cannot start the parent: hand the MemoryError to the root. */
@@ -315,7 +317,7 @@ static _Noreturn void fiber_finish(Fiber *self, sf_thread *th, sf_transfer t)
     th->finished = self;
     th->previous = self;                           /* th->current's ref */
     th->current = (Fiber *)Py_NewRef(parent);
-    sf_pystate_restore(&parent->py, ts);
+    sf_pystate_restore(&parent->py, ts, &th->pythread);
     parent->state = FIBER_RUNNING;
 
     ASAN_START(NULL, parent);                      /* NULL: this stack is gone for good */
@@ -570,16 +572,25 @@ static int Fiber_traverse(Fiber *self, visitproc visit, void *arg)
     /* A suspended fiber owns its frames; the running one's are the thread's. */
     if (self->state == FIBER_SUSPENDED && self->thread && self->thread->tstate)
         return sf_pystate_traverse(&self->py, visit, arg);
+    if (self->state == FIBER_NEW)
+        Py_VISIT(self->py.context);  /* set before the start */
     return 0;
+}
+
+/* A suspended fiber being freed that could not be unwound. */
+static void discard_unwound(Fiber *self)
+{
+    if (self->state == FIBER_SUSPENDED && !IS_ROOT(self))
+        sf_discard_fiber(self, sf_discard_cause(self), 0);
 }
 
 static int Fiber_clear(Fiber *self)
 {
-    if (self->state == FIBER_SUSPENDED && !IS_ROOT(self) && self->thread &&
+    if (self->state == FIBER_SUSPENDED && self->thread->tstate &&
         self->thread != current_thread()) {
         /* Unreachable but not ours to touch: leave it for the owner thread. */
-    } else if (self->state == FIBER_SUSPENDED && !IS_ROOT(self)) {
-        sf_discard_fiber(self);
+    } else {
+        discard_unwound(self);
     }
     Py_CLEAR(self->dict);
     if (self->state == FIBER_NEW || self->state == FIBER_DEAD) {
@@ -587,6 +598,7 @@ static int Fiber_clear(Fiber *self)
         Py_CLEAR(self->target);
         transfer_clear(&self->start);
         Py_CLEAR(self->parent);
+        sf_pystate_release(&self->py);
     }
     return 0;
 }
@@ -598,14 +610,12 @@ static void Fiber_dealloc(Fiber *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->state == FIBER_SUSPENDED && !IS_ROOT(self))
-        sf_discard_fiber(self);
+    discard_unwound(self);
     if (self->stack) {
         sf_stack_release(self->stack);
         self->stack = NULL;
     }
-    Py_CLEAR(self->py.context);
-    Py_CLEAR(self->py.exc_state.exc_value);
+    sf_pystate_release(&self->py);
     Py_CLEAR(self->target);
     transfer_clear(&self->start);
     Py_CLEAR(self->parent);

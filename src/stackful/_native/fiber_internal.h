@@ -63,6 +63,7 @@ typedef struct sf_thread {
     PyObject *switch_hook;        /* called on every landing (tracing), or NULL */
     PyObject *scheduler;          /* the runtime running on this thread, or NULL */
     int in_switch_hook;
+    sf_pythread pythread;         /* thread-level interpreter state swapped per fiber */
 } sf_thread;
 
 typedef struct Fiber {
@@ -76,6 +77,7 @@ typedef struct Fiber {
     size_t stack_size;
     int state;
     int c_budget_override;        /* 0, or the budget a test asked for */
+    int refused_exit;             /* it caught FiberExit and switched away when collected */
     sf_pystate py;
     PyObject *dict;
     PyObject *weakreflist;
@@ -127,16 +129,32 @@ int sf_fiber_init_type(PyObject *module);
 
 /* ---- reclaim.c: fibers nobody can reach ---- */
 
+/* Why a suspended fiber was freed without unwinding (discarded_fibers()). */
+enum {
+    SF_DISCARD_THREAD_EXITED,
+    SF_DISCARD_IGNORED_EXIT,
+    SF_DISCARD_AT_SHUTDOWN,
+    SF_DISCARD_FINALIZER_SKIPPED,
+    SF_DISCARD_CAUSES
+};
+
 /* tp_finalize: kill a suspended fiber (FiberExit thrown in, finally blocks
  * run), on its own thread; one dropped on another thread is queued there. */
 void sf_fiber_finalize(Fiber *self);
+/* Make a Fiber subclass's finalizer one that also kills (see reclaim.c). */
+void sf_adopt_finalizer(PyTypeObject *type);
 /* Kill the fibers other threads dropped for us (their finalizers queued them). */
 void sf_process_pending_kills(sf_thread *th);
-/* Free a suspended fiber without running it (its thread is gone, or it
- * refused to exit).  Its stack memory goes back to the pool. */
-void sf_discard_fiber(Fiber *f);
+/* Why `f`, suspended and being freed, could not be unwound. */
+int sf_discard_cause(const Fiber *f);
+/* Free a suspended fiber without running it, counting `cause`; `quiet`: no
+ * warning and no Python-level hook (its thread's state is being torn down). */
+void sf_discard_fiber(Fiber *f, int cause, int quiet);
 /* The exception kill() and the GC throw into `f` (borrowed). */
 PyObject *sf_exit_exception_type(Fiber *f);
+/* Report the exception that escaped a kill nobody waits for (unraisable;
+ * Ctrl-C is raised again instead of lost). */
+void sf_report_escaped(PyObject *where);
 int sf_reclaim_init(PyObject *module);
 
 /* ---- overflow.c: the stack overflow report ---- */

@@ -12,6 +12,16 @@
  *   contextvars                 context + context_ver (bumped, or caches go stale)
  *   deallocation depth          trash_delete_nesting trash.delete_nesting (C recursion)
  *   tracing flag                cframe->use_tracing  (instrumentation is per interpreter)
+ *   trace re-entrance guard     tracing, tracing_what   tracing, what_event (both)
+ *   repr() recursion guard      the "Py_Repr" list in the thread-state dict (all three)
+ *   collector running           interp->gc.collecting (per interpreter: not swapped)
+ *
+ * The trace guard is per fiber: a fiber suspended inside a trace, profile or
+ * sys.monitoring callback must not switch tracing off for the others.  The
+ * repr() guard likewise: a fiber suspended inside repr() of a container must
+ * not make another print it as [...].  The repr list object stays the
+ * thread's; its contents move with the fiber (a storage swap, no allocation,
+ * and only when either side has entries).
  *
  * The trash can's list of deferred deallocations (delete_later) stays with the
  * thread: it holds dead objects only, any fiber may free them, and a list
@@ -28,7 +38,10 @@
 #include <limits.h>
 #include <string.h>
 
+#include "internal/pycore_context.h"
 #include "internal/pycore_frame.h"
+#include "internal/pycore_gc.h"
+#include "internal/pycore_interp.h"
 
 /* C stack bytes one unit of CPython's recursion counter may cost.  Measured
  * (benchmarks/measure_stack_per_level.py): Python -> C -> Python recursion
@@ -62,12 +75,77 @@ static inline int min_int(int a, int b) { return a < b ? a : b; }
 
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.11 counts Python and C recursion with one counter: a fiber's limit is
- * the thread's, capped by what its C stack can take. */
+ * the thread's, capped by what its C stack can take (a budget of 0: a root
+ * fiber, on the thread's own stack, has no cap of its own). */
 static inline int effective_limit(const sf_pystate *s, PyThreadState *ts)
 {
-    return min_int(ts->recursion_limit, s->c_budget);
+    return s->c_budget > 0 ? min_int(ts->recursion_limit, s->c_budget) : ts->recursion_limit;
 }
 #endif
+
+/* ---- the repr() guard ---- */
+
+static PyObject *str_py_repr;
+
+void sf_pythread_init(sf_pythread *t)
+{
+    PyObject *dict = PyThreadState_GetDict();
+    if (!str_py_repr)
+        str_py_repr = PyUnicode_InternFromString("Py_Repr");
+    PyObject *fresh = PyList_New(0);
+    PyObject *list = dict && str_py_repr && fresh ? PyDict_SetDefault(dict, str_py_repr, fresh)
+                                                  : NULL;
+    Py_XDECREF(fresh);
+    if (list && PyList_CheckExact(list))
+        t->repr_list = (PyListObject *)Py_NewRef(list);
+    PyErr_Clear();  /* without the list, fibers share the thread's guard: no worse */
+}
+
+void sf_pythread_clear(sf_pythread *t)
+{
+    Py_CLEAR(t->repr_list);
+}
+
+/* Move the running fiber's entries out of the thread's list (its storage
+ * goes with them), and the resumed fiber's in. */
+static inline void repr_save(sf_pystate *s, sf_pythread *t)
+{
+    PyListObject *list = t->repr_list;
+    if (list && Py_SIZE(list)) {
+        s->repr_items = list->ob_item;
+        s->repr_size = Py_SIZE(list);
+        s->repr_allocated = list->allocated;
+        list->ob_item = NULL;
+        Py_SET_SIZE(list, 0);
+        list->allocated = 0;
+    }
+}
+
+static inline void repr_restore(sf_pystate *s, sf_pythread *t)
+{
+    PyListObject *list = t->repr_list;
+    if (s->repr_items && list) {
+        PyMem_Free(list->ob_item);  /* empty: repr_save emptied it, or it never had entries */
+        list->ob_item = s->repr_items;
+        Py_SET_SIZE(list, s->repr_size);
+        list->allocated = s->repr_allocated;
+        s->repr_items = NULL;
+        s->repr_size = s->repr_allocated = 0;
+    }
+}
+
+static void repr_release(sf_pystate *s)
+{
+    PyObject **items = s->repr_items;
+    Py_ssize_t n = s->repr_size;
+    s->repr_items = NULL;
+    s->repr_size = s->repr_allocated = 0;
+    if (items) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(items[i]);
+        PyMem_Free(items);
+    }
+}
 
 static inline _PyInterpreterFrame *current_frame(PyThreadState *ts)
 {
@@ -103,7 +181,8 @@ static int live_slots_below(_PyInterpreterFrame *f, PyObject *const *call_top)
     return (int)(call_top - f->localsplus);
 }
 
-void sf_pystate_save(sf_pystate *s, PyThreadState *ts, PyObject *const *call_top)
+void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
+                     PyObject *const *call_top)
 {
     s->top_live_slots = live_slots_below(current_frame(ts), call_top);
 #if PY_VERSION_HEX < 0x030D0000
@@ -128,15 +207,29 @@ void sf_pystate_save(sf_pystate *s, PyThreadState *ts, PyObject *const *call_top
 #elif PY_VERSION_HEX < 0x030D0000
     s->trash_delete_nesting = ts->trash.delete_nesting;
 #endif
+    s->tracing = ts->tracing;
+#if PY_VERSION_HEX < 0x030C0000
+    s->tracing_what = ts->tracing_what;
+#else
+    s->tracing_what = ts->what_event;
+#endif
+    repr_save(s, t);
 }
 
-void sf_pystate_restore(sf_pystate *s, PyThreadState *ts)
+void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
 {
 #if PY_VERSION_HEX < 0x030D0000
     ts->cframe = s->cframe;
 #else
     ts->current_frame = s->current_frame;
 #endif
+    ts->tracing = s->tracing;
+#if PY_VERSION_HEX < 0x030C0000
+    ts->tracing_what = s->tracing_what;
+#else
+    ts->what_event = s->tracing_what;
+#endif
+    repr_restore(s, t);
 #if PY_VERSION_HEX < 0x030C0000
     /* sys.settrace/setprofile are per thread, not per fiber: the resumed
      * frame record must see the thread's current choice. */
@@ -167,6 +260,7 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
     PyObject *context = s->context;  /* may have been set before the start */
     memset(s, 0, sizeof(*s));
     s->context = context;
+    s->entry_context = Py_XNewRef(context);
 #if PY_VERSION_HEX < 0x030D0000
     s->cframe = &s->base_cframe;  /* current_frame NULL: the fiber's frames end here */
 #endif
@@ -273,7 +367,10 @@ int sf_pystate_traverse(const sf_pystate *s, visitproc visit, void *arg)
             Py_VISIT(f->localsplus[i]);
     }
     Py_VISIT(s->context);
+    Py_VISIT(s->entry_context);
     Py_VISIT(s->exc_state.exc_value);
+    for (Py_ssize_t i = 0; i < s->repr_size; i++)
+        Py_VISIT(s->repr_items[i]);
     return 0;
 }
 
@@ -322,30 +419,89 @@ static void hand_frame_to_its_object(_PyInterpreterFrame *f, PyFrameObject *fo, 
         PyObject_GC_Track(fo);
 }
 
-int sf_pystate_discard(sf_pystate *s, void *own_chunk)
+/* Drop the references a frame that will never run again holds, or hand
+ * them to its frame object.  `keep_code`: the frame's memory outlives this
+ * (a generator's) and its owner releases the code itself. */
+static void drop_frame(_PyInterpreterFrame *f, int slots, int keep_code)
 {
-    for (_PyInterpreterFrame *f = top_frame(s); f; f = f->previous) {
-        if (f->owner != FRAME_OWNED_BY_THREAD)
-            continue;
-        int slots = known_slots(s, f);
-        PyFrameObject *fo = f->frame_obj;
-        f->frame_obj = NULL;
-        if (fo && Py_REFCNT(fo) > 1) {
-            /* The copy takes over every reference the frame held. */
-            hand_frame_to_its_object(f, fo, slots);
-            Py_DECREF(fo);
-            continue;
-        }
-        Py_XDECREF(fo);
-        for (int i = 0; i < slots; i++)
-            Py_CLEAR(f->localsplus[i]);
-        Py_CLEAR(f->f_locals);
-        Py_CLEAR(*frame_func_slot(f));
+    PyFrameObject *fo = f->frame_obj;
+    f->frame_obj = NULL;
+    if (fo && Py_REFCNT(fo) > 1) {
+        /* The copy takes over every reference the frame held. */
+        hand_frame_to_its_object(f, fo, slots);
+        if (keep_code)
+            Py_INCREF(frame_code(f));
+        Py_DECREF(fo);
+        return;
+    }
+    Py_XDECREF(fo);
+    for (int i = 0; i < slots; i++)
+        Py_CLEAR(f->localsplus[i]);
+    Py_CLEAR(f->f_locals);
+    Py_CLEAR(*frame_func_slot(f));
+    if (!keep_code) {
 #if PY_VERSION_HEX < 0x030D0000
         Py_CLEAR(f->f_code);
 #else
         Py_CLEAR(f->f_executable);
 #endif
+    }
+}
+
+/* 3.12+ generators keep their code in their frame and release it when they
+ * are freed; 3.11's hold it apart (gi_code), and a cleared frame owns none. */
+#if PY_VERSION_HEX >= 0x030C0000
+#  define GENERATOR_FRAME_KEEPS_CODE 1
+#else
+#  define GENERATOR_FRAME_KEEPS_CODE 0
+#endif
+
+/* A generator or coroutine that was running on a fiber freed without
+ * unwinding can never resume (its caller's frames are gone): close it as
+ * CPython does one that returned, unlinked from the dead stack.  Left alone,
+ * its frame would keep a `previous` link into freed memory (f_back) and it
+ * would say "already executing" for good. */
+static void close_running_generator(const sf_pystate *s, _PyInterpreterFrame *f)
+{
+    PyGenObject *gen = _PyFrame_GetGenerator(f);
+    if (gen->gi_frame_state != FRAME_EXECUTING)
+        return;
+    int slots = known_slots(s, f);
+    gen->gi_frame_state = FRAME_CLEARED;
+    f->previous = NULL;
+    gen->gi_exc_state.previous_item = NULL;  /* pointed at its caller's item */
+    drop_frame(f, slots, GENERATOR_FRAME_KEEPS_CODE);
+    Py_CLEAR(gen->gi_exc_state.exc_value);
+}
+
+/* Exit the contexts the fiber entered with Context.run, innermost first, down
+ * to the one it started in: their run() calls will never return. */
+static void exit_entered_contexts(sf_pystate *s)
+{
+    PyContext *ctx = (PyContext *)s->context;
+    while (ctx && ctx->ctx_entered && (PyObject *)ctx != s->entry_context) {
+        PyContext *outer = ctx->ctx_prev;  /* the reference moves to s->context */
+        ctx->ctx_prev = NULL;
+        ctx->ctx_entered = 0;
+        s->context = (PyObject *)outer;
+        Py_DECREF(ctx);
+        ctx = outer;
+    }
+}
+
+void sf_pystate_discard(sf_pystate *s, void *own_chunk)
+{
+    exit_entered_contexts(s);
+    /* Top down: a generator's frame is closed before its caller's locals
+     * (which may hold the generator) are dropped.  (known_slots needs the
+     * top frame still recorded in `s`.) */
+    for (_PyInterpreterFrame *f = top_frame(s), *previous; f; f = previous) {
+        previous = f->previous;
+        if (f->owner == FRAME_OWNED_BY_THREAD)
+            drop_frame(f, known_slots(s, f), 0);
+        else if (f->owner == FRAME_OWNED_BY_GENERATOR)
+            close_running_generator(s, f);
+        /* 3.12+ C-stack shim frames own nothing */
     }
 #if PY_VERSION_HEX < 0x030D0000
     s->cframe = NULL;
@@ -354,10 +510,87 @@ int sf_pystate_discard(sf_pystate *s, void *own_chunk)
 #endif
     free_chunks_above(s->datastack_chunk, own_chunk);
     s->datastack_chunk = NULL;
+    sf_pystate_release(s);
+}
+
+void sf_pystate_release(sf_pystate *s)
+{
     Py_CLEAR(s->context);
+    Py_CLEAR(s->entry_context);
     Py_CLEAR(s->exc_state.exc_value);
+    repr_release(s);
+}
+
+int sf_gc_collecting(void)
+{
+    return PyInterpreterState_Get()->gc.collecting != 0;
+}
+
+void sf_gc_forget_collection(void)
+{
+    PyInterpreterState_Get()->gc.collecting = 0;
+}
+
+#if PY_VERSION_HEX < 0x030C0000
+static sf_pystate *(*running_fiber_state)(void);
+
+/* sys.setrecursionlimit() for 3.11, where the running fiber's C budget is
+ * folded into the thread's recursion counter: the depth it checks against
+ * the new limit is the fiber's true depth, and the budget still caps the
+ * counter afterwards.  (Other threads' running fibers get their budget back
+ * at their next switch.) */
+static PyObject *setrecursionlimit_for_fibers(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    int new_limit = _PyLong_AsInt(arg);
+    if (new_limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (new_limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "recursion limit must be greater or equal than 1");
+        return NULL;
+    }
+    PyThreadState *ts = PyThreadState_Get();
+    sf_pystate *s = running_fiber_state();
+    int limit = s ? effective_limit(s, ts) : ts->recursion_limit;
+    int depth = limit - ts->recursion_remaining;
+    if (depth >= new_limit) {
+        PyErr_Format(PyExc_RecursionError,
+                     "cannot set the recursion limit to %i at the recursion depth %i: "
+                     "the limit is too low", new_limit, depth);
+        return NULL;
+    }
+    ts->recursion_remaining = ts->recursion_limit - depth;  /* the depth CPython should see */
+    Py_SetRecursionLimit(new_limit);
+    if (s)
+        ts->recursion_remaining = effective_limit(s, ts) - depth;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef setrecursionlimit_def = {
+    "setrecursionlimit", setrecursionlimit_for_fibers, METH_O,
+    "setrecursionlimit($module, limit, /)\n--\n\n"
+    "Set the maximum depth of the Python interpreter stack to n.\n\n"
+    "(stackful: inside a fiber, its C stack budget still applies.)"};
+
+int sf_install_recursion_limit_hook(sf_pystate *(*running)(void))
+{
+    running_fiber_state = running;
+    PyObject *sys = PyImport_ImportModule("sys");
+    if (!sys)
+        return -1;
+    PyObject *func = PyCFunction_NewEx(&setrecursionlimit_def, NULL, NULL);
+    int rc = func ? PyObject_SetAttrString(sys, "setrecursionlimit", func) : -1;
+    Py_XDECREF(func);
+    Py_DECREF(sys);
+    return rc;
+}
+#else
+int sf_install_recursion_limit_hook(sf_pystate *(*running)(void))
+{
+    (void)running;  /* 3.12+: the C budget has a counter of its own */
     return 0;
 }
+#endif
 
 int sf_interpreter_finalizing(void)
 {

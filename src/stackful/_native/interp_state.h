@@ -40,7 +40,25 @@ typedef struct sf_pystate {
 #if PY_VERSION_HEX < 0x030D0000
     int trash_delete_nesting;     /* depth of this fiber's own C stack of deallocations */
 #endif
+    int tracing;                  /* trace/monitoring callback depth: per fiber, so a fiber
+                                     suspended in a trace function leaves others traced */
+    int tracing_what;             /* the event being traced, with it */
+    PyObject **repr_items;        /* this fiber's repr() guard entries while suspended */
+    Py_ssize_t repr_size, repr_allocated;
+    PyObject *entry_context;      /* the context it started in (strong), or NULL: where the
+                                     contexts it entered with Context.run end */
 } sf_pystate;
+
+/* Thread-level state swapped per fiber although CPython keeps it outside the
+ * thread state: the list behind Py_ReprEnter (the repr() recursion guard),
+ * which lives in the thread-state dict.  One per thread record. */
+typedef struct sf_pythread {
+    PyListObject *repr_list;      /* strong; NULL if it could not be made */
+} sf_pythread;
+
+/* Find or make this thread's repr guard list (the running thread's dict). */
+void sf_pythread_init(sf_pythread *t);
+void sf_pythread_clear(sf_pythread *t);
 
 /* Move the running state out of `ts` into `s` / from `s` into `ts`.  They
  * allocate nothing and run no Python code, so the GC cannot run in between.
@@ -51,8 +69,9 @@ typedef struct sf_pystate {
  * A frame in a call does not record its stack pointer (CPython keeps it in a
  * C local of the eval loop); knowing it lets the GC see, and a discard
  * release, the call's operands, not just the frame's locals. */
-void sf_pystate_save(sf_pystate *s, PyThreadState *ts, PyObject *const *call_top);
-void sf_pystate_restore(sf_pystate *s, PyThreadState *ts);
+void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
+                     PyObject *const *call_top);
+void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t);
 
 /* Prepare the state of a fiber that has not run: no frames, an empty
  * exception stack, no context, `chunk` (SF_DATA_CHUNK_SIZE bytes) as its
@@ -72,12 +91,20 @@ int sf_pystate_traverse(const sf_pystate *s, visitproc visit, void *arg);
 /* A new reference to the innermost Python frame of suspended `s`, or None. */
 PyObject *sf_pystate_top_frame(const sf_pystate *s, PyThreadState *ts);
 
-/* Forget a suspended state without running it (its thread is gone): drop the
- * references its frames own and hand frame objects that others still hold a
- * copy of their frame.  Afterwards the fiber's stack memory may be freed.
- * References held only by a frame's value stack (unknown while it is
- * suspended in a call) are leaked, never freed twice. */
-int sf_pystate_discard(sf_pystate *s, void *own_chunk);
+/* Forget a suspended state without running it (its thread is gone, or it
+ * ignored FiberExit): drop the references its frames own, hand frame objects
+ * that others still hold a copy of their frame, and undo what its frames had
+ * entered that outlives them: generators and coroutines it was running are
+ * closed (they could never resume), contexts it entered with Context.run are
+ * exited, its repr() guard entries released.  Afterwards nothing points into
+ * the fiber's stack but the collector, if the fiber was inside a collection
+ * (see sf_gc_collecting).  References held only by a frame's value stack
+ * (unknown while it is suspended in a call) are leaked, never freed twice. */
+void sf_pystate_discard(sf_pystate *s, void *own_chunk);
+
+/* Drop what the saved state of a fiber that finished (or died unrun) still
+ * holds: context, exception state, repr entries. */
+void sf_pystate_release(sf_pystate *s);
 
 /* Called on every landing, right after sf_pystate_restore (hot path).
  * 3.13's trash can defers every container deallocation while fewer than
@@ -97,6 +124,19 @@ static inline void sf_pystate_landed(PyThreadState *ts)
 
 /* The value the interpreter uses for "is the interpreter shutting down". */
 int sf_interpreter_finalizing(void);
+
+/* Is a garbage collection running in this interpreter?  And force "no":
+ * for a collection whose C frames were on a fiber freed without unwinding,
+ * which can never finish, so that collection is possible again. */
+int sf_gc_collecting(void);
+void sf_gc_forget_collection(void);
+
+/* 3.11 counts a fiber's C budget in the thread's recursion counter, so
+ * sys.setrecursionlimit() inside a fiber would see a wrong depth and then
+ * lift the budget; where needed this installs a version of it that keeps the
+ * two apart.  `running` gives the running fiber's state (NULL for a thread's
+ * own stack).  -1 with an exception set on failure. */
+int sf_install_recursion_limit_hook(sf_pystate *(*running)(void));
 
 /* The raised exception as one object (taken out of the thread state), or
  * NULL; and back.  3.11 has only the (type, value, traceback) API. */

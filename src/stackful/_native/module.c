@@ -229,6 +229,15 @@ static struct PyModuleDef module_def = {
     .m_methods = module_methods,
 };
 
+/* The running fiber's interpreter state, or NULL on a thread's own stack. */
+static sf_pystate *running_fiber_state(void)
+{
+    sf_thread *th = sf_tls_thread;
+    if (!th || th->tstate != PyThreadState_Get() || IS_ROOT(th->current))
+        return NULL;
+    return &th->current->py;
+}
+
 PyMODINIT_FUNC PyInit__native(void)
 {
     PyObject *m = PyModule_Create(&module_def);
@@ -238,7 +247,8 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "MIN_STACK_SIZE", SF_STACK_MIN) < 0 ||
         PyModule_AddIntConstant(m, "DEFAULT_STACK_SIZE", SF_STACK_DEFAULT) < 0 ||
         PyModule_AddIntConstant(m, "DATA_CHUNK_SIZE", SF_DATA_CHUNK_SIZE) < 0 ||
-        sf_scheduler_init(m) < 0 || sf_overflow_init() < 0) {
+        sf_scheduler_init(m) < 0 || sf_overflow_init() < 0 ||
+        sf_install_recursion_limit_hook(running_fiber_state) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,21 +1,119 @@
-/* Fibers nobody can reach: a suspended fiber that becomes garbage is killed
- * (FiberExit thrown in, so its finally blocks run) on its own thread; one
- * dropped on another thread is queued for its owner; one that cannot run
- * (its thread has exited, or it ignored FiberExit) is freed without running.
+/* Fibers nobody can reach.
+ *
+ * A suspended fiber that becomes garbage is killed: FiberExit is thrown in
+ * and it unwinds (finally blocks run) on its own thread, coming back to
+ * whoever collected it.  One dropped on another thread is queued for its
+ * owner, which kills it at its next switch.  A fiber subclass's __del__ runs
+ * first, then the kill: the type's finalizer is adopted when its first fiber
+ * starts, whatever the class defines.
+ *
+ * Some fibers cannot be unwound: their thread has exited, they caught
+ * FiberExit and switched away, or the interpreter is shutting down.  They are
+ * *discarded*: freed without running (interp_state.c undoes what their frames
+ * had entered that outlives them), which is counted per cause and reported
+ * with one ResourceWarning per cause (a constant text, so the warnings
+ * registry does not grow with every fiber).
+ *
+ * One thing cannot be undone from outside: a garbage collection whose C
+ * frames are on the discarded fiber's stack (a finalizer switched away and
+ * never came back).  Its list heads live on that stack, so the stack is
+ * quarantined (never reused or unmapped) and the interpreter told that no
+ * collection is running, so collecting works again.  Which fiber a collection
+ * runs on is learnt from gc.callbacks.
  */
 #include "fiber_internal.h"
 
-void sf_discard_fiber(Fiber *f)
+#include <signal.h>
+
+static PyObject *str_fiber_exit_attr, *str_del;
+static PyObject *discard_hook;        /* hook(frame, own_thread) before frames are dropped */
+static PyObject *gc_phase_callback;   /* ours, in gc.callbacks */
+static Fiber *collector_fiber;        /* borrowed: the fiber a collection runs on, while it runs */
+static Py_ssize_t discard_counts[SF_DISCARD_CAUSES];
+static Py_ssize_t quarantined_stacks;
+
+static const char *const cause_keys[SF_DISCARD_CAUSES] = {
+    "thread_exited", "ignored_exit", "at_shutdown", "finalizer_skipped",
+};
+static const char *const cause_texts[SF_DISCARD_CAUSES] = {
+    "its thread exited while it was suspended",
+    "it caught FiberExit and switched away instead of exiting",
+    "the interpreter was shutting down",
+    "its finalizer did not run (a __del__ assigned to its class after a fiber of it started?)",
+};
+
+/* ---- discarding ---- */
+
+static void warn_discarded(int cause)
+{
+    PyObject *exc = sf_fetch_exception();
+    if (PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                         "stackful: a suspended fiber was freed without unwinding: %s; its "
+                         "finally blocks did not run (stackful.discarded_fibers() counts them)",
+                         cause_texts[cause]) < 0)
+        PyErr_WriteUnraisable(NULL);
+    if (exc)
+        sf_restore_exception(exc);
+}
+
+/* Let Python-level code undo what the frames had entered that the core does
+ * not know of (an asyncio loop they were running, say). */
+static void call_discard_hook(Fiber *f)
+{
+    if (!discard_hook)
+        return;
+    PyObject *exc = sf_fetch_exception();
+    PyThreadState *ts = PyThreadState_Get();
+    PyObject *frame = sf_pystate_top_frame(&f->py, ts);
+    int own = f->thread->tstate == ts;
+    PyObject *r = frame ? PyObject_CallFunction(discard_hook, "OO", frame, own ? Py_True : Py_False)
+                        : NULL;
+    if (!r)
+        PyErr_WriteUnraisable(discard_hook);
+    Py_XDECREF(r);
+    Py_XDECREF(frame);
+    if (exc)
+        sf_restore_exception(exc);
+}
+
+int sf_discard_cause(const Fiber *f)
+{
+    if (!f->thread->tstate)
+        return SF_DISCARD_THREAD_EXITED;
+    if (f->refused_exit)
+        return SF_DISCARD_IGNORED_EXIT;
+    if (sf_interpreter_finalizing())
+        return SF_DISCARD_AT_SHUTDOWN;
+    return SF_DISCARD_FINALIZER_SKIPPED;
+}
+
+void sf_discard_fiber(Fiber *f, int cause, int quiet)
 {
     if (f->state != FIBER_SUSPENDED || !f->stack)
         return;
+    discard_counts[cause]++;
+    if (!quiet && cause != SF_DISCARD_AT_SHUTDOWN) {
+        call_discard_hook(f);
+        warn_discarded(cause);
+        if (f->state != FIBER_SUSPENDED || !f->stack)
+            return;  /* the hook or a warning filter's code ran it after all */
+    }
+    int in_collection = f == collector_fiber && sf_gc_collecting();
+    if (f == collector_fiber)
+        collector_fiber = NULL;
     f->state = FIBER_DEAD;
     sf_pystate_discard(&f->py, sf_stack_data_chunk(f->stack));
-    sf_stack_release(f->stack);
+    if (in_collection) {
+        sf_stack_quarantine(f->stack);
+        quarantined_stacks++;
+        sf_gc_forget_collection();
+    } else {
+        sf_stack_release(f->stack);
+    }
     f->stack = NULL;
 }
 
-static PyObject *str_fiber_exit_attr;
+/* ---- killing ---- */
 
 /* The exception kill() and the GC throw: FiberExit, or the FiberExit subclass
  * a Fiber subclass names in __fiber_exit__ (greenlet's GreenletExit). */
@@ -36,7 +134,8 @@ PyObject *sf_exit_exception_type(Fiber *f)
 }
 
 /* Throw FiberExit into a suspended fiber of this thread and let it unwind,
- * returning here.  Errors are reported as unraisable. */
+ * returning here.  A fiber that catches it and switches back stays suspended:
+ * whoever frees it discards it (tp_clear, or the deallocation). */
 static void kill_for_collection(sf_thread *th, Fiber *f)
 {
     Py_INCREF(f);
@@ -52,17 +151,10 @@ static void kill_for_collection(sf_thread *th, Fiber *f)
         if (r)
             Py_DECREF(r);
         else
-            PyErr_WriteUnraisable((PyObject *)f);
+            sf_report_escaped((PyObject *)f);
     }
-    if (f->state == FIBER_SUSPENDED) {
-        /* It caught FiberExit and switched away: nothing can resume it. */
-        PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                         "fiber '%s' ignored FiberExit when it was collected; "
-                         "freeing it without running it", f->cname);
-        if (PyErr_Occurred())
-            PyErr_WriteUnraisable((PyObject *)f);
-        sf_discard_fiber(f);
-    }
+    if (f->state == FIBER_SUSPENDED)
+        f->refused_exit = 1;
     Py_DECREF(f);
 }
 
@@ -88,27 +180,147 @@ void sf_fiber_finalize(Fiber *self)
     PyObject *exc = sf_fetch_exception();
     sf_thread *th = self->thread;
     if (!th->tstate) {
-        sf_discard_fiber(self);
+        /* Its thread is gone: tp_clear or the deallocation discards it. */
     } else if (sf_interpreter_finalizing()) {
         /* Too late to run code: leave it to the process's exit. */
     } else if (th == current_thread()) {
         kill_for_collection(th, self);
-    } else if (th->tstate) {
+    } else {
         /* Never run a fiber on a foreign thread: its owner kills it on its
-         * next switch (or frees it when it exits). */
+         * next switch (or discards it when it exits). */
         if (!th->pending_kills)
             th->pending_kills = PyList_New(0);
         if (!th->pending_kills || PyList_Append(th->pending_kills, (PyObject *)self) < 0)
             PyErr_WriteUnraisable((PyObject *)self);
     }
-    PyErr_Clear();
     if (exc)
         sf_restore_exception(exc);
 }
 
+/* The finalizer of a Fiber subclass that defines __del__ (or a C finalizer
+ * of its own): that first, then the kill.  CPython would otherwise call only
+ * the subclass's, and the fiber would be freed without unwinding. */
+static void finalize_subclass(PyObject *self)
+{
+    PyObject *exc = sf_fetch_exception();
+    PyObject *del = PyObject_GetAttr((PyObject *)Py_TYPE(self), str_del);
+    PyObject *r = del ? PyObject_CallOneArg(del, self) : NULL;
+    if (!r)
+        PyErr_WriteUnraisable(del ? del : self);
+    Py_XDECREF(r);
+    Py_XDECREF(del);
+    if (exc)
+        sf_restore_exception(exc);
+    sf_fiber_finalize((Fiber *)self);
+}
+
+void sf_adopt_finalizer(PyTypeObject *type)
+{
+    destructor ours = (destructor)sf_fiber_finalize;
+    if (type->tp_finalize != ours && type->tp_finalize != (destructor)finalize_subclass)
+        type->tp_finalize = (destructor)finalize_subclass;
+}
+
+/* An exception escaped a fiber that was being killed for collection: it has
+ * nowhere to go.  Ctrl-C and SystemExit are not swallowed: they are raised
+ * again at the next point the interpreter checks for signals. */
+void sf_report_escaped(PyObject *where)
+{
+    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        PyErr_Clear();
+        PyErr_SetInterruptEx(SIGINT);
+        return;
+    }
+    PyErr_WriteUnraisable(where);
+}
+
+/* ---- which fiber a collection runs on (a gc.callbacks entry) ---- */
+
+static PyObject *gc_phase(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)m;
+    if (nargs < 1 || !PyUnicode_Check(args[0]))
+        Py_RETURN_NONE;
+    if (PyUnicode_CompareWithASCIIString(args[0], "start") == 0) {
+        sf_thread *th = sf_tls_thread;
+        collector_fiber = th && th->tstate == PyThreadState_Get() ? th->current : NULL;
+    } else {
+        collector_fiber = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef gc_phase_def = {
+    "_stackful_gc_phase", (PyCFunction)(void (*)(void))gc_phase, METH_FASTCALL,
+    "stackful: notes which fiber a garbage collection runs on (see discarded_fibers())."};
+
+static int watch_collections(void)
+{
+    PyObject *gc = PyImport_ImportModule("gc");
+    PyObject *callbacks = gc ? PyObject_GetAttrString(gc, "callbacks") : NULL;
+    gc_phase_callback = callbacks ? PyCFunction_NewEx(&gc_phase_def, NULL, NULL) : NULL;
+    int rc = gc_phase_callback && PyList_Check(callbacks)
+                 ? PyList_Append(callbacks, gc_phase_callback) : -1;
+    Py_XDECREF(callbacks);
+    Py_XDECREF(gc);
+    return rc;
+}
+
+/* ---- module functions ---- */
+
+PyDoc_STRVAR(discarded_fibers_doc,
+"discarded_fibers()\n--\n\n"
+"Counts of suspended fibers freed without unwinding (their finally blocks did\n"
+"not run), by cause: 'thread_exited', 'ignored_exit' (caught FiberExit and\n"
+"switched away), 'at_shutdown', 'finalizer_skipped'; and\n"
+"'quarantined_stacks': stacks never reused because a garbage collection was\n"
+"suspended on them.");
+
+static PyObject *mod_discarded_fibers(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    PyObject *d = PyDict_New();
+    for (int i = 0; d && i < SF_DISCARD_CAUSES; i++) {
+        PyObject *n = PyLong_FromSsize_t(discard_counts[i]);
+        if (!n || PyDict_SetItemString(d, cause_keys[i], n) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(n);
+    }
+    PyObject *q = d ? PyLong_FromSsize_t(quarantined_stacks) : NULL;
+    if (d && (!q || PyDict_SetItemString(d, "quarantined_stacks", q) < 0))
+        Py_CLEAR(d);
+    Py_XDECREF(q);
+    return d;
+}
+
+PyDoc_STRVAR(set_discard_hook_doc,
+"set_discard_hook(hook)\n--\n\n"
+"Internal: hook(frame, own_thread) is called with the innermost frame of a\n"
+"fiber about to be freed without unwinding, so that Python-level state its\n"
+"frames had entered can be undone.  None removes it.");
+
+static PyObject *mod_set_discard_hook(PyObject *m, PyObject *hook)
+{
+    (void)m;
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "the discard hook must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(discard_hook, hook == Py_None ? NULL : Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef reclaim_methods[] = {
+    {"discarded_fibers", mod_discarded_fibers, METH_NOARGS, discarded_fibers_doc},
+    {"set_discard_hook", mod_set_discard_hook, METH_O, set_discard_hook_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 int sf_reclaim_init(PyObject *module)
 {
-    (void)module;
     str_fiber_exit_attr = PyUnicode_InternFromString("__fiber_exit__");
-    return str_fiber_exit_attr ? 0 : -1;
+    str_del = PyUnicode_InternFromString("__del__");
+    if (!str_fiber_exit_attr || !str_del || watch_collections() < 0)
+        return -1;
+    return PyModule_AddFunctions(module, reclaim_methods);
 }

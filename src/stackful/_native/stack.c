@@ -180,7 +180,7 @@ sf_stack *sf_stack_acquire(size_t size)
         PyErr_NoMemory();
         return NULL;
     }
-    s->guard_size = sf_page_size();
+    s->guard_size = SF_STACK_GUARD_SIZE;
     s->size = size;
     /* size and the chunk are whole pages; the page offset of base costs one more */
     s->map_size = s->guard_size + size + SF_DATA_CHUNK_SIZE + sf_page_size();
@@ -231,6 +231,12 @@ void sf_stack_release(sf_stack *s)
         list_push(&warm, s);
     else
         cool(s);
+}
+
+void sf_stack_quarantine(sf_stack *s)
+{
+    /* Its pages stay as they are; the mapping stays counted in mapped_bytes. */
+    (void)s;
 }
 
 size_t sf_stack_pool_clear(void)

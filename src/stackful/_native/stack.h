@@ -9,8 +9,9 @@
  *         |   `size` usable bytes        |
  *         +------------------------------+  <- base
  *         | SF_STACK_PAGE_OFFSET slack   |
- *         | guard (PROT_NONE or          |  a touch here is a stack overflow
- *         |  MADV_GUARD_INSTALL)         |
+ *         | guard, SF_STACK_GUARD_SIZE   |  a touch here is a stack overflow
+ *         | (MADV_GUARD_INSTALL, else    |
+ *         |  PROT_NONE)                  |
  *   low   +------------------------------+  <- map
  *
  * top sits in the middle of a page, not on its edge: a suspended fiber's first
@@ -29,6 +30,13 @@
 
 #define SF_DATA_CHUNK_SIZE (16 * 1024)
 #define SF_STACK_PAGE_OFFSET 2048  /* where base (and so top) sits within its page */
+/* The guard below each stack.  A C function's frame is written wherever its
+ * stack pointer lands: a frame bigger than the guard near the bottom of a
+ * stack would jump it and write into the mapping below.  16 KiB buffers on
+ * the stack are common (name resolution, formatting, codecs); 64 KiB leaves
+ * room for four times that.  With MADV_GUARD_INSTALL it costs no memory and
+ * no extra mapping; with the mprotect fallback, address space only. */
+#define SF_STACK_GUARD_SIZE (64 * 1024)
 #define SF_STACK_MIN (32 * 1024)
 #define SF_STACK_DEFAULT (2 * 1024 * 1024)
 #define SF_STACK_MAX ((size_t)1 << 36)
@@ -54,6 +62,8 @@ static inline void *sf_stack_data_chunk(const sf_stack *s) { return sf_stack_top
 sf_stack *sf_stack_acquire(size_t size);
 /* Give a stack back: into the pool, or unmapped when the pool is full. */
 void sf_stack_release(sf_stack *stack);
+/* Never reuse or unmap this stack (something may still point into it). */
+void sf_stack_quarantine(sf_stack *stack);
 /* Bytes of the C stack touched so far (resident pages, counted from the top). */
 size_t sf_stack_touched(const sf_stack *stack);
 /* Unmap every pooled stack; returns how many. */

@@ -38,6 +38,7 @@ static void sentinel_dealloc(ThreadSentinel *self)
         Py_CLEAR(th->transfer.kwargs);
         Py_CLEAR(th->switch_hook);
         Py_CLEAR(th->scheduler);
+        sf_pythread_clear(&th->pythread);
         Fiber *root = th->root, *current = th->current, *previous = th->previous;
         th->root = th->current = th->previous = NULL;
         if (root)
@@ -47,7 +48,7 @@ static void sentinel_dealloc(ThreadSentinel *self)
         if (pending) {
             /* Dropped elsewhere and never run again: free them here. */
             for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pending); i++)
-                sf_discard_fiber((Fiber *)PyList_GET_ITEM(pending, i));
+                sf_discard_fiber((Fiber *)PyList_GET_ITEM(pending, i), SF_DISCARD_THREAD_EXITED, 1);
             Py_DECREF(pending);
         }
         Py_XDECREF(previous);
@@ -124,6 +125,7 @@ sf_thread *sf_thread_create(PyThreadState *ts)
         return NULL;
     }
     Py_DECREF(sentinel);
+    sf_pythread_init(&th->pythread);
     sf_overflow_prepare_thread();
     sf_tls_thread = th;
     return th;
