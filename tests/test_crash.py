@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,61 @@ def test_stack_overflow_is_reported_by_name_and_size() -> None:
     assert "unreachable" not in result.stdout
     assert "stackful: fiber 'deep-diver' overflowed its 64 KiB stack" in result.stderr
 
+
+def test_overflow_report_survives_faulthandler_enabled_after_import() -> None:
+    """faulthandler's handler, installed after ours, runs first and re-raises: both the
+    traceback dump and the report appear."""
+    result = run_script("stack_overflow.py", "faulthandler-after")
+    assert result.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in result.stderr
+    assert "stackful: fiber 'deep-diver' overflowed its 64 KiB stack" in result.stderr
+
+
+def test_overflow_in_a_subinterpreter_on_another_thread_is_reported() -> None:
+    result = run_script("stack_overflow.py", "subinterpreter-thread")
+    assert result.returncode != 0
+    assert "stackful: fiber 'sub-diver' overflowed its 64 KiB stack" in result.stderr
+
+
+def test_signal_stack_outlives_a_destroyed_subinterpreter() -> None:
+    """The signal stack belongs to the OS thread: destroying the subinterpreter where the
+    thread first used fibers must not free it while it is installed."""
+    result = run_script("stack_overflow.py", "after-subinterpreter")
+    assert "subinterpreter destroyed" in result.stdout
+    assert result.returncode != 0
+    assert "stackful: fiber 'after-sub' overflowed its 64 KiB stack" in result.stderr
+
+
+def test_a_large_c_frame_cannot_jump_the_guard(tmp_path: Path) -> None:
+    """A C frame landing 20 KiB below the stack's base (a 16 KiB buffer and change) hits
+    the guard, with the neighbouring stacks mapped right below: reported, never a silent
+    write into a neighbour."""
+    cc = shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no gcc to build the big-frame helper")
+    lib = tmp_path / "big_frame.so"
+    subprocess.run([cc, "-O0", "-fno-stack-clash-protection", "-shared", "-fPIC",
+                    str(Path(__file__).parent / "native" / "big_frame.c"), "-o", str(lib)],
+                   check=True, capture_output=True)
+    result = run_script("stack_overflow.py", "big-frame", str(lib))
+    assert "unreachable" not in result.stdout
+    assert result.returncode != 0
+    assert "stackful: fiber 'big-frame' overflowed its 64 KiB stack" in result.stderr
+
+
+def test_setrecursionlimit_inside_a_small_fiber_keeps_its_budget() -> None:
+    result = run_script("recursion_limit_in_fiber.py")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[0]
+    fields = dict(part.split("=", 1) for part in line.split(" ", 2))
+    free, raised = int(fields["free"]), int(fields["raised"])
+    assert "the limit is too low" in fields["too_low"]
+    if sys.version_info < (3, 12):
+        # one counter for Python and C recursion: the budget caps both, before and after
+        assert raised == free < 100
+    else:
+        # Python recursion is on the heap; the C budget has a counter of its own
+        assert raised > free
 
 def test_shutdown_with_suspended_fibers_in_threads_is_clean() -> None:
     result = run_script("shutdown_with_suspended_fibers.py")
