@@ -11,8 +11,9 @@ to opt in from another file.
 from __future__ import annotations
 
 import gc
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -76,3 +77,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         pytest.fail(f"leak: every run of {pyfuncitem.name} keeps {objects} more objects "
                     f"and {blocks} more memory blocks", pytrace=False)
     return True
+
+
+@pytest.fixture(autouse=True)
+def sigint_handler_left_alone() -> Iterator[None]:
+    """A test that leaves SIGINT handled otherwise breaks Ctrl-C in every later test (an
+    interrupt then goes to the leftover handler, or nowhere): fail the test that did it."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"the test left SIGINT handled by {after!r} (was {before!r})",
+                    pytrace=False)

@@ -7,6 +7,7 @@ import gc
 import signal
 import sys
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -234,20 +235,27 @@ def test_keyboard_interrupt_during_rapid_switching() -> None:
     for k, f in enumerate(fibers):
         f.switch(k)
 
+    sent = 0
+
     def interrupter() -> None:
+        nonlocal sent
         while not stop.wait(0.01):
             _thread.interrupt_main()
+            sent += 1
 
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     t = threading.Thread(target=interrupter)
     t.start()
     got = None
+    deadline = time.monotonic() + 60  # bounded: a lost interrupt fails, never hangs
     try:
         i = 0
-        while True:
-            i += 1
-            f = fibers[i % 4]
-            if not f.dead:
-                f.switch(i)
+        while time.monotonic() < deadline:
+            for _ in range(1000):
+                i += 1
+                f = fibers[i % 4]
+                if not f.dead:
+                    f.switch(i)
     except KeyboardInterrupt as e:
         got = e
     finally:
@@ -258,6 +266,8 @@ def test_keyboard_interrupt_during_rapid_switching() -> None:
                 pass
         except KeyboardInterrupt:
             pass
+    assert got is not None, (f"no KeyboardInterrupt in 60 s from {sent} interrupts; SIGINT "
+                             f"handler: {signal.getsignal(signal.SIGINT)!r}")
     assert isinstance(got, KeyboardInterrupt)
     assert stackful.current() is root
     dead = [f for f in fibers if f.dead]

@@ -474,6 +474,8 @@ static int fiber_setup(Fiber *self, PyObject *target, PyObject *name, PyObject *
         /* A subclass may define run() instead, like threading.Thread. */
         target = PyObject_GetAttrString((PyObject *)self, "run");
         if (!target) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
             PyErr_Clear();
             PyErr_SetString(PyExc_TypeError,
                             "Fiber() needs a callable target, or a subclass with a run() method");
@@ -648,6 +650,8 @@ static Fiber *switch_destination(sf_thread *th, Fiber *self)
         PyObject *flag = PyObject_GetAttr((PyObject *)Py_TYPE(self), str_dead_to_parent_attr);
         int forward = flag ? PyObject_IsTrue(flag) : 0;
         Py_XDECREF(flag);
+        if (forward < 0 || (!flag && !PyErr_ExceptionMatches(PyExc_AttributeError)))
+            return NULL;
         PyErr_Clear();
         Fiber *parent = forward > 0 ? live_parent(self) : NULL;
         if (parent)

@@ -155,6 +155,8 @@ PyObject *sf_exit_exception_type(Fiber *f);
 /* Report the exception that escaped a kill nobody waits for (unraisable;
  * Ctrl-C is raised again instead of lost). */
 void sf_report_escaped(PyObject *where);
+/* PyErr_Clear(), except that Ctrl-C is raised again later, never lost. */
+void sf_clear_error(void);
 int sf_reclaim_init(PyObject *module);
 
 /* ---- overflow.c: the stack overflow report ---- */

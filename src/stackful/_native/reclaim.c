@@ -51,7 +51,7 @@ static void warn_discarded(int cause)
                          "stackful: a suspended fiber was freed without unwinding: %s; its "
                          "finally blocks did not run (stackful.discarded_fibers() counts them)",
                          cause_texts[cause]) < 0)
-        PyErr_WriteUnraisable(NULL);
+        sf_report_escaped(NULL);
     if (exc)
         sf_restore_exception(exc);
 }
@@ -69,7 +69,7 @@ static void call_discard_hook(Fiber *f)
     PyObject *r = frame ? PyObject_CallFunction(discard_hook, "OO", frame, own ? Py_True : Py_False)
                         : NULL;
     if (!r)
-        PyErr_WriteUnraisable(discard_hook);
+        sf_report_escaped(discard_hook);
     Py_XDECREF(r);
     Py_XDECREF(frame);
     if (exc)
@@ -124,7 +124,7 @@ PyObject *sf_exit_exception_type(Fiber *f)
         return FiberExit;
     PyObject *cls = PyObject_GetAttr((PyObject *)type, str_fiber_exit_attr);
     if (!cls) {
-        PyErr_Clear();
+        sf_clear_error();
         return FiberExit;
     }
     Py_DECREF(cls);  /* the class keeps it alive */
@@ -145,7 +145,7 @@ static void kill_for_collection(sf_thread *th, Fiber *f)
     sf_transfer t = {.kind = TRANSFER_THROW,
                      .value = PyObject_CallNoArgs(sf_exit_exception_type(f))};
     if (!t.value) {
-        PyErr_WriteUnraisable((PyObject *)f);
+        sf_report_escaped((PyObject *)f);
     } else {
         PyObject *r = sf_switch_to(th, f, t);
         if (r)
@@ -191,7 +191,7 @@ void sf_fiber_finalize(Fiber *self)
         if (!th->pending_kills)
             th->pending_kills = PyList_New(0);
         if (!th->pending_kills || PyList_Append(th->pending_kills, (PyObject *)self) < 0)
-            PyErr_WriteUnraisable((PyObject *)self);
+            sf_report_escaped((PyObject *)self);
     }
     if (exc)
         sf_restore_exception(exc);
@@ -206,7 +206,7 @@ static void finalize_subclass(PyObject *self)
     PyObject *del = PyObject_GetAttr((PyObject *)Py_TYPE(self), str_del);
     PyObject *r = del ? PyObject_CallOneArg(del, self) : NULL;
     if (!r)
-        PyErr_WriteUnraisable(del ? del : self);
+        sf_report_escaped(del ? del : self);
     Py_XDECREF(r);
     Py_XDECREF(del);
     if (exc)
@@ -221,17 +221,28 @@ void sf_adopt_finalizer(PyTypeObject *type)
         type->tp_finalize = (destructor)finalize_subclass;
 }
 
-/* An exception escaped a fiber that was being killed for collection: it has
- * nowhere to go.  Ctrl-C and SystemExit are not swallowed: they are raised
- * again at the next point the interpreter checks for signals. */
+/* Ctrl-C that surfaces where it cannot propagate (a finalizer, a hook) is
+ * re-armed: the interpreter raises it again at its next check for signals,
+ * in whatever code runs next, instead of losing it. */
+static int rearm_interrupt(void)
+{
+    if (!PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return 0;
+    PyErr_Clear();
+    PyErr_SetInterruptEx(SIGINT);
+    return 1;
+}
+
 void sf_report_escaped(PyObject *where)
 {
-    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+    if (!rearm_interrupt())
+        PyErr_WriteUnraisable(where);
+}
+
+void sf_clear_error(void)
+{
+    if (!rearm_interrupt())
         PyErr_Clear();
-        PyErr_SetInterruptEx(SIGINT);
-        return;
-    }
-    PyErr_WriteUnraisable(where);
 }
 
 /* ---- which fiber a collection runs on (a gc.callbacks entry) ---- */
