@@ -6,6 +6,7 @@ import contextvars
 import gc
 import sys
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -736,18 +737,20 @@ def test_dropping_other_threads_fiber_kills_it_on_its_thread() -> None:
         f.switch()
         handoff.append(f)
         del f
-        dropped.wait()
+        assert dropped.wait(60)
         Fiber(lambda: None).switch()  # the next switch on this thread runs the deferred kill
         done.set()
 
     t = threading.Thread(target=thread_body, name="owner")
     t.start()
-    while not handoff:
+    deadline = time.monotonic() + 60
+    while not handoff and time.monotonic() < deadline:
         threading.Event().wait(0.001)
+    assert handoff, "the owner thread never handed its fiber over"
     handoff.clear()  # last reference dropped on the main thread
     dropped.set()
-    done.wait()
-    t.join()
+    assert done.wait(60)
+    t.join(60)
     assert log == ["owner"]
 
 

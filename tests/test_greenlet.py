@@ -408,11 +408,11 @@ def test_parent_on_another_thread_is_a_value_error() -> None:
     def thread_body() -> None:
         theirs.append(getcurrent())
         ready.set()
-        finish.wait()
+        assert finish.wait(60)
 
     t = threading.Thread(target=thread_body)
     t.start()
-    ready.wait()
+    assert ready.wait(60)
     try:
         g = greenlet(lambda: getcurrent().parent.switch())
         g.switch()
@@ -885,12 +885,12 @@ def test_switching_to_another_threads_greenlet_is_an_error() -> None:
         child.switch()
         theirs.append(child)
         ready.set()
-        finish.wait()
+        assert finish.wait(60)
         child.throw()
 
     t = threading.Thread(target=thread_body)
     t.start()
-    ready.wait()
+    assert ready.wait(60)
     try:
         for other in theirs:
             with pytest.raises(gl.error):

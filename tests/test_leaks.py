@@ -109,7 +109,7 @@ def test_100_threads_exit_with_suspended_fibers() -> None:
                 ran_finally.append(f"{n}-{i}")
 
         if n < 20:
-            start.wait()  # the first twenty create fibers at the same time
+            start.wait(60)  # the first twenty create fibers at the same time (a Barrier)
         fibers = [Fiber(body, stack_size=64 * 1024) for _ in range(10)]
         for i, f in enumerate(fibers):
             assert f.switch(i) == i
