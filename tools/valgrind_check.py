@@ -17,7 +17,8 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
-OURS = ("fiber.c", "stack.c", "interp_state.c", "switch_", "_native.cpython")
+OURS = ("fiber.c", "thread.c", "reclaim.c", "overflow.c", "module.c", "scheduler.c", "stack.c",
+        "interp_state.c", "switch_", "_native.cpython")
 SERIOUS = {"InvalidRead", "InvalidWrite", "InvalidFree", "MismatchedFree", "InvalidJump",
            "Overlap", "FishyValue"}
 LIBC_VECTOR_STRING = ("avx", "sse", "evex")
