@@ -23,6 +23,8 @@ import pytest
 import stackful
 from stackful import Fiber, FiberExit
 
+from ._support import run_crash_script
+
 Place = Callable[[Callable[[], None]], Any]
 
 
@@ -247,6 +249,62 @@ def test_coroutine_it_was_running_is_closed(discard: Callable[[Place], None]) ->
     assert c.cr_frame is None
     with pytest.raises(RuntimeError, match="cannot reuse"):
         c.send(None)
+
+
+def test_async_generator_it_was_running_is_closed(discard: Callable[[Place], None]) -> None:
+    kept: list[Any] = []
+
+    def inside_async_generator(park: Callable[[], None]) -> None:
+        async def agen() -> Any:
+            park()
+            yield 1
+
+        a = agen()
+        kept.append(a)
+        a.asend(None).send(None)
+
+    discard(inside_async_generator)
+    reuse_stacks()
+    a = kept[0]
+    assert not a.ag_running
+    assert a.ag_frame is None
+    with pytest.raises(StopAsyncIteration):
+        a.asend(None).send(None)  # finished, not "already running"
+
+
+def test_dead_threads_fiber_in_a_reference_cycle_is_discarded() -> None:
+    kept: list[Fiber] = []
+
+    def thread_body() -> None:
+        root = stackful.current()
+
+        def body() -> None:
+            me = stackful.current()  # noqa: F841  (the frame holds the fiber: a cycle)
+            root.switch()
+
+        f = Fiber(body)
+        f.switch()
+        kept.append(f)
+
+    t = threading.Thread(target=thread_body)
+    t.start()
+    t.join(60)
+    before = stackful.discarded_fibers()["thread_exited"]
+    ref = __import__("weakref").ref(kept.pop())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert ref() is None
+    assert stackful.discarded_fibers()["thread_exited"] == before + 1
+
+
+def test_collection_on_a_discarded_fiber_with_gc_callbacks_cleared() -> None:
+    """Without its gc.callbacks entry the core cannot tell which fiber a running collection
+    is on: a fiber discarded during one keeps its stack (quarantined) and the collection is
+    not abandoned; the entry is put back for the collections to come."""
+    result = run_crash_script("collection_without_callbacks.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["quarantined=1", "callback_back=True"]
 
 
 def test_collection_it_was_suspended_in_is_forgotten(discard: Callable[[Place], None]) -> None:

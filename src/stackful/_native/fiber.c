@@ -571,8 +571,9 @@ static int Fiber_traverse(Fiber *self, visitproc visit, void *arg)
     Py_VISIT(self->start.kwargs);
     Py_VISIT(self->parent);
     Py_VISIT(self->dict);
-    /* A suspended fiber owns its frames; the running one's are the thread's. */
-    if (self->state == FIBER_SUSPENDED && self->thread && self->thread->tstate)
+    /* A suspended fiber owns its frames (also once its thread has exited: they
+     * stay intact until it is discarded); the running one's are the thread's. */
+    if (self->state == FIBER_SUSPENDED)
         return sf_pystate_traverse(&self->py, visit, arg);
     if (self->state == FIBER_NEW)
         Py_VISIT(self->py.context);  /* set before the start */

@@ -468,6 +468,7 @@ static void close_running_generator(const sf_pystate *s, _PyInterpreterFrame *f)
         return;
     int slots = known_slots(s, f);
     gen->gi_frame_state = FRAME_CLEARED;
+    gen->gi_running_async = 0;  /* an async generator's asend() in progress ends with it */
     f->previous = NULL;
     gen->gi_exc_state.previous_item = NULL;  /* pointed at its caller's item */
     drop_frame(f, slots, GENERATOR_FRAME_KEEPS_CODE);

@@ -25,7 +25,7 @@
 
 #include <signal.h>
 
-static PyObject *str_fiber_exit_attr, *str_del;
+static PyObject *str_fiber_exit_attr, *str_del, *str_gc;
 static PyObject *discard_hook;        /* hook(frame, own_thread) before frames are dropped */
 static PyObject *gc_phase_callback;   /* ours, in gc.callbacks */
 static Fiber *collector_fiber;        /* borrowed: the fiber a collection runs on, while it runs */
@@ -41,6 +41,8 @@ static const char *const cause_texts[SF_DISCARD_CAUSES] = {
     "the interpreter was shutting down",
     "its finalizer did not run (a __del__ assigned to its class after a fiber of it started?)",
 };
+
+static int gc_phase_callback_installed(void);
 
 /* ---- discarding ---- */
 
@@ -98,7 +100,12 @@ void sf_discard_fiber(Fiber *f, int cause, int quiet)
         if (f->state != FIBER_SUSPENDED || !f->stack)
             return;  /* the hook or a warning filter's code ran it after all */
     }
-    int in_collection = f == collector_fiber && sf_gc_collecting();
+    /* Without our gc.callbacks entry (a user cleared the list), which fiber a
+     * collection runs on is unknown: keep the stack if one is running. */
+    int collecting = sf_gc_collecting();
+    int watched = collecting && gc_phase_callback_installed();
+    int in_collection = collecting && (f == collector_fiber || !watched);
+    int abandon_collection = in_collection && watched;
     if (f == collector_fiber)
         collector_fiber = NULL;
     f->state = FIBER_DEAD;
@@ -106,7 +113,8 @@ void sf_discard_fiber(Fiber *f, int cause, int quiet)
     if (in_collection) {
         sf_stack_quarantine(f->stack);
         quarantined_stacks++;
-        sf_gc_forget_collection();
+        if (abandon_collection)
+            sf_gc_forget_collection();
     } else {
         sf_stack_release(f->stack);
     }
@@ -265,6 +273,23 @@ static PyMethodDef gc_phase_def = {
     "_stackful_gc_phase", (PyCFunction)(void (*)(void))gc_phase, METH_FASTCALL,
     "stackful: notes which fiber a garbage collection runs on (see discarded_fibers())."};
 
+/* Is our gc.callbacks entry there?  If a user cleared the list, put it back
+ * for the collections to come (the running one, if any, stays unknown). */
+static int gc_phase_callback_installed(void)
+{
+    PyObject *gc = PyImport_GetModule(str_gc);
+    PyObject *callbacks = gc ? PyObject_GetAttrString(gc, "callbacks") : NULL;
+    int found = callbacks && PyList_Check(callbacks) ?
+                PySequence_Contains(callbacks, gc_phase_callback) : -1;
+    if (found == 0 && PyList_Append(callbacks, gc_phase_callback) < 0)
+        found = -1;
+    Py_XDECREF(callbacks);
+    Py_XDECREF(gc);
+    if (found < 0)
+        sf_clear_error();
+    return found > 0;
+}
+
 static int watch_collections(void)
 {
     PyObject *gc = PyImport_ImportModule("gc");
@@ -331,7 +356,8 @@ int sf_reclaim_init(PyObject *module)
 {
     str_fiber_exit_attr = PyUnicode_InternFromString("__fiber_exit__");
     str_del = PyUnicode_InternFromString("__del__");
-    if (!str_fiber_exit_attr || !str_del || watch_collections() < 0)
+    str_gc = PyUnicode_InternFromString("gc");
+    if (!str_fiber_exit_attr || !str_del || !str_gc || watch_collections() < 0)
         return -1;
     return PyModule_AddFunctions(module, reclaim_methods);
 }
