@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-LEAK_CHECKED_FILES = ("test_fiber.py",)
+LEAK_CHECKED_FILES = ("test_fiber.py", "test_interp_state.py")
 RUNS = 3
 SLACK_OBJECTS = 0
 SLACK_BLOCKS = 20
