@@ -9,6 +9,8 @@ import pytest
 import stackful
 from stackful import _native
 
+from ._support import run_crash_script
+
 
 def test_ready_queue_is_a_fifo() -> None:
     q = _native.ReadyQueue()
@@ -99,3 +101,45 @@ def test_yield_now_round_robin_order() -> None:
 
     stackful.run(main)
     assert order == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+
+
+# What deleting (or mis-setting) each field of a C-backed object must do.  The C hot path reads
+# these fields without checking for NULL, so a `del` that succeeded would crash at the next
+# yield: each case runs in a subprocess that then goes on yielding and finishing a run.
+FIELD_OUTCOMES = {
+    "task.state": "AttributeError: cannot delete 'state' of a Task",
+    "task._fiber": "AttributeError: cannot delete '_fiber' of a Task",
+    "task._pending_exc": "AttributeError: cannot delete '_pending_exc' of a Task",
+    "runtime.current": "AttributeError: cannot delete 'current' of a Runtime",
+    "runtime.ready": "AttributeError: readonly attribute",
+    "runtime._countdown": "TypeError: can't delete numeric/char attribute",
+    "runtime.current=junk": "RuntimeError: yield_now() must be called from a task",
+    "fiber.name": "TypeError: name must be a str",
+    "fiber.parent": "ValueError: a fiber's parent cannot be deleted or set to None",
+    "fiber.context": "deleted",  # a fiber's context may be None: it gets a fresh one
+    "fiber.__dict__": "TypeError: cannot delete __dict__",
+}
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_OUTCOMES))
+def test_deleting_a_core_field_is_an_error_and_the_runtime_goes_on(field: str) -> None:
+    result = run_crash_script("delete_core_fields.py", field, timeout=60)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert f"outcome: {FIELD_OUTCOMES[field]}" in result.stdout, out
+    assert "run returned" in result.stdout, out
+
+
+def test_core_fields_reject_deletion_outside_a_run() -> None:
+    class T(_native.TaskCore):
+        __slots__ = ()
+
+    t = T()
+    for name in ("state", "_fiber", "_pending_exc"):
+        with pytest.raises(AttributeError, match=f"cannot delete '{name}'"):
+            delattr(t, name)
+    s = _native.SchedulerCore()
+    with pytest.raises(AttributeError, match="cannot delete 'current'"):
+        del s.current
+    s.current = t  # any object may be set; only the hot path checks what it finds
+    assert s.current is t

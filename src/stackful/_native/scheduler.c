@@ -233,11 +233,20 @@ static int TaskCore_traverse(TaskCore *t, visitproc visit, void *arg)
     return 0;
 }
 
+/* Invariant: the object fields of TaskCore and SchedulerCore are never NULL
+ * while the object lives; the hot path reads them without checking.  So the
+ * collector's clear puts None in them (only dealloc leaves NULL) and Python
+ * may set them but never delete them (see object_field_set). */
+static inline void clear_to_none(PyObject **field)
+{
+    Py_SETREF(*field, Py_NewRef(Py_None));
+}
+
 static int TaskCore_clear(TaskCore *t)
 {
-    Py_CLEAR(t->state);
-    Py_CLEAR(t->fiber);
-    Py_CLEAR(t->pending_exc);
+    clear_to_none(&t->state);
+    clear_to_none(&t->fiber);
+    clear_to_none(&t->pending_exc);
     return 0;
 }
 
@@ -245,16 +254,51 @@ static int TaskCore_clear(TaskCore *t)
 static void TaskCore_dealloc(TaskCore *t)
 {
     PyObject_GC_UnTrack(t);
-    TaskCore_clear(t);
+    Py_CLEAR(t->state);
+    Py_CLEAR(t->fiber);
+    Py_CLEAR(t->pending_exc);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
-static PyMemberDef TaskCore_members[] = {
-    {"state", T_OBJECT, offsetof(TaskCore, state), 0, "ready, running, blocked or finished"},
-    {"_fiber", T_OBJECT, offsetof(TaskCore, fiber), 0, "the task's fiber (None when finished)"},
-    {"_pending_exc", T_OBJECT, offsetof(TaskCore, pending_exc), 0,
-     "an exception for the task's next blocking point"},
-    {NULL, 0, 0, 0, NULL},
+/* An object field exposed to Python: settable to anything, never deletable.
+ * (A T_OBJECT member would let `del` store the NULL the hot path must not see;
+ * a getset costs a Python read or write what the member did.) */
+typedef struct {
+    const char *name;
+    Py_ssize_t offset;
+} object_field;
+
+static PyObject *object_field_get(PyObject *self, void *closure)
+{
+    const object_field *f = closure;
+    return Py_NewRef(*(PyObject **)((char *)self + f->offset));
+}
+
+static int object_field_set(PyObject *self, PyObject *value, void *closure)
+{
+    const object_field *f = closure;
+    if (!value) {
+        PyErr_Format(PyExc_AttributeError,
+                     "cannot delete '%s' of a %.100s: the scheduler's C core reads it",
+                     f->name, Py_TYPE(self)->tp_name);
+        return -1;
+    }
+    Py_SETREF(*(PyObject **)((char *)self + f->offset), Py_NewRef(value));
+    return 0;
+}
+
+static const object_field TASK_STATE = {"state", offsetof(TaskCore, state)};
+static const object_field TASK_FIBER = {"_fiber", offsetof(TaskCore, fiber)};
+static const object_field TASK_PENDING = {"_pending_exc", offsetof(TaskCore, pending_exc)};
+
+static PyGetSetDef TaskCore_getset[] = {
+    {"state", object_field_get, object_field_set, "ready, running, blocked or finished",
+     (void *)&TASK_STATE},
+    {"_fiber", object_field_get, object_field_set, "the task's fiber (None when finished)",
+     (void *)&TASK_FIBER},
+    {"_pending_exc", object_field_get, object_field_set,
+     "an exception for the task's next blocking point", (void *)&TASK_PENDING},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject TaskCoreType = {
@@ -267,7 +311,7 @@ static PyTypeObject TaskCoreType = {
     .tp_dealloc = (destructor)TaskCore_dealloc,
     .tp_traverse = (traverseproc)TaskCore_traverse,
     .tp_clear = (inquiry)TaskCore_clear,
-    .tp_members = TaskCore_members,
+    .tp_getset = TaskCore_getset,
 };
 
 /* ------------------------------------------------------------------ */
@@ -307,8 +351,8 @@ static int SchedulerCore_traverse(SchedulerCore *s, visitproc visit, void *arg)
 
 static int SchedulerCore_clear(SchedulerCore *s)
 {
-    Py_CLEAR(s->current);
-    Py_CLEAR(s->ready);
+    /* The ready queue stays (it clears itself: that breaks its cycles). */
+    clear_to_none(&s->current);
     return 0;
 }
 
@@ -316,7 +360,8 @@ static int SchedulerCore_clear(SchedulerCore *s)
 static void SchedulerCore_dealloc(SchedulerCore *s)
 {
     PyObject_GC_UnTrack(s);
-    SchedulerCore_clear(s);
+    Py_CLEAR(s->current);
+    Py_CLEAR(s->ready);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -465,9 +510,15 @@ static PyMethodDef SchedulerCore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static const object_field SCHEDULER_CURRENT = {"current", offsetof(SchedulerCore, current)};
+
+static PyGetSetDef SchedulerCore_getset[] = {
+    {"current", object_field_get, object_field_set, "the running task, or None while the hub runs",
+     (void *)&SCHEDULER_CURRENT},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMemberDef SchedulerCore_members[] = {
-    {"current", T_OBJECT, offsetof(SchedulerCore, current), 0,
-     "the running task, or None while the hub runs"},
     {"_countdown", T_PYSSIZET, offsetof(SchedulerCore, countdown), 0,
      "switches left before timers and I/O are checked"},
     {"ready", T_OBJECT, offsetof(SchedulerCore, ready), READONLY, "the ready queue (FIFO)"},
@@ -486,6 +537,7 @@ static PyTypeObject SchedulerCoreType = {
     .tp_clear = (inquiry)SchedulerCore_clear,
     .tp_methods = SchedulerCore_methods,
     .tp_members = SchedulerCore_members,
+    .tp_getset = SchedulerCore_getset,
 };
 
 int sf_scheduler_init(PyObject *m)
