@@ -807,3 +807,36 @@ def test_pending_interruptions_keep_the_strongest() -> None:
                 yield_now()
 
     vrun(main)
+
+
+@pytest.mark.parametrize("where", ["hub", "task"])
+def test_timer_callback_error_ends_the_run_and_reaches_no_task(where: str) -> None:
+    seen: list[str] = []
+
+    def spinner() -> None:
+        try:
+            while True:
+                clock.advance(0.5)
+                yield_now()  # timers are checked inside this task's yields
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    def sleeper() -> None:
+        try:
+            sleep(100)
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    def main() -> None:
+        spawn(sleeper)
+        if where == "task":
+            spawn(spinner)
+        lowlevel.call_later(1, lambda _: 1 / 0)
+        sleep(50)
+
+    clock = VirtualClock()
+    with pytest.raises(ZeroDivisionError):
+        run(main, clock=clock)
+    assert seen == (["Cancelled", "Cancelled"] if where == "task" else ["Cancelled"])

@@ -98,7 +98,9 @@ def current_time() -> float:
 def call_later(seconds: float, callback: Callable[[Any], object], arg: Any = None) -> Timer:
     """Call ``callback(arg)`` after ``seconds`` on the runtime's clock; ``.cancel()`` to stop.
 
-    ``seconds`` follows :func:`check_timeout` (+inf: the callback never runs).
+    ``seconds`` follows :func:`check_timeout` (+inf: the callback never runs).  The callback
+    runs inside the scheduler and must not block; an exception it raises ends the run: the
+    tasks are wound down and ``run()`` raises it.
     """
     rt = get_runtime("call_later()")
     return rt.call_at(deadline_after(rt.clock.now(), seconds, "delay"), callback, arg)

@@ -123,7 +123,8 @@ class Runtime(SchedulerCore):
         self._countdown = 0  # a SchedulerCore field
         self._shutting_down = False
         self._shutdown_rounds = 0
-        # The KeyboardInterrupt / SystemExit that ends the run, once one happened.
+        # The exception that ends the run early, once one happened: KeyboardInterrupt or
+        # SystemExit (in a task or the hub), or whatever a timer callback raised.
         self._interrupt: BaseException | None = None
         # Ctrl-C that arrived while the hub was busy: handled at the hub's next loop.
         self._hub_interrupt_pending = False
@@ -231,7 +232,7 @@ class Runtime(SchedulerCore):
             self.wake(task)
         if not woken and deadline is not None:
             self.clock.idle_expired(deadline)
-        self.timers.fire_due(self.clock.now())
+        self.timers.fire_due(self.clock.now(), self._on_interrupt)
         self._countdown = self._batch_size()
 
     def _batch_size(self) -> int:
@@ -244,23 +245,33 @@ class Runtime(SchedulerCore):
     def _tick(self) -> None:
         """Fire due timers and collect ready fds without blocking; start a new batch."""
         if self.timers.active:
-            self.timers.fire_due(self.clock.now())
+            self.timers.fire_due(self.clock.now(), self._on_interrupt)
         if self.io.waiting:
             for task in self.io.poll(0):
                 self.wake(task)
         self._countdown = self._batch_size()
 
     def _pick_next(self) -> Task | None:
-        """Pop the next ready task (FIFO), checking timers and I/O once per batch."""
+        """Pop the next ready task (FIFO), checking timers and I/O once per batch.
+
+        Called from a task, None also when a timer callback just ended the run: the hub must
+        wind it down (the task is queued or parked already).
+        """
         self._countdown -= 1
         if self._countdown <= 0:
             self._tick()
+            if self._run_ending() and self.current is not None:
+                return None
         if self.ready:
             task: Task = self.ready.popleft()
             return task
         return None
 
     # -- shutdown ------------------------------------------------------------------------------
+
+    def _run_ending(self) -> bool:
+        """True once something ended the run and the hub has not started winding down."""
+        return self._interrupt is not None and not self._shutting_down
 
     def _start_shutdown(self) -> None:
         self._shutting_down = True
@@ -453,7 +464,17 @@ class Runtime(SchedulerCore):
         """What the C yield step hands back: a batch to end, or a pending exception."""
         if outcome == 2:  # the batch is over: timers and I/O first
             self._tick()
-            outcome = self._switch_next()
+            if self._run_ending():
+                # A timer callback raised: go to the hub, which winds the run down.
+                task = self.current
+                assert task is not None and self._hub is not None
+                task.state = READY
+                self.ready.append(task)
+                self.current = None
+                self._hub.switch()
+                outcome = 0 if task._pending_exc is None else 3
+            else:
+                outcome = self._switch_next()
         if outcome:  # a pending exception, before or after the switch
             task = self.current
             assert task is not None

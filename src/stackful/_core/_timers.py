@@ -137,8 +137,12 @@ class TimerHeap:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def fire_due(self, now: float) -> int:
-        """Run every live timer whose deadline is <= now, in order; return how many ran."""
+    def fire_due(self, now: float, on_error: Callable[[BaseException], object]) -> int:
+        """Run every live timer whose deadline is <= now, in order; return how many ran.
+
+        A callback's exception goes to ``on_error`` and the others still run: timers fire
+        in whichever task happens to check them, which must not receive it.
+        """
         heap = self._heap
         fired = 0
         while heap and heap[0][0] <= now:
@@ -147,7 +151,10 @@ class TimerHeap:
                 timer._live = False
                 self.active -= 1
                 fired += 1
-                timer._callback(timer._arg)
+                try:
+                    timer._callback(timer._arg)
+                except BaseException as exc:
+                    on_error(exc)
         return fired
 
     def clear(self) -> None:
