@@ -139,7 +139,8 @@ class Channel(Generic[T]):
     def send(self, value: T, timeout: float | None = None) -> None:
         """Send ``value``; wait (up to ``timeout``) for a receiver or buffer room."""
         task = self._binding.task("send")
-        check_timeout(timeout)
+        if timeout is not None:
+            check_timeout(timeout)
         if self._closed:
             raise self._send_closed()
         if self._try_send(value):
@@ -152,7 +153,8 @@ class Channel(Generic[T]):
         Raises :class:`ChannelClosed` once the channel is closed and drained.
         """
         task = self._binding.task("recv")
-        check_timeout(timeout)
+        if timeout is not None:
+            check_timeout(timeout)
         ok, value = self._try_recv()
         if ok:
             return value  # type: ignore[return-value]

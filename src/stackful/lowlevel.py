@@ -108,11 +108,11 @@ def call_later(seconds: float, callback: Callable[[Any], object], arg: Any = Non
 
 def timeout_scope(seconds: float | None, what: str = "") -> TimeoutScope:
     """A :class:`TimeoutScope` ``seconds`` from now (None or +inf: never times out)."""
-    check_timeout(seconds)
-    if seconds is None:
+    # Checked before looking for a runtime: a bad value is a ValueError anywhere.
+    checked = NEVER if seconds is None else check_timeout(seconds)
+    if checked == NEVER:
         return TimeoutScope(None, what)
-    deadline = deadline_after(get_runtime("timeout()").clock.now(), seconds)
-    return TimeoutScope(None if deadline == NEVER else deadline, what)
+    return TimeoutScope(get_runtime("timeout()").clock.now() + checked, what)
 
 
 class RuntimeBinding:

@@ -641,7 +641,7 @@ class Runtime(SchedulerCore):
             raise RuntimeError(f"cannot join task {task.name!r}: it belongs to another runtime")
         if task is me:
             raise RuntimeError(f"task {task.name!r} cannot join itself (it would wait forever)")
-        deadline = deadline_after(self.clock.now(), timeout)
+        deadline = NEVER if timeout is None else deadline_after(self.clock.now(), timeout)
         if task.state is not FINISHED:
             joiners = task._joiners
             joiners.append(me)
@@ -697,7 +697,7 @@ class Runtime(SchedulerCore):
         """Block the running task until ``obj`` is readable (or writable)."""
         what = "wait_writable()" if writable else "wait_readable()"
         task = get_task(what)
-        deadline = deadline_after(self.clock.now(), timeout)
+        deadline = NEVER if timeout is None else deadline_after(self.clock.now(), timeout)
         fd = fileno_of(obj)
         event = WRITE if writable else READ
         io = self.io

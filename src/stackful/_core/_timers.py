@@ -33,6 +33,8 @@ NEVER = math.inf
 def _real(value: object, what: str) -> float:
     if type(value) is float:
         return value
+    if type(value) is int:
+        return float(value)
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a number, not {type(value).__name__}")
     return float(value)
@@ -55,6 +57,8 @@ def deadline_after(
 
     ``seconds`` must be >= 0 (``ValueError`` otherwise, NaN included).
     """
+    if (type(seconds) is float or type(seconds) is int) and seconds >= 0:
+        return now + seconds  # the common case, NaN excluded (inf gives NEVER)
     if seconds is None and none_ok:
         return NEVER
     value = _real(seconds, what)
@@ -64,9 +68,14 @@ def deadline_after(
     return now + value
 
 
-def check_timeout(seconds: float | None, what: str = "timeout") -> None:
-    """Check a relative timeout before a primitive changes any state (same rule)."""
-    deadline_after(0.0, seconds, what)
+def check_timeout(seconds: float | None, what: str = "timeout") -> float:
+    """Check a relative timeout before a primitive changes any state (same rule).
+
+    Returns it as a float, :data:`NEVER` for None or +inf.
+    """
+    if (type(seconds) is float or type(seconds) is int) and seconds >= 0:
+        return float(seconds)
+    return deadline_after(0.0, seconds, what)
 
 
 class Timer:
