@@ -18,7 +18,6 @@ from .lowlevel import (
     RuntimeBinding,
     Task,
     WaitQueue,
-    call_shielded,
     check_timeout,
     current_time,
 )
@@ -237,10 +236,10 @@ class Condition:
         except BaseException as exc:
             # Interrupted while waiting, so not notified (the interruption took us off the
             # queue).  Re-take the lock, then raise exc or whatever stronger came meanwhile.
-            call_shielded(self._lock.acquire, exc)
+            task._runtime.call_shielded(self._lock.acquire, exc)
             raise
         try:
-            call_shielded(self._lock.acquire)
+            task._runtime.call_shielded(self._lock.acquire)
         except BaseException:
             if notified and self._waiters:
                 self._waiters.wake_one()

@@ -260,7 +260,7 @@ class Runtime(SchedulerCore):
         self._countdown -= 1
         if self._countdown <= 0:
             self._tick()
-            if self._run_ending() and self.current is not None:
+            if self._interrupt is not None and self.current is not None and self._run_ending():
                 return None
         if self.ready:
             task: Task = self.ready.popleft()
@@ -464,7 +464,7 @@ class Runtime(SchedulerCore):
         """What the C yield step hands back: a batch to end, or a pending exception."""
         if outcome == 2:  # the batch is over: timers and I/O first
             self._tick()
-            if self._run_ending():
+            if self._interrupt is not None and self._run_ending():
                 # A timer callback raised: go to the hub, which winds the run down.
                 task = self.current
                 assert task is not None and self._hub is not None
@@ -558,7 +558,9 @@ class Runtime(SchedulerCore):
         and against any other.  When ``fn()`` returns, the winner is raised -- ``carry`` itself
         if nothing stronger came -- else ``fn()``'s result is returned.
         """
-        task = get_task("call_shielded()")
+        task = self.current
+        if task is None:
+            raise RuntimeError("call_shielded() must be called from a task")
         if carry is not None:
             self._hold(task, carry)
         task._shield += 1

@@ -28,8 +28,10 @@ class TimeoutScope:
     __slots__ = ("deadline", "what", "expired", "error", "_task", "_timer")
 
     def __init__(self, deadline: float | None, what: str = "") -> None:
-        checked = deadline_at(deadline)
-        self.deadline = None if checked == NEVER else checked
+        if type(deadline) is not float or not deadline < NEVER:  # not the common case
+            checked = deadline_at(deadline)
+            deadline = None if checked == NEVER else checked
+        self.deadline = deadline
         self.what = what
         self.expired = False
         self.error: TimeoutError | None = None
