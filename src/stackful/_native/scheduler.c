@@ -233,13 +233,17 @@ static int TaskCore_traverse(TaskCore *t, visitproc visit, void *arg)
     return 0;
 }
 
-/* Invariant: the object fields of TaskCore and SchedulerCore are never NULL
- * while the object lives; the hot path reads them without checking.  So the
- * collector's clear puts None in them (only dealloc leaves NULL) and Python
- * may set them but never delete them (see object_field_set). */
+/* The object fields of TaskCore and SchedulerCore are T_OBJECT_EX slots, which the
+ * interpreter specialises like any __slots__ field: the runtime's Python half reads and writes
+ * them on every switch.  (Getset descriptors whose setter refuses deletion were tried: spawn
+ * and channel round trips cost 10-15% more on 3.13, where member slots are specialised and
+ * getsets never are.)  So Python code may delete them, leaving NULL, and no C code here
+ * dereferences one unchecked: a deleted `current` or `_fiber` is an exception, a deleted
+ * `_pending_exc` counts as pending (the Python side's read of it then raises AttributeError),
+ * and `state` is only ever overwritten.  The collector's clear leaves None, not NULL. */
 static inline void clear_to_none(PyObject **field)
 {
-    Py_SETREF(*field, Py_NewRef(Py_None));
+    Py_XSETREF(*field, Py_NewRef(Py_None));
 }
 
 static int TaskCore_clear(TaskCore *t)
@@ -260,45 +264,13 @@ static void TaskCore_dealloc(TaskCore *t)
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
-/* An object field exposed to Python: settable to anything, never deletable.
- * (A T_OBJECT member would let `del` store the NULL the hot path must not see;
- * a getset costs a Python read or write what the member did.) */
-typedef struct {
-    const char *name;
-    Py_ssize_t offset;
-} object_field;
-
-static PyObject *object_field_get(PyObject *self, void *closure)
-{
-    const object_field *f = closure;
-    return Py_NewRef(*(PyObject **)((char *)self + f->offset));
-}
-
-static int object_field_set(PyObject *self, PyObject *value, void *closure)
-{
-    const object_field *f = closure;
-    if (!value) {
-        PyErr_Format(PyExc_AttributeError,
-                     "cannot delete '%s' of a %.100s: the scheduler's C core reads it",
-                     f->name, Py_TYPE(self)->tp_name);
-        return -1;
-    }
-    Py_SETREF(*(PyObject **)((char *)self + f->offset), Py_NewRef(value));
-    return 0;
-}
-
-static const object_field TASK_STATE = {"state", offsetof(TaskCore, state)};
-static const object_field TASK_FIBER = {"_fiber", offsetof(TaskCore, fiber)};
-static const object_field TASK_PENDING = {"_pending_exc", offsetof(TaskCore, pending_exc)};
-
-static PyGetSetDef TaskCore_getset[] = {
-    {"state", object_field_get, object_field_set, "ready, running, blocked or finished",
-     (void *)&TASK_STATE},
-    {"_fiber", object_field_get, object_field_set, "the task's fiber (None when finished)",
-     (void *)&TASK_FIBER},
-    {"_pending_exc", object_field_get, object_field_set,
-     "an exception for the task's next blocking point", (void *)&TASK_PENDING},
-    {NULL, NULL, NULL, NULL, NULL},
+static PyMemberDef TaskCore_members[] = {
+    {"state", T_OBJECT_EX, offsetof(TaskCore, state), 0, "ready, running, blocked or finished"},
+    {"_fiber", T_OBJECT_EX, offsetof(TaskCore, fiber), 0,
+     "the task's fiber (None when finished)"},
+    {"_pending_exc", T_OBJECT_EX, offsetof(TaskCore, pending_exc), 0,
+     "an exception for the task's next blocking point"},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject TaskCoreType = {
@@ -311,7 +283,7 @@ static PyTypeObject TaskCoreType = {
     .tp_dealloc = (destructor)TaskCore_dealloc,
     .tp_traverse = (traverseproc)TaskCore_traverse,
     .tp_clear = (inquiry)TaskCore_clear,
-    .tp_getset = TaskCore_getset,
+    .tp_members = TaskCore_members,
 };
 
 /* ------------------------------------------------------------------ */
@@ -374,11 +346,18 @@ enum yield_outcome {
 
 static PyObject *yield_step(SchedulerCore *s, int count)
 {
+    if (!s->current) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "the runtime's 'current' was deleted: the scheduler cannot run without it");
+        return NULL;
+    }
     if (!PyObject_TypeCheck(s->current, &TaskCoreType)) {
         PyErr_SetString(PyExc_RuntimeError, "yield_now() must be called from a task");
         return NULL;
     }
     TaskCore *task = (TaskCore *)s->current;
+    /* A deleted _pending_exc (NULL) counts as pending: the Python side's read of it then
+     * raises the AttributeError. */
     if (task->pending_exc != Py_None)
         return PyLong_FromLong(YIELD_PENDING_BEFORE);
     if (count && --s->countdown <= 0)
@@ -387,7 +366,7 @@ static PyObject *yield_step(SchedulerCore *s, int count)
         return PyLong_FromLong(YIELD_DONE);
 
     TaskCore *next = (TaskCore *)rq_pop(s->ready);  /* a new reference */
-    if (!PyObject_TypeCheck(next, &TaskCoreType) || !sf_is_fiber(next->fiber)) {
+    if (!PyObject_TypeCheck(next, &TaskCoreType) || !next->fiber || !sf_is_fiber(next->fiber)) {
         PyErr_Format(PyExc_RuntimeError, "the ready queue holds %R, which has no fiber to run",
                      next);
         Py_DECREF(next);
@@ -397,8 +376,8 @@ static PyObject *yield_step(SchedulerCore *s, int count)
         Py_DECREF(next);
         return NULL;
     }
-    Py_SETREF(task->state, Py_NewRef(STATE_READY));
-    Py_SETREF(next->state, Py_NewRef(STATE_RUNNING));
+    Py_XSETREF(task->state, Py_NewRef(STATE_READY));  /* X: may have been deleted */
+    Py_XSETREF(next->state, Py_NewRef(STATE_RUNNING));
     Py_INCREF(task);                             /* held across the switch */
     Py_SETREF(s->current, (PyObject *)next);     /* takes over next's reference */
     PyObject *r = sf_fiber_switch_empty(next->fiber);
@@ -510,15 +489,9 @@ static PyMethodDef SchedulerCore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const object_field SCHEDULER_CURRENT = {"current", offsetof(SchedulerCore, current)};
-
-static PyGetSetDef SchedulerCore_getset[] = {
-    {"current", object_field_get, object_field_set, "the running task, or None while the hub runs",
-     (void *)&SCHEDULER_CURRENT},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
 static PyMemberDef SchedulerCore_members[] = {
+    {"current", T_OBJECT_EX, offsetof(SchedulerCore, current), 0,
+     "the running task, or None while the hub runs"},
     {"_countdown", T_PYSSIZET, offsetof(SchedulerCore, countdown), 0,
      "switches left before timers and I/O are checked"},
     {"ready", T_OBJECT, offsetof(SchedulerCore, ready), READONLY, "the ready queue (FIFO)"},
@@ -537,7 +510,6 @@ static PyTypeObject SchedulerCoreType = {
     .tp_clear = (inquiry)SchedulerCore_clear,
     .tp_methods = SchedulerCore_methods,
     .tp_members = SchedulerCore_members,
-    .tp_getset = SchedulerCore_getset,
 };
 
 int sf_scheduler_init(PyObject *m)
