@@ -247,3 +247,31 @@ def test_cancelled_select_leaves_no_waiters() -> None:
         assert "receivers=0" in repr(a) and "receivers=0" in repr(b)
 
     run(main)
+
+
+@pytest.mark.parametrize("op", ["send", "recv"])
+def test_bad_timeout_is_rejected_before_the_channel_changes(op: str) -> None:
+    def main() -> None:
+        ch: Channel[int] = Channel()
+        with pytest.raises(ValueError, match="timeout must be >= 0"):
+            if op == "send":
+                ch.send(1, timeout=float("nan"))
+            else:
+                ch.recv(timeout=-1)
+        assert "receivers=0 senders=0" in repr(ch)  # no stale waiter left behind
+        with pytest.raises(TimeoutError):
+            (ch.recv if op == "send" else lambda timeout: ch.send(2, timeout))(timeout=1)
+
+    vrun(main)
+
+
+def test_receiver_cancelled_after_the_hand_over_keeps_the_value() -> None:
+    def main() -> None:
+        ch: Channel[str] = Channel()
+        r = spawn(ch.recv)
+        yield_now()
+        ch.send("v")  # hands "v" to r, which is ready but has not run
+        r.cancel()
+        assert r.join() == "v"
+
+    vrun(main)

@@ -7,6 +7,7 @@ import pytest
 from stackful.lowlevel import current_time
 from stackful.queue import Empty, Full, Queue
 from stackful.runtime_api import Cancelled, run, sleep, spawn, yield_now
+from stackful.timeouts import timeout
 
 from ._support import vrun
 
@@ -130,3 +131,50 @@ def test_cancelled_putter_does_not_deliver() -> None:
 def test_queue_outside_run() -> None:
     with pytest.raises(RuntimeError, match=r"Queue.get\(\) must be called inside stackful.run"):
         Queue[int]().get()
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed-out"])
+def test_failed_put_is_not_counted_so_join_returns(how: str) -> None:
+    def main() -> None:
+        q: Queue[str] = Queue(1)
+        q.put("first")
+        if how == "cancelled":
+            t = spawn(q.put, "lost")
+            yield_now()
+            t.cancel()
+            with pytest.raises(Cancelled):
+                t.join()
+        else:
+            with pytest.raises(Full):
+                q.put("lost", timeout=1)
+        assert q.get() == "first"
+        q.task_done()
+        with timeout(10):
+            q.join()  # nothing unfinished: returns at once
+        with pytest.raises(ValueError, match="too many times"):
+            q.task_done()
+
+    vrun(main)
+
+
+def test_blocked_put_and_get_complete_when_cancelled_after_the_wake() -> None:
+    def main() -> None:
+        q: Queue[str] = Queue(1)
+        q.put("a")
+        putter = spawn(q.put, "b")
+        yield_now()
+        assert q.get() == "a"  # moves "b" in and wakes the putter...
+        putter.cancel()  # ...which is cancelled before it runs: its put stands
+        putter.join()
+        assert q.get() == "b"
+        getter = spawn(q.get)
+        yield_now()
+        q.put("c")  # handed straight to the getter...
+        getter.cancel()
+        assert getter.join() == "c"  # ...which keeps it
+        for _ in range(3):
+            q.task_done()
+        with timeout(10):
+            q.join()
+
+    vrun(main)

@@ -4,6 +4,7 @@ unretrieved exceptions, Ctrl-C, introspection and limits."""
 from __future__ import annotations
 
 import contextvars
+import math
 import os
 import signal
 import socket
@@ -761,3 +762,81 @@ def _try_cancel(task: Task, errors: list[str]) -> None:
         task.cancel()
     except RuntimeError as exc:
         errors.append(str(exc))
+
+
+def test_task_spawned_during_the_wind_down_is_wound_down_too() -> None:
+    born: list[Task] = []
+    ran: list[str] = []
+
+    def late() -> None:
+        ran.append("late")
+        for _ in range(1000):  # without the wind-down it would outlive main by 1000 s
+            sleep(1)
+
+    def child() -> None:
+        try:
+            sleep(math.inf)
+        finally:  # runs when main's end cancels us
+            born.append(spawn(late, name="late"))
+
+    def main() -> None:
+        spawn(child)
+        yield_now()
+
+    clock = VirtualClock()
+    run(main, clock=clock)
+    assert clock.now() == 0 and ran == []
+    assert born[0].cancelled()
+
+
+def test_pending_interruptions_keep_the_strongest() -> None:
+    def main() -> None:
+        rt = lowlevel.current_runtime()
+        me = current_task()
+        with lowlevel.timeout_scope(1) as outer, lowlevel.timeout_scope(1) as inner:
+            # Both fire while main runs (it never blocks): inner's lands after outer's, and
+            # must not replace it.
+            outer._fire(None)
+            inner._fire(None)
+            assert me._pending_exc is outer.error
+            rt.cancel(me)
+            assert isinstance(me._pending_exc, Cancelled)
+            outer._fire(None)  # a weaker one never replaces it
+            assert isinstance(me._pending_exc, Cancelled)
+            with pytest.raises(Cancelled):
+                yield_now()
+
+    vrun(main)
+
+
+@pytest.mark.parametrize("where", ["hub", "task"])
+def test_timer_callback_error_ends_the_run_and_reaches_no_task(where: str) -> None:
+    seen: list[str] = []
+
+    def spinner() -> None:
+        try:
+            while True:
+                clock.advance(0.5)
+                yield_now()  # timers are checked inside this task's yields
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    def sleeper() -> None:
+        try:
+            sleep(100)
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    def main() -> None:
+        spawn(sleeper)
+        if where == "task":
+            spawn(spinner)
+        lowlevel.call_later(1, lambda _: 1 / 0)
+        sleep(50)
+
+    clock = VirtualClock()
+    with pytest.raises(ZeroDivisionError):
+        run(main, clock=clock)
+    assert seen == (["Cancelled", "Cancelled"] if where == "task" else ["Cancelled"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
 
 import stackful
 from stackful import _native
+
+from ._support import run_crash_script
 
 
 def test_ready_queue_is_a_fifo() -> None:
@@ -99,3 +102,58 @@ def test_yield_now_round_robin_order() -> None:
 
     stackful.run(main)
     assert order == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+
+
+# What deleting (or mis-setting) each field of a C-backed object does, then what the run does.
+# The C hot path reads these fields; a NULL left by `del` used to crash the next yield.  Now
+# the scheduler's own fields are slots that may be deleted (so the interpreter specialises
+# them) but every C read checks: the worst outcome is a clear exception out of run().  Each
+# case runs in a subprocess that goes on yielding and ends the run.
+FIELD_OUTCOMES = {
+    "task.state": ("deleted", "run returned"),  # rewritten at the next switch
+    "task._fiber": ("deleted", "run raised AttributeError: .* has no attribute '_fiber'"),
+    "task._pending_exc": ("deleted", "run raised AttributeError: .* '_pending_exc'"),
+    "other.state": ("deleted", "run returned"),
+    "other._fiber": ("deleted", "run raised AttributeError: .* '_fiber'"),
+    "other._pending_exc": ("deleted", "run raised AttributeError: .* '_pending_exc'"),
+    "runtime.current": ("deleted", "run raised AttributeError: .* has no attribute 'current'"),
+    "runtime.ready": ("AttributeError: readonly attribute", "run returned"),
+    "runtime._countdown": ("TypeError: can't delete numeric/char attribute", "run returned"),
+    "runtime.current=junk": ("RuntimeError: yield_now\\(\\) must be called from a task",
+                             "run returned"),
+    "fiber.name": ("TypeError: name must be a str", "run returned"),
+    "fiber.parent": ("ValueError: a fiber's parent cannot be deleted or set to None",
+                     "run returned"),
+    "fiber.context": ("deleted", "run returned"),  # a fiber's context may be None
+    "fiber.__dict__": ("TypeError: cannot delete __dict__", "run returned"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_OUTCOMES))
+def test_deleting_a_core_field_never_crashes(field: str) -> None:
+    result = run_crash_script("delete_core_fields.py", field, timeout=60)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    outcome, end = FIELD_OUTCOMES[field]
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(f"outcome: {outcome}", lines[0]), out
+    assert re.match(end, lines[-1]), out
+
+
+def test_core_fields_read_as_missing_once_deleted() -> None:
+    class T(_native.TaskCore):
+        __slots__ = ()
+
+    t = T()
+    for name in ("state", "_fiber", "_pending_exc"):
+        delattr(t, name)
+        with pytest.raises(AttributeError):
+            getattr(t, name)
+        setattr(t, name, None)  # and may be set again
+        assert getattr(t, name) is None
+    s = _native.SchedulerCore()
+    del s.current
+    with pytest.raises(AttributeError):
+        s.current  # noqa: B018
+    s.current = t
+    assert s.current is t

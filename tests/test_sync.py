@@ -8,16 +8,19 @@ from typing import Any
 
 import pytest
 
+from stackful import lowlevel
 from stackful.lowlevel import current_time
 from stackful.runtime_api import (
     Cancelled,
     DeadlockError,
+    VirtualClock,
     run,
     sleep,
     spawn,
     yield_now,
 )
 from stackful.sync import Condition, Event, Lock, Semaphore
+from stackful.timeouts import timeout
 
 from ._support import vrun
 
@@ -320,3 +323,179 @@ def test_primitive_can_serve_consecutive_runs() -> None:
 
     run(main)
     run(main)
+
+
+# -- cancellation and timeouts landing next to a wake-up -----------------------------------------
+
+
+@pytest.mark.parametrize("factory", LOCK_FACTORIES, ids=LOCK_IDS)
+def test_hand_over_stands_when_a_cancel_lands_before_the_waiter_runs(
+    factory: Callable[[], Any],
+) -> None:
+    log: list[str] = []
+
+    def waiter() -> None:
+        with lock:
+            log.append("got it")
+            sleep(1)  # the pending cancellation is raised here, inside the with
+            log.append("unreachable")
+
+    def main() -> None:
+        lock.acquire()
+        w = spawn(waiter)
+        yield_now()
+        lock.release()  # hands the lock (unit) to w, which is ready but has not run
+        w.cancel()
+        with pytest.raises(Cancelled):
+            w.join()
+        assert log == ["got it"]
+        assert lock.acquire(blocking=False)  # w's with-block gave it back
+        lock.release()
+
+    lock = factory()
+    vrun(main)
+
+
+def _two_waiters(cond: Condition, woke: list[str]) -> tuple[Any, Any]:
+    def waiter(name: str) -> None:
+        with cond:
+            cond.wait()
+            woke.append(name)
+
+    a = spawn(waiter, "a")
+    b = spawn(waiter, "b")
+    yield_now()
+    return a, b
+
+
+@pytest.mark.parametrize("when", ["before-it-runs", "while-it-reacquires"])
+def test_notified_waiter_cancelled_passes_the_notification_on(when: str) -> None:
+    woke: list[str] = []
+
+    def main() -> None:
+        cond = Condition()
+        a, b = _two_waiters(cond, woke)
+        with cond:
+            cond.notify(1)  # a is notified...
+            if when == "before-it-runs":
+                a.cancel()  # ...and cancelled before it runs again
+            else:
+                yield_now()  # ...a now waits for the lock we hold
+                assert a.waiting_on == "Lock.acquire"
+                a.cancel()
+        with pytest.raises(Cancelled):
+            a.join()
+        b.join(timeout=10)  # b got the notification a could not use
+        assert woke == ["b"]
+        assert not cond.lock.locked()
+
+    vrun(main)
+
+
+def test_notified_waiter_timed_out_passes_the_notification_on() -> None:
+    woke: list[str] = []
+
+    def main() -> None:
+        cond = Condition()
+
+        def impatient() -> None:
+            with timeout(1), cond:
+                cond.wait()
+                woke.append("impatient")
+
+        def patient() -> None:
+            with cond:
+                cond.wait()
+                woke.append("patient")
+
+        a = spawn(impatient)
+        b = spawn(patient)
+        yield_now()
+        with cond:
+            cond.notify(1)
+            sleep(2)  # a's scope expires while a waits for the lock we hold
+        with pytest.raises(TimeoutError):
+            a.join()
+        b.join(timeout=10)
+        assert woke == ["patient"]
+
+    vrun(main)
+
+
+def test_cancel_during_reacquire_under_an_expiring_timeout_is_cancelled() -> None:
+    log: list[str] = []
+
+    def waiter() -> None:
+        try:
+            with timeout(1), cond:
+                cond.wait()
+        except TimeoutError:
+            log.append("caught TimeoutError and carried on")  # must not happen
+        log.append("after")
+
+    def main() -> None:
+        w = spawn(waiter)
+        yield_now()
+        with cond:
+            cond.notify()
+            sleep(2)  # w's timeout expires while it waits to re-take the lock we hold
+            w.cancel()
+        with pytest.raises(Cancelled):
+            w.join()
+        assert log == []
+
+    cond = Condition()
+    vrun(main)
+
+
+def test_cancel_in_the_same_tick_as_the_waits_own_timeout_is_cancelled() -> None:
+    clock = VirtualClock()
+    log: list[object] = []
+
+    def waiter() -> None:
+        with cond:
+            log.append(cond.wait(timeout=1))  # must raise, not return False
+
+    def main() -> None:
+        w = spawn(waiter)
+        yield_now()
+        lowlevel.call_later(1.5, lambda _: w.cancel())
+        spawn(clock.advance, 5)  # the wait's timeout (t=1), then the cancel, in one tick
+        with pytest.raises(Cancelled):
+            w.join()
+        assert log == [] and not cond.lock.locked()
+
+    cond = Condition()
+    run(main, clock=clock)
+
+
+def test_reacquiring_waiter_keeps_its_place_in_the_lock_queue() -> None:
+    order: list[str] = []
+
+    def waiter() -> None:
+        with cond:
+            cond.wait()
+            order.append("waiter")
+
+    def latecomer() -> None:
+        with cond:
+            order.append("latecomer")
+
+    def main() -> None:
+        w = spawn(waiter)
+        yield_now()
+        with cond:
+            cond.notify()
+            yield_now()  # w queues for the lock
+            late = spawn(latecomer)
+            yield_now()  # the latecomer queues behind it
+            w.cancel()  # does not send w to the back of the queue
+        assert cond.lock.owner is w  # the lock went to w first
+        with pytest.raises(Cancelled):
+            w.join()
+        late.join()
+        assert order == ["latecomer"]
+        assert not cond.lock.locked()
+
+    cond = Condition()
+    vrun(main)

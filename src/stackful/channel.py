@@ -14,7 +14,15 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from .lowlevel import RuntimeBinding, Task, park, timeout_scope, wake, wake_with_exception
+from .lowlevel import (
+    RuntimeBinding,
+    Task,
+    check_timeout,
+    park,
+    timeout_scope,
+    wake,
+    wake_with_exception,
+)
 
 __all__ = ["Channel", "ChannelClosed", "Recv", "Send", "select"]
 
@@ -131,6 +139,8 @@ class Channel(Generic[T]):
     def send(self, value: T, timeout: float | None = None) -> None:
         """Send ``value``; wait (up to ``timeout``) for a receiver or buffer room."""
         task = self._binding.task("send")
+        if timeout is not None:
+            check_timeout(timeout)
         if self._closed:
             raise self._send_closed()
         if self._try_send(value):
@@ -143,6 +153,8 @@ class Channel(Generic[T]):
         Raises :class:`ChannelClosed` once the channel is closed and drained.
         """
         task = self._binding.task("recv")
+        if timeout is not None:
+            check_timeout(timeout)
         ok, value = self._try_recv()
         if ok:
             return value  # type: ignore[return-value]
@@ -248,8 +260,7 @@ def select(*ops: Recv | Send, timeout: float | None = None) -> tuple[int, Any]:
     """
     if not ops:
         raise ValueError("select() needs at least one Recv or Send operation")
-    if timeout is not None and not timeout >= 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    check_timeout(timeout)
     task: Task | None = None
     for op in ops:
         if not isinstance(op, (Recv, Send)):

@@ -1,9 +1,11 @@
 """The small surface that synchronisation primitives are built on.
 
 Everything a primitive needs is here: the running task, :func:`park` it, :func:`wake` it
-(with a value or an exception), a cancellation :func:`checkpoint`, timers, and a FIFO
-:class:`WaitQueue` of parked tasks.  Primitives never touch the scheduler's internals, so
-the rules of suspension (cancellation, timeouts, deadlock reports) live in one place.
+(with a value or an exception), a cancellation :func:`checkpoint`, timers, a FIFO
+:class:`WaitQueue` of parked tasks, :func:`call_shielded` for a wait that must re-take
+something whatever happens, and :func:`check_timeout`, the one rule for timeouts.
+Primitives never touch the scheduler's internals, so the rules of suspension (cancellation,
+timeouts, deadlock reports) live in one place.
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._core import (
+    NEVER,
     Cancelled,
     Runtime,
     Task,
     TimeoutScope,
     Timer,
+    check_timeout,
     current_runtime_or_none,
+    deadline_after,
     get_runtime,
     get_task,
 )
 
 __all__ = [
     "Cancelled", "Runtime", "RuntimeBinding", "Task", "TimeoutScope", "Timer", "WaitQueue",
-    "call_later",
+    "call_later", "call_shielded", "check_timeout",
     "checkpoint", "current_runtime", "current_task", "current_time", "park", "timeout_scope",
     "wake", "wake_with_exception",
 ]
@@ -50,6 +55,17 @@ def park(reason: str, abort: Callable[[], object] | None = None) -> Any:
     shows in ``tasks()`` and deadlock reports.
     """
     return get_runtime("park()").park(reason, abort)
+
+
+def call_shielded(fn: Callable[[], Any], carry: BaseException | None = None) -> Any:
+    """Call ``fn()`` with the running task's interruptions held back, then raise the winner.
+
+    For a wait that must re-take something whatever happened, like ``Condition.wait``
+    re-taking its lock: a cancellation or timeout landing during ``fn()`` waits for it to
+    return; then the strongest of those and ``carry`` (an exception already on its way out)
+    is raised, by the rule of :meth:`Runtime.park`.  Returns ``fn()``'s result otherwise.
+    """
+    return get_runtime("call_shielded()").call_shielded(fn, carry)
 
 
 def wake(task: Task, value: Any = None) -> None:
@@ -80,18 +96,23 @@ def current_time() -> float:
 
 
 def call_later(seconds: float, callback: Callable[[Any], object], arg: Any = None) -> Timer:
-    """Call ``callback(arg)`` after ``seconds`` on the runtime's clock; ``.cancel()`` to stop."""
+    """Call ``callback(arg)`` after ``seconds`` on the runtime's clock; ``.cancel()`` to stop.
+
+    ``seconds`` follows :func:`check_timeout` (+inf: the callback never runs).  The callback
+    runs inside the scheduler and must not block; an exception it raises ends the run: the
+    tasks are wound down and ``run()`` raises it.
+    """
     rt = get_runtime("call_later()")
-    return rt.call_at(rt.clock.now() + seconds, callback, arg)
+    return rt.call_at(deadline_after(rt.clock.now(), seconds, "delay"), callback, arg)
 
 
 def timeout_scope(seconds: float | None, what: str = "") -> TimeoutScope:
-    """A :class:`TimeoutScope` ``seconds`` from now (None: never times out)."""
-    if seconds is None:
+    """A :class:`TimeoutScope` ``seconds`` from now (None or +inf: never times out)."""
+    # Checked before looking for a runtime: a bad value is a ValueError anywhere.
+    checked = NEVER if seconds is None else check_timeout(seconds)
+    if checked == NEVER:
         return TimeoutScope(None, what)
-    if not seconds >= 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {seconds!r}")
-    return TimeoutScope(get_runtime("timeout()").clock.now() + seconds, what)
+    return TimeoutScope(get_runtime("timeout()").clock.now() + checked, what)
 
 
 class RuntimeBinding:

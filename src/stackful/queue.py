@@ -11,7 +11,7 @@ import queue as _stdlib_queue
 from collections import deque
 from typing import Generic, TypeVar
 
-from .lowlevel import RuntimeBinding, WaitQueue
+from .lowlevel import RuntimeBinding, WaitQueue, check_timeout
 
 __all__ = ["Empty", "Full", "Queue"]
 
@@ -23,8 +23,8 @@ Full = _stdlib_queue.Full
 
 
 def _check_timeout(block: bool, timeout: float | None) -> None:
-    if timeout is not None and block and not timeout >= 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    if block:
+        check_timeout(timeout)
 
 
 class Queue(Generic[T]):
@@ -39,6 +39,8 @@ class Queue(Generic[T]):
         # Invariant: getters wait only while _items is empty; putters only while it is full.
         self._getters = WaitQueue()
         self._putters = WaitQueue()
+        # Invariant: _unfinished counts the items that entered the queue (or went straight to a
+        # getter) and were not yet marked done; a put that fails never counted.
         self._unfinished = 0
         self._joiners = WaitQueue()
         self._binding = RuntimeBinding("Queue")
@@ -59,21 +61,20 @@ class Queue(Generic[T]):
         """Add ``item``, waiting up to ``timeout`` seconds for room; ``Full`` if none came."""
         task = self._binding.task("put")
         _check_timeout(block, timeout)
-        self._unfinished += 1
         if self._getters:
+            self._unfinished += 1
             self._getters.wake_one(item)
             return
         if not self.full():
+            self._unfinished += 1
             self._items.append(item)
             return
         if not block:
-            self._unfinished -= 1
             raise Full
+        # Counted by the get() that moves the item in; a timeout or cancellation never is.
         ok, _ = self._putters.park_for(task, "Queue.put", timeout, item)
         if not ok:
-            self._unfinished -= 1
             raise Full
-        # When woken, a get() already moved our item into the queue.
 
     def put_nowait(self, item: T) -> None:
         """``put(item, block=False)``."""
@@ -88,6 +89,7 @@ class Queue(Generic[T]):
             if self._putters:
                 _, waiting_item = self._putters.wake_one()
                 self._items.append(waiting_item)
+                self._unfinished += 1
             return item
         if not block:
             raise Empty

@@ -2,7 +2,10 @@
 
 Every wait is FIFO and ownership is *handed over* on release: the first waiter gets the lock
 (or the semaphore's unit) before the releasing task can take it back, so no waiter starves.
-Timeouts follow ``threading``: ``acquire``/``wait`` return False when their timeout passes.
+Timeouts follow ``threading``: ``acquire``/``wait`` return False when their timeout passes
+(``None`` or ``inf``: no timeout; negative or NaN: ``ValueError``).  A wait that was satisfied
+(the lock handed over, the unit given, the event set) stands even if a cancellation or
+timeout lands before the task runs again: that is raised at its next blocking point.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from .lowlevel import Cancelled, RuntimeBinding, Task, WaitQueue, current_time
+from .lowlevel import (
+    RuntimeBinding,
+    Task,
+    WaitQueue,
+    check_timeout,
+    current_time,
+)
 
 __all__ = ["Condition", "Event", "Lock", "Semaphore"]
 
@@ -21,8 +30,7 @@ def _check_timeout(blocking: bool, timeout: float | None) -> None:
         return
     if not blocking:
         raise ValueError("can't specify a timeout for a non-blocking call")
-    if not timeout >= 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    check_timeout(timeout)
 
 
 class _HeldWith:
@@ -213,28 +221,30 @@ class Condition:
         return task
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock, wait for a notify, re-acquire; False if ``timeout`` passed."""
+        """Release the lock, wait for a notify, re-acquire; False if ``timeout`` passed.
+
+        The lock is always re-acquired, even when the wait ends in a cancellation or timeout
+        (those wait until it is; if several land, the rule of ``Runtime.park`` picks the one
+        raised).  A waiter that was notified but then ends with an exception passes the
+        notification on to the next waiter, so ``notify(1)`` is never lost.
+        """
         task = self._check_owner("wait")
         _check_timeout(True, timeout)
         self._lock.release()
         try:
-            ok, _ = self._waiters.park_for(task, "Condition.wait", timeout)
-        finally:
-            self._reacquire()
-        return ok
-
-    def _reacquire(self) -> None:
-        # The caller's ``with cond:`` will release the lock, so we must own it again even if a
-        # cancellation or timeout lands while we wait for it: retry, then re-raise that.
-        interrupted: BaseException | None = None
-        while True:
-            try:
-                self._lock.acquire()
-                break
-            except (Cancelled, TimeoutError) as exc:
-                interrupted = interrupted or exc
-        if interrupted is not None:
-            raise interrupted
+            notified, _ = self._waiters.park_for(task, "Condition.wait", timeout)
+        except BaseException as exc:
+            # Interrupted while waiting, so not notified (the interruption took us off the
+            # queue).  Re-take the lock, then raise exc or whatever stronger came meanwhile.
+            task._runtime.call_shielded(self._lock.acquire, exc)
+            raise
+        try:
+            task._runtime.call_shielded(self._lock.acquire)
+        except BaseException:
+            if notified and self._waiters:
+                self._waiters.wake_one()
+            raise
+        return notified
 
     def wait_for(self, predicate: Callable[[], object], timeout: float | None = None) -> bool:
         """Wait until ``predicate()`` is true; return its last value's truth."""

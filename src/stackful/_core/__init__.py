@@ -10,12 +10,12 @@ from ._io import HasFileno, fileno_of
 from ._run import Runtime, current_runtime_or_none, get_runtime, get_task
 from ._task import BLOCKED, FINISHED, READY, RUNNING, Task, TaskExceptHookArgs, default_excepthook
 from ._timeout import TimeoutScope
-from ._timers import Timer
+from ._timers import NEVER, Timer, check_timeout, deadline_after, deadline_at
 
 __all__ = [
-    "BLOCKED", "FINISHED", "READY", "RUNNING",
+    "BLOCKED", "FINISHED", "NEVER", "READY", "RUNNING",
     "BusyResourceError", "Cancelled", "Clock", "DeadlockError", "HasFileno", "Runtime",
     "SystemClock", "Task", "TaskExceptHookArgs", "TimeoutScope", "Timer", "TooManyTasksError",
-    "VirtualClock", "current_runtime_or_none", "default_excepthook", "fileno_of", "get_runtime",
-    "get_task",
+    "VirtualClock", "check_timeout", "current_runtime_or_none", "deadline_after", "deadline_at",
+    "default_excepthook", "fileno_of", "get_runtime", "get_task",
 ]

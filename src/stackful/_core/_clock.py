@@ -6,6 +6,7 @@ The scheduler never calls ``time.monotonic`` itself: it asks its clock, so tests
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
@@ -55,8 +56,11 @@ class VirtualClock:
     __slots__ = ("_now", "autojump_threshold")
 
     def __init__(self, start: float = 0.0, *, autojump_threshold: float = 0.0) -> None:
-        if autojump_threshold < 0:
-            raise ValueError(f"autojump_threshold must be >= 0, got {autojump_threshold!r}")
+        if not 0 <= autojump_threshold < math.inf:
+            raise ValueError(f"autojump_threshold must be finite and >= 0, got "
+                             f"{autojump_threshold!r}")
+        if not math.isfinite(start):
+            raise ValueError(f"a virtual clock starts at a finite time, not {start!r}")
         self._now = float(start)
         self.autojump_threshold = autojump_threshold
 
@@ -68,6 +72,8 @@ class VirtualClock:
         """Move virtual time forward by ``seconds`` (timers now due fire at the next tick)."""
         if seconds < 0:
             raise ValueError(f"cannot move a clock backwards (advance({seconds!r}))")
+        if not seconds < math.inf:  # inf or NaN: every later deadline would be lost
+            raise ValueError(f"cannot advance a clock by {seconds!r}")
         self._now += seconds
 
     def idle_timeout(self, deadline: float) -> float:

@@ -11,7 +11,8 @@ Principles (the seeds' ``Runtime`` grown up):
   dying fiber onto the next task's fiber, so the core's "return to parent" is that switch.
 * Every suspension goes through :meth:`Runtime.park` or :meth:`Runtime.yield_now`; those are
   the only places where a task gives up control, and the only places where a pending
-  cancellation, timeout or deferred Ctrl-C is raised.
+  cancellation, timeout or deferred Ctrl-C is raised.  Which of two interruptions wins when
+  both land before the task runs is one rule, written down once: :meth:`Runtime.park`.
 * Nothing here imports the user primitives; they sit on ``stackful.lowlevel``.
 """
 
@@ -45,7 +46,7 @@ from ._task import (
     TaskExceptHookArgs,
     default_excepthook,
 )
-from ._timers import Timer, TimerHeap
+from ._timers import NEVER, Timer, TimerHeap, deadline_after, deadline_at
 
 # How many times shutdown re-delivers Cancelled to a task that keeps blocking after it, before
 # giving up on it (killing its fiber).  Two covers the usual "blocking call in a finally".
@@ -122,7 +123,8 @@ class Runtime(SchedulerCore):
         self._countdown = 0  # a SchedulerCore field
         self._shutting_down = False
         self._shutdown_rounds = 0
-        # The KeyboardInterrupt / SystemExit that ends the run, once one happened.
+        # The exception that ends the run early, once one happened: KeyboardInterrupt or
+        # SystemExit (in a task or the hub), or whatever a timer callback raised.
         self._interrupt: BaseException | None = None
         # Ctrl-C that arrived while the hub was busy: handled at the hub's next loop.
         self._hub_interrupt_pending = False
@@ -230,7 +232,7 @@ class Runtime(SchedulerCore):
             self.wake(task)
         if not woken and deadline is not None:
             self.clock.idle_expired(deadline)
-        self.timers.fire_due(self.clock.now())
+        self.timers.fire_due(self.clock.now(), self._on_interrupt)
         self._countdown = self._batch_size()
 
     def _batch_size(self) -> int:
@@ -243,23 +245,33 @@ class Runtime(SchedulerCore):
     def _tick(self) -> None:
         """Fire due timers and collect ready fds without blocking; start a new batch."""
         if self.timers.active:
-            self.timers.fire_due(self.clock.now())
+            self.timers.fire_due(self.clock.now(), self._on_interrupt)
         if self.io.waiting:
             for task in self.io.poll(0):
                 self.wake(task)
         self._countdown = self._batch_size()
 
     def _pick_next(self) -> Task | None:
-        """Pop the next ready task (FIFO), checking timers and I/O once per batch."""
+        """Pop the next ready task (FIFO), checking timers and I/O once per batch.
+
+        Called from a task, None also when a timer callback just ended the run: the hub must
+        wind it down (the task is queued or parked already).
+        """
         self._countdown -= 1
         if self._countdown <= 0:
             self._tick()
+            if self._interrupt is not None and self.current is not None and self._run_ending():
+                return None
         if self.ready:
             task: Task = self.ready.popleft()
             return task
         return None
 
     # -- shutdown ------------------------------------------------------------------------------
+
+    def _run_ending(self) -> bool:
+        """True once something ended the run and the hub has not started winding down."""
+        return self._interrupt is not None and not self._shutting_down
 
     def _start_shutdown(self) -> None:
         self._shutting_down = True
@@ -320,6 +332,10 @@ class Runtime(SchedulerCore):
         task._fiber = fiber
         self._live[task] = None
         self.ready.append(task)
+        if self._shutting_down:
+            # Born during the wind-down (say, in a finally block): wound down like the rest,
+            # or run() would wait for it forever.
+            self.cancel(task)
         return task
 
     def _task_body(self, *_ignored: Any) -> None:
@@ -448,10 +464,28 @@ class Runtime(SchedulerCore):
         """What the C yield step hands back: a batch to end, or a pending exception."""
         if outcome == 2:  # the batch is over: timers and I/O first
             self._tick()
-            outcome = self._switch_next()
+            if self._interrupt is not None and self._run_ending():
+                # A timer callback raised: go to the hub, which winds the run down.
+                task = self.current
+                assert task is not None and self._hub is not None
+                task.state = READY
+                self.ready.append(task)
+                self.current = None
+                self._hub.switch()
+                outcome = 0 if task._pending_exc is None else 3
+            else:
+                outcome = self._switch_next()
         if outcome:  # a pending exception, before or after the switch
             task = self.current
             assert task is not None
+            if task._shield:
+                # Shielded: the interruption waits for the shield's end.  Before the switch
+                # (outcome 1) the C step did nothing, so yield here.
+                if outcome == 1:
+                    task.state = READY
+                    self.ready.append(task)
+                    self._switch_away(task)
+                return
             self._raise_pending(task, None)
 
     def park(self, reason: str, abort: Callable[[], object] | None = None) -> Any:
@@ -461,11 +495,36 @@ class Runtime(SchedulerCore):
         ``abort`` undoes that registration when the wait is interrupted (cancel, timeout).
         ``reason`` names the wait for ``tasks()`` and deadlock reports.  Returns the value
         passed to :meth:`wake`, or raises the exception passed to :meth:`wake_with_exception`.
+
+        **Interruptions, and which one wins.**  An interruption -- ``KeyboardInterrupt`` or
+        ``SystemExit`` (the run is ending), :class:`Cancelled` (``Task.cancel``, shutdown), the
+        ``TimeoutError`` of a timeout scope -- is raised in a task only by ``park`` (and by
+        ``yield_now``, a park of one round): by the park the task is blocked in, which
+        aborts its wait; or, if it arrives while the task is not blocked, by the next
+        park the task enters.  Until the task has resumed and seen it, the interruption is
+        *undelivered*, and a task has at most one undelivered interruption.  When a second one
+        arrives first, the stronger is kept and the other dropped::
+
+            KeyboardInterrupt/SystemExit > Cancelled > outer scope's TimeoutError > inner one's
+
+        Why the stronger, and why drop the other: the stronger one unwinds everything the
+        weaker would have (the run ends; the task ends; an outer scope's body contains the
+        inner scope), so nothing is lost by not raising the weaker.  Raising the weaker first
+        would let the task catch it and carry on -- ``lock.acquire(timeout=1)`` returns False
+        -- and the stronger would be lost, or withdrawn when its scope exits "in time".
+
+        Same-tick cases follow from that.  A task woken by an interruption has not seen it
+        until it resumes, so a stronger one landing before then replaces it.  A task woken by
+        :meth:`wake` or :meth:`wake_with_exception` has *completed* its wait (it has the lock,
+        the item, the join result): that stands, and an interruption landing before it resumes
+        is undelivered, for its next park.  Under a shield (:meth:`call_shielded`, which
+        ``Condition.wait`` uses to re-take its lock) park is not interrupted at all: the
+        interruption waits, by the same rule, for the shield's end.
         """
         task = self.current
         if task is None:
             raise RuntimeError("park() must be called from a task")
-        if task._pending_exc is not None:
+        if task._pending_exc is not None and not task._shield:
             self._raise_pending(task, abort)
         task.state = BLOCKED
         task._wait_reason = reason
@@ -487,6 +546,35 @@ class Runtime(SchedulerCore):
         assert exc is not None
         raise exc
 
+    def call_shielded(
+        self, fn: Callable[[], Any], carry: BaseException | None = None
+    ) -> Any:
+        """Call ``fn()`` in the running task with interruptions held back, then deliver them.
+
+        For a wait that must re-take something whatever happened (``Condition.wait``
+        re-taking its lock): an interruption landing during ``fn()`` does not abort its wait
+        (so it keeps its place in line); it stays undelivered, ranked by :meth:`park`'s rule
+        against ``carry`` (an exception already on its way out: the wait's own interruption)
+        and against any other.  When ``fn()`` returns, the winner is raised -- ``carry`` itself
+        if nothing stronger came -- else ``fn()``'s result is returned.
+        """
+        task = self.current
+        if task is None:
+            raise RuntimeError("call_shielded() must be called from a task")
+        if carry is not None:
+            self._hold(task, carry)
+        task._shield += 1
+        try:
+            result = fn()
+        finally:
+            task._shield -= 1
+        if not task._shield:
+            exc = task._pending_exc
+            if exc is not None:
+                task._pending_exc = None
+                raise exc
+        return result
+
     def wake(self, task: Task, value: Any = None) -> None:
         """Make a parked task ready; its ``park()`` returns ``value``."""
         self._unpark(task)
@@ -507,13 +595,14 @@ class Runtime(SchedulerCore):
     def interrupt(self, task: Task, exc: BaseException) -> None:
         """Raise ``exc`` in ``task`` at its current wait, or at its next blocking point.
 
-        Used for cancellation and timeouts.  A parked task's ``abort`` callback runs first, so
-        the primitive it waited on forgets it.
+        Used for cancellation, timeouts and Ctrl-C; which interruption wins when two land
+        before the task runs is :meth:`park`'s rule.  A parked task's ``abort`` callback runs
+        first, so the primitive it waited on forgets it.
         """
         state = task.state
         if state is FINISHED:
             return
-        if state is BLOCKED:
+        if state is BLOCKED and not task._shield:
             abort = task._abort
             task._abort = None
             if abort is not None:
@@ -522,10 +611,19 @@ class Runtime(SchedulerCore):
             task.state = READY
             self.ready.append(task)
             return
-        # Ready or running: deliver at the next blocking point.  Ctrl-C beats cancellation,
-        # which beats a timeout: the stronger request must not be lost.
+        if state is READY:
+            woken_by = task._resume_exc
+            if woken_by is not None and _strength(task, woken_by) > _NOT_AN_INTERRUPTION:
+                # Woken by an interruption it has not seen yet: the two compete at that park.
+                if _strength(task, exc) > _strength(task, woken_by):
+                    task._resume_exc = exc
+                return
+        self._hold(task, exc)
+
+    def _hold(self, task: Task, exc: BaseException) -> None:
+        """Keep ``exc`` undelivered for the task's next park, unless a stronger one waits."""
         old = task._pending_exc
-        if old is None or _priority(exc) >= _priority(old):
+        if old is None or _strength(task, exc) > _strength(task, old):
             task._pending_exc = exc
 
     def cancel(self, task: Task) -> bool:
@@ -545,8 +643,7 @@ class Runtime(SchedulerCore):
             raise RuntimeError(f"cannot join task {task.name!r}: it belongs to another runtime")
         if task is me:
             raise RuntimeError(f"task {task.name!r} cannot join itself (it would wait forever)")
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        deadline = NEVER if timeout is None else deadline_after(self.clock.now(), timeout)
         if task.state is not FINISHED:
             joiners = task._joiners
             joiners.append(me)
@@ -554,12 +651,12 @@ class Runtime(SchedulerCore):
             def abort() -> None:
                 joiners.remove(me)
 
-            if timeout is None:
+            if deadline == NEVER:
                 self.park(f"join({task.name!r})", abort)
             else:
                 from ._timeout import TimeoutScope
 
-                with TimeoutScope(self.clock.now() + timeout, f"join({task.name!r})"):
+                with TimeoutScope(deadline, f"join({task.name!r})"):
                     self.park(f"join({task.name!r})", abort)
         return task.result()
 
@@ -573,23 +670,25 @@ class Runtime(SchedulerCore):
     # -- timers, sleeping and I/O waits ------------------------------------------------------------
 
     def call_at(self, deadline: float, callback: Callable[[Any], object], arg: Any) -> Timer:
-        """Schedule ``callback(arg)`` when the clock reaches ``deadline``."""
+        """Schedule ``callback(arg)`` when the clock reaches ``deadline`` (+inf: never)."""
         return self.timers.schedule(deadline, callback, arg)
 
     def sleep(self, seconds: float) -> None:
-        """Block the running task for ``seconds`` (0: just yield)."""
-        if not seconds > 0:
-            if seconds == 0:
-                self.yield_now()
-                return
-            raise ValueError(f"sleep length must be >= 0, got {seconds!r}")
-        self.sleep_until(self.clock.now() + seconds)
+        """Block the running task for ``seconds`` (0: just yield; +inf: until cancelled)."""
+        if seconds == 0:
+            self.yield_now()
+            return
+        self.sleep_until(deadline_after(self.clock.now(), seconds, "sleep length", none_ok=False))
 
     def sleep_until(self, deadline: float) -> None:
-        """Block the running task until the clock reaches ``deadline``."""
+        """Block the running task until the clock reaches ``deadline`` (+inf: until cancelled)."""
         task = self.current
         if task is None:
             raise RuntimeError("sleep() must be called from a task")
+        deadline = deadline_at(deadline)
+        if deadline == NEVER:
+            self.park("sleep", None)
+            return
         timer = self.timers.schedule(deadline, self._wake_sleeper, task)
         self.park("sleep", timer.cancel)
 
@@ -600,8 +699,7 @@ class Runtime(SchedulerCore):
         """Block the running task until ``obj`` is readable (or writable)."""
         what = "wait_writable()" if writable else "wait_readable()"
         task = get_task(what)
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        deadline = NEVER if timeout is None else deadline_after(self.clock.now(), timeout)
         fd = fileno_of(obj)
         event = WRITE if writable else READ
         io = self.io
@@ -611,12 +709,12 @@ class Runtime(SchedulerCore):
             io.remove(fd, event, task)
 
         reason = f"{what[:-2]}(fd={fd})"
-        if timeout is None:
+        if deadline == NEVER:
             self.park(reason, abort)
         else:
             from ._timeout import TimeoutScope
 
-            with TimeoutScope(self.clock.now() + timeout, reason):
+            with TimeoutScope(deadline, reason):
                 self.park(reason, abort)
 
     # -- introspection ---------------------------------------------------------------------------
@@ -653,12 +751,21 @@ class Runtime(SchedulerCore):
             self.interrupt(task, KeyboardInterrupt())
 
 
-def _priority(exc: BaseException) -> int:
+_NOT_AN_INTERRUPTION = (0, 0)
+
+
+def _strength(task: Task, exc: BaseException) -> tuple[int, int]:
+    """Rank of an interruption by :meth:`Runtime.park`'s rule (higher wins)."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return 2
+        return (3, 0)
     if isinstance(exc, Cancelled):
-        return 1
-    return 0
+        return (2, 0)
+    scopes = task._scopes
+    if scopes:
+        for depth, scope in enumerate(scopes):  # outermost first
+            if scope.error is exc:
+                return (1, -depth)
+    return _NOT_AN_INTERRUPTION  # e.g. an error a primitive woke the task with
 
 
 def _is_stackful_frame(frame: FrameType) -> bool:

@@ -17,6 +17,7 @@ from ._exceptions import Cancelled
 
 if TYPE_CHECKING:
     from ._run import Runtime
+    from ._timeout import TimeoutScope
 
 # Task states, in the seeds' terms (Ready / Running) plus the two a real runtime needs.
 # Plain interned strings: compared with ``is`` on the hot path, readable in ``tasks()``.
@@ -53,7 +54,7 @@ class Task(TaskCore):
         "name", "id", "_runtime", "_fn", "_args", "_kwargs",
         "_resume_value", "_resume_exc", "_abort", "_wait_reason",
         "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
-        "_cancel_count", "__weakref__",
+        "_cancel_count", "_shield", "_scopes", "__weakref__",
     )
 
     def __init__(
@@ -78,9 +79,14 @@ class Task(TaskCore):
         # Set by whoever wakes the task; read once by the task when it resumes.
         self._resume_value: Any = None
         self._resume_exc: BaseException | None = None
-        # An exception (Cancelled, TimeoutError, KeyboardInterrupt) to raise at the task's next
-        # blocking point, because it arrived while the task was not blocked.
+        # An interruption (Cancelled, a scope's TimeoutError, KeyboardInterrupt) to raise at the
+        # task's next blocking point, because it arrived while the task was not blocked (or was
+        # shielded).  At most one: Runtime.park's rule keeps the stronger.
         self._pending_exc = None
+        # > 0 while interruptions must wait (Runtime.call_shielded).
+        self._shield = 0
+        # The task's open TimeoutScopes, outermost first (None until it opens one).
+        self._scopes: list[TimeoutScope] | None = None
         self._abort: Callable[[], object] | None = None
         self._wait_reason = ""
         self._joiners: list[Task] = []

@@ -3,7 +3,9 @@
 It is a timer plus :meth:`Runtime.interrupt`: when the timer fires, the task's current wait
 (or its next blocking point) raises this scope's own ``TimeoutError`` instance.  Owning the
 instance lets nested scopes tell their timeout from an outer one, and lets a scope whose body
-finished in time withdraw a timeout that fired but was never delivered.
+finished in time withdraw a timeout that fired but was never delivered.  A task's open scopes
+are listed on it, outermost first: that nesting is how :meth:`Runtime.park`'s rule ranks two
+timeouts that land in the same tick (the outer one wins).
 """
 
 from __future__ import annotations
@@ -12,19 +14,23 @@ from types import TracebackType
 
 from ._run import get_task
 from ._task import Task
-from ._timers import Timer
+from ._timers import NEVER, Timer, deadline_at
 
 
 class TimeoutScope:
     """Context manager: the body gets ``TimeoutError`` if it is still blocked at ``deadline``.
 
-    ``deadline`` is on the runtime's clock; None means no deadline.  ``expired`` tells
-    afterwards whether this scope's deadline passed inside the body.
+    ``deadline`` is on the runtime's clock; None or +inf mean no deadline, NaN is a
+    ``ValueError``, a deadline already past expires at the body's first blocking point.
+    ``expired`` tells afterwards whether this scope's deadline passed inside the body.
     """
 
     __slots__ = ("deadline", "what", "expired", "error", "_task", "_timer")
 
     def __init__(self, deadline: float | None, what: str = "") -> None:
+        if type(deadline) is not float or not deadline < NEVER:  # not the common case
+            checked = deadline_at(deadline)
+            deadline = None if checked == NEVER else checked
         self.deadline = deadline
         self.what = what
         self.expired = False
@@ -37,6 +43,11 @@ class TimeoutScope:
         if self._task is not None:
             raise RuntimeError("a timeout scope cannot be entered twice")
         self._task = task
+        scopes = task._scopes
+        if scopes is None:
+            task._scopes = [self]
+        else:
+            scopes.append(self)
         if self.deadline is not None:
             self._timer = task._runtime.call_at(self.deadline, self._fire, None)
         return self
@@ -59,6 +70,12 @@ class TimeoutScope:
             self._timer.cancel()
         task = self._task
         assert task is not None
+        scopes = task._scopes
+        assert scopes is not None
+        if scopes[-1] is self:
+            scopes.pop()
+        else:  # exited out of order (by hand): still forget it
+            scopes.remove(self)
         if self.error is not None and task._pending_exc is self.error:
             # Fired, but the body finished before blocking again: it made it in time.
             task._pending_exc = None
