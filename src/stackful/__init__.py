@@ -33,6 +33,7 @@ if not ((3, 11) <= _sys.version_info[:2] <= (3, 13)):
 if _sys.implementation.name != "cpython":
     raise ImportError(f"stackful needs CPython, not {_sys.implementation.name}")
 
+from ._discard import on_discard as _on_discard  # noqa: E402
 from ._native import (  # noqa: E402
     DEFAULT_STACK_SIZE,
     MIN_STACK_SIZE,
@@ -47,7 +48,6 @@ from ._native import (  # noqa: E402
     set_default_stack_size,
     stack_pool,
 )
-from ._discard import on_discard as _on_discard  # noqa: E402
 from ._native import set_discard_hook as _set_discard_hook  # noqa: E402
 
 _set_discard_hook(_on_discard)

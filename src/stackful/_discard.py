@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 
 def _frames(frame: FrameType | None) -> Iterator[FrameType]:
@@ -35,7 +36,9 @@ def _stop_asyncio_loops(frame: FrameType, own_thread: bool) -> None:
     for f in _frames(frame):
         if f.f_code is not run_forever:
             continue
-        loop = f.f_locals.get("self")
+        loop: Any = f.f_locals.get("self")
+        if loop is None:
+            continue
         old_hooks = f.f_locals.get("old_agen_hooks")  # 3.11 keeps them in a local
         loop._stopping = False
         loop._thread_id = None
