@@ -17,6 +17,7 @@ from stackful import lowlevel
 from stackful.runtime_api import (
     BusyResourceError,
     Cancelled,
+    ClosedResourceError,
     DeadlockError,
     Runtime,
     Task,
@@ -24,6 +25,7 @@ from stackful.runtime_api import (
     TooManyTasksError,
     VirtualClock,
     current_task,
+    notify_closing,
     run,
     sleep,
     spawn,
@@ -352,6 +354,46 @@ def test_wait_readable_wakes_when_data_arrives() -> None:
         assert run(main) == b"hello"
     finally:
         a.close()
+        b.close()
+
+
+def test_closing_an_fd_wakes_its_waiters_and_frees_the_number() -> None:
+    """notify_closing() before close(): every waiter gets ClosedResourceError naming the fd
+    (not a hang), and a new socket that gets the same number starts clean."""
+    a, b = socket.socketpair()
+    fd = a.fileno()
+
+    def main() -> str:
+        reader = spawn(wait_readable, a)
+        filler = bytes(1 << 20)
+        while True:  # fill the send buffer so that a writer waits too
+            try:
+                a.send(filler, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+        writer = spawn(wait_writable, a)
+        yield_now()
+        assert reader.state == writer.state == "blocked"
+        notify_closing(a)
+        a.close()
+        for t, what in ((reader, "readable"), (writer, "writable")):
+            with pytest.raises(ClosedResourceError, match=f"fd {fd} was closed .*{what}"):
+                t.join()
+        c, d = socket.socketpair()  # the lowest free numbers: one of them is fd again
+        try:
+            assert fd in (c.fileno(), d.fileno())
+            again = c if c.fileno() == fd else d
+            other = d if again is c else c
+            other.send(b"x")
+            wait_readable(again, timeout=5)  # no BusyResourceError, no stale registration
+            return again.recv(1).decode()
+        finally:
+            c.close()
+            d.close()
+
+    try:
+        assert run(main) == "x"
+    finally:
         b.close()
 
 

@@ -3,6 +3,7 @@
 from .runtime_api import (
     BusyResourceError,
     Cancelled,
+    ClosedResourceError,
     DeadlockError,
     Runtime,
     Task,
@@ -10,6 +11,7 @@ from .runtime_api import (
     TooManyTasksError,
     VirtualClock,
     current_task,
+    notify_closing,
     run,
     sleep,
     spawn,
@@ -20,7 +22,7 @@ from .runtime_api import (
 )
 
 __all__ = [
-    "BusyResourceError", "Cancelled", "DeadlockError", "Runtime", "Task", "TaskExceptHookArgs",
-    "TooManyTasksError", "VirtualClock", "current_task", "run", "sleep", "spawn", "tasks",
-    "wait_readable", "wait_writable", "yield_now",
+    "BusyResourceError", "Cancelled", "ClosedResourceError", "DeadlockError", "Runtime", "Task",
+    "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock", "current_task", "notify_closing",
+    "run", "sleep", "spawn", "tasks", "wait_readable", "wait_writable", "yield_now",
 ]

@@ -13,6 +13,7 @@ from ._core import (
     BusyResourceError,
     Cancelled,
     Clock,
+    ClosedResourceError,
     DeadlockError,
     HasFileno,
     Runtime,
@@ -29,9 +30,10 @@ from ._native import yield_now as _native_yield_now
 T = TypeVar("T")
 
 __all__ = [
-    "BusyResourceError", "Cancelled", "Clock", "DeadlockError", "Runtime", "SystemClock", "Task",
-    "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock", "current_task", "run", "sleep",
-    "spawn", "tasks", "wait_readable", "wait_writable", "yield_now",
+    "BusyResourceError", "Cancelled", "Clock", "ClosedResourceError", "DeadlockError", "Runtime",
+    "SystemClock", "Task", "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock",
+    "current_task", "notify_closing", "run", "sleep", "spawn", "tasks", "wait_readable",
+    "wait_writable", "yield_now",
 ]
 
 
@@ -81,6 +83,15 @@ def wait_readable(fd: int | HasFileno, timeout: float | None = None) -> None:
 def wait_writable(fd: int | HasFileno, timeout: float | None = None) -> None:
     """Block until ``fd`` is writable; raises ``TimeoutError`` after ``timeout`` seconds."""
     get_runtime("wait_writable()").wait_fd(fd, True, timeout)
+
+
+def notify_closing(fd: int | HasFileno) -> None:
+    """Call before closing ``fd``: tasks waiting on it get :class:`ClosedResourceError`.
+
+    stackful's own sockets do this in ``close()``; code that closes raw file descriptors other
+    tasks may be waiting on must call it, or those tasks never wake.
+    """
+    get_runtime("notify_closing()").notify_closing(fd)
 
 
 def current_task() -> Task:

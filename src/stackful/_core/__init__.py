@@ -5,7 +5,13 @@ which re-exports the small part of this package they need.
 """
 
 from ._clock import Clock, SystemClock, VirtualClock
-from ._exceptions import BusyResourceError, Cancelled, DeadlockError, TooManyTasksError
+from ._exceptions import (
+    BusyResourceError,
+    Cancelled,
+    ClosedResourceError,
+    DeadlockError,
+    TooManyTasksError,
+)
 from ._io import HasFileno, fileno_of
 from ._run import Runtime, current_runtime_or_none, get_runtime, get_task
 from ._task import BLOCKED, FINISHED, READY, RUNNING, Task, TaskExceptHookArgs, default_excepthook
@@ -14,7 +20,8 @@ from ._timers import NEVER, Timer, check_timeout, deadline_after, deadline_at
 
 __all__ = [
     "BLOCKED", "FINISHED", "NEVER", "READY", "RUNNING",
-    "BusyResourceError", "Cancelled", "Clock", "DeadlockError", "HasFileno", "Runtime",
+    "BusyResourceError", "Cancelled", "ClosedResourceError", "Clock", "DeadlockError",
+    "HasFileno", "Runtime",
     "SystemClock", "Task", "TaskExceptHookArgs", "TimeoutScope", "Timer", "TooManyTasksError",
     "VirtualClock", "check_timeout", "current_runtime_or_none", "deadline_after", "deadline_at",
     "default_excepthook", "fileno_of", "get_runtime", "get_task",

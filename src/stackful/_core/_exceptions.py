@@ -35,3 +35,12 @@ class TooManyTasksError(RuntimeError):
 
 class BusyResourceError(RuntimeError):
     """Raised when a second task waits for the same event on a file descriptor."""
+
+
+class ClosedResourceError(OSError):
+    """Raised in a task waiting on a file descriptor that was closed under it.
+
+    Whoever closes a file descriptor that tasks may be waiting on calls ``notify_closing(fd)``
+    first (stackful's own sockets do): each waiter then gets this error, naming the fd, instead
+    of sleeping for good, and the fd's number is free for the next file that gets it.
+    """

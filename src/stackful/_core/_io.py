@@ -101,6 +101,19 @@ class IOPoller:
                 # The fd may already be closed; epoll forgot it then, which is what we want.
                 pass
 
+    def forget(self, fd: int) -> list[tuple[Any, str]]:
+        """``fd`` is about to be closed: drop it, return its waiters with what they waited for."""
+        pair = self._waiters.pop(fd, None)
+        if pair is None:
+            return []
+        if self._selector is not None:
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
+        waits = zip(pair, ("readable", "writable"), strict=True)
+        return [(w, what) for w, what in waits if w is not None]
+
     def poll(self, timeout: float | None) -> list[Any]:
         """Wait up to ``timeout`` seconds (None: forever); return the waiters whose fd is ready."""
         sel = self._sel()

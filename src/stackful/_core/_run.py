@@ -35,7 +35,7 @@ from .._native import (
     set_thread_scheduler,
 )
 from ._clock import Clock, SystemClock
-from ._exceptions import Cancelled, DeadlockError, TooManyTasksError
+from ._exceptions import Cancelled, ClosedResourceError, DeadlockError, TooManyTasksError
 from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of
 from ._task import (
     BLOCKED,
@@ -716,6 +716,19 @@ class Runtime(SchedulerCore):
 
             with TimeoutScope(deadline, reason):
                 self.park(reason, abort)
+
+    def notify_closing(self, obj: int | HasFileno) -> None:
+        """``obj``'s file descriptor is about to be closed: wake its waiters with an error.
+
+        Each task waiting for it to become readable or writable gets
+        :class:`ClosedResourceError`; the fd's registration is dropped, so a new file that
+        gets the same number starts clean.  Call it before ``close()``.
+        """
+        fd = fileno_of(obj)
+        for task, what in self.io.forget(fd):
+            self.wake_with_exception(
+                task, ClosedResourceError(f"fd {fd} was closed while a task waited for it "
+                                          f"to become {what}"))
 
     # -- introspection ---------------------------------------------------------------------------
 
