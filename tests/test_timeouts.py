@@ -68,6 +68,30 @@ def test_timeout_that_fires_after_the_wait_completed_is_withdrawn_at_exit() -> N
     run(main, clock=clock)
 
 
+def test_early_exit_timeouts_leave_nothing_in_the_timer_heap() -> None:
+    """A scope that exits before its deadline removes its timer at once: many of them hold
+    no memory until their (far) deadline, and the heap stays empty."""
+    import gc
+    import sys
+
+    def main() -> tuple[int, int]:
+        rt = lowlevel.current_runtime()
+        for _ in range(2_000):  # warm up allocator pools
+            with timeout(60):
+                pass
+        gc.collect()
+        before = sys.getallocatedblocks()
+        for _ in range(100_000):
+            with timeout(60):
+                pass
+        gc.collect()
+        return rt.timers.active, sys.getallocatedblocks() - before
+
+    active, grown = vrun(main)
+    assert active == 0
+    assert grown < 1_000  # was one timer (and its scope) per exited scope
+
+
 def test_nested_scopes_raise_their_own_error() -> None:
     def main() -> None:
         with pytest.raises(TimeoutError) as info:

@@ -1,8 +1,7 @@
-"""The timer heap: callbacks ordered by deadline; and the one check of every deadline.
+"""The timer heap (in C) and the one check of every deadline.
 
-Cancelled timers stay in the heap (removing from the middle of a heap is O(n)) and are
-dropped lazily when they reach the top; ``active`` counts only live ones, because deadlock
-detection must not mistake a cancelled timer for something that could still wake a task.
+``active`` counts the pending timers: deadlock detection must not mistake a cancelled timer
+for something that could still wake a task.
 
 Every timeout and deadline a user passes (``sleep``, ``timeout``, ``timeout_at``, ``join``,
 the primitives' ``timeout=``, I/O waits, ``call_later``) goes through :func:`deadline_after`
@@ -20,12 +19,11 @@ same rule.  The rule:
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import numbers
-from collections.abc import Callable
-from typing import Any
+
+from .._native import Timer as _Timer
+from .._native import TimerHeap as _TimerHeap
 
 NEVER = math.inf
 
@@ -78,96 +76,9 @@ def check_timeout(seconds: float | None, what: str = "timeout") -> float:
     return deadline_after(0.0, seconds, what)
 
 
-class Timer:
-    """A scheduled callback; :meth:`cancel` it to stop it from firing."""
-
-    __slots__ = ("deadline", "_callback", "_arg", "_heap", "_live")
-
-    def __init__(
-        self, heap: TimerHeap | None, deadline: float, callback: Callable[[Any], object], arg: Any
-    ) -> None:
-        self.deadline = deadline
-        self._callback = callback
-        self._arg = arg
-        self._heap = heap
-        # Invariant: _live is True until the timer fires or is cancelled; heap.active counts the
-        # live timers in the heap (a timer set for +inf has no heap: it never fires).
-        self._live = True
-
-    def cancel(self) -> None:
-        """Stop the timer; a no-op if it already fired or was cancelled."""
-        if self._live:
-            self._live = False
-            if self._heap is not None:
-                self._heap.active -= 1
-            # Drop references now: a cancelled timer can sit in the heap for a long time.
-            self._callback = _noop
-            self._arg = None
-
-    @property
-    def pending(self) -> bool:
-        """True until the timer fires or is cancelled."""
-        return self._live
-
-
-def _noop(_: Any) -> None:
-    pass
-
-
-class TimerHeap:
-    """Min-heap of :class:`Timer` keyed by (deadline, insertion order)."""
-
-    __slots__ = ("_heap", "_seq", "active")
-
-    def __init__(self) -> None:
-        # Entries are (deadline, seq, timer); seq keeps equal deadlines FIFO and means timers
-        # themselves are never compared.
-        self._heap: list[tuple[float, int, Timer]] = []
-        self._seq = itertools.count()
-        self.active = 0
-
-    def schedule(self, deadline: float, callback: Callable[[Any], object], arg: Any) -> Timer:
-        """Call ``callback(arg)`` once the clock reaches ``deadline`` (+inf: never)."""
-        if type(deadline) is not float or deadline != deadline:
-            deadline = deadline_at(deadline)
-        timer = Timer(self, deadline, callback, arg)
-        if deadline == NEVER:
-            # Never fires: kept out of the heap and of ``active`` (it can wake nobody).
-            timer._heap = None
-            return timer
-        heapq.heappush(self._heap, (deadline, next(self._seq), timer))
-        self.active += 1
-        return timer
-
-    def next_deadline(self) -> float | None:
-        """Deadline of the earliest live timer, or None."""
-        heap = self._heap
-        while heap and not heap[0][2]._live:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-    def fire_due(self, now: float, on_error: Callable[[BaseException], object]) -> int:
-        """Run every live timer whose deadline is <= now, in order; return how many ran.
-
-        A callback's exception goes to ``on_error`` and the others still run: timers fire
-        in whichever task happens to check them, which must not receive it.
-        """
-        heap = self._heap
-        fired = 0
-        while heap and heap[0][0] <= now:
-            timer = heapq.heappop(heap)[2]
-            if timer._live:
-                timer._live = False
-                self.active -= 1
-                fired += 1
-                try:
-                    timer._callback(timer._arg)
-                except BaseException as exc:
-                    on_error(exc)
-        return fired
-
-    def clear(self) -> None:
-        """Forget every timer (the runtime is closing)."""
-        for _, _, timer in self._heap:
-            timer.cancel()
-        self._heap.clear()
+# The heap and its timers are C (stackful/_native/timers.c): cancelling removes a timer from
+# the heap at once and drops what it holds, so a million early-exit timeouts leave nothing
+# behind.  TimerHeap.schedule applies the deadline rule above itself (NaN: ValueError; +inf:
+# kept out of the heap and of ``active``).
+Timer = _Timer
+TimerHeap = _TimerHeap
