@@ -1,14 +1,18 @@
-"""The I/O poller: which task waits for which file descriptor, on top of ``selectors``.
+"""The I/O poller: which task waits for which file descriptor.
 
-Waits are one-shot: when an fd becomes readable the reader is handed back and its
-registration dropped, so a task that wants to wait again registers again.  That costs an
-``epoll_ctl`` per wait, but keeps the bookkeeping trivially correct under cancellation.
+The runtime uses the native one on epoll (``stackful/_native/poller_epoll.c``; see
+``poller.h`` for its one-shot and persistent registrations).  :class:`SelectorsPoller`, on
+``selectors``, has the same face and is the portable fallback (``STACKFUL_POLLER=selectors``
+chooses it): its waits are all one-shot, so a persistent wait simply registers again.
 """
 
 from __future__ import annotations
 
+import os
 import selectors
 from typing import Any, Protocol
+
+from .._native import EpollPoller
 
 from ._exceptions import BusyResourceError
 
@@ -41,7 +45,7 @@ def fileno_of(obj: int | HasFileno) -> int:
     return fd
 
 
-class IOPoller:
+class SelectorsPoller:
     """Maps (fd, READ/WRITE) to the one waiter for it; :meth:`poll` returns the waiters woken."""
 
     __slots__ = ("_selector", "_waiters")
@@ -62,8 +66,13 @@ class IOPoller:
             self._selector = selectors.DefaultSelector()
         return self._selector
 
-    def add(self, fd: int, event: int, waiter: Any, describe: str) -> None:
-        """Register ``waiter`` for ``event`` on ``fd``; one waiter per (fd, event)."""
+    def add(
+        self, fd: int, event: int, waiter: Any, describe: str, persistent: bool = False
+    ) -> bool:
+        """Register ``waiter`` for ``event`` on ``fd``; one waiter per (fd, event).
+
+        Returns True (park the waiter): this poller remembers no edges.
+        """
         slot = 0 if event == READ else 1
         pair = self._waiters.get(fd)
         if pair is None:
@@ -71,13 +80,14 @@ class IOPoller:
             pair[slot] = waiter
             self._sel().register(fd, event)
             self._waiters[fd] = pair
-            return
+            return True
         if pair[slot] is not None:
             raise BusyResourceError(
                 f"another task is already waiting for fd {fd} to become {describe}"
             )
         pair[slot] = waiter
         self._sel().modify(fd, READ | WRITE)
+        return True
 
     def remove(self, fd: int, event: int, waiter: Any) -> None:
         """Drop ``waiter``'s registration (cancellation or timeout); no-op if already gone."""
@@ -138,3 +148,10 @@ class IOPoller:
             self._selector.close()
             self._selector = None
         self._waiters.clear()
+
+
+def IOPoller() -> Any:  # noqa: N802  (a factory standing where the class was)
+    """The poller a new runtime uses: the native epoll one, unless STACKFUL_POLLER=selectors."""
+    if os.environ.get("STACKFUL_POLLER") == "selectors":
+        return SelectorsPoller()
+    return EpollPoller()
