@@ -13,7 +13,6 @@ import selectors
 from typing import Any, Protocol
 
 from .._native import EpollPoller
-
 from ._exceptions import BusyResourceError
 
 READ = selectors.EVENT_READ
