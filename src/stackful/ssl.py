@@ -95,7 +95,8 @@ class SSLSocket(_std_ssl.SSLSocket, _sockets.socket):  # type: ignore[misc]
                     raise ValueError("do_handshake_on_connect should not be specified for "
                                      "non-blocking sockets")
                 self.do_handshake()
-            except (OSError, ValueError):
+            except BaseException:
+                # Also on cancellation or a timeout scope: nobody else holds this socket.
                 self.close()
                 raise
         return self
