@@ -33,8 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ._sockets import create_server, getaddrinfo, socket
-from .lowlevel import Task, WaitQueue, current_task, current_time
-from .runtime_api import ClosedResourceError, spawn
+from .lowlevel import Task, WaitQueue, current_runtime, current_task, current_time
+from .runtime_api import ClosedResourceError, TaskExceptHookArgs, spawn
 from .ssl import wrap_socket
 from .timeouts import timeout as _timeout_scope
 
@@ -69,7 +69,7 @@ class Server:
     __slots__ = (
         "listener", "_handler", "_ssl", "_ssl_handshake_timeout", "_stack_size",
         "_max_connections", "_grace", "_connections", "_changed", "_closing", "_serving",
-        "_accepted",
+        "_accepted", "_address",
     )
 
     def __init__(
@@ -90,14 +90,15 @@ class Server:
         if grace < 0:
             raise ValueError(f"grace must be >= 0, got {grace!r}")
         self.listener = listener
+        self._address = listener.getsockname()
         self._handler = handler
         self._ssl = ssl
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._stack_size = stack_size
         self._max_connections = max_connections
         self._grace = grace
-        # The tasks of running handlers (an insertion-ordered set).
-        self._connections: dict[Task, None] = {}
+        # The task of each running handler, with its connection.
+        self._connections: dict[Task, socket] = {}
         # The serving task parks here for "a handler finished" or "close() was called".
         self._changed = WaitQueue()
         self._closing = False
@@ -106,8 +107,8 @@ class Server:
 
     @property
     def address(self) -> Any:
-        """The address the server listens on (``getsockname()``)."""
-        return self.listener.getsockname()
+        """The address the server listens (or listened) on: its ``getsockname()``."""
+        return self._address
 
     @property
     def port(self) -> int:
@@ -156,7 +157,9 @@ class Server:
         limit = self._max_connections
         while not self._closing:
             if limit is not None and len(self._connections) >= limit:
-                self._park("Server: at max_connections", None)
+                self._prune()
+                if len(self._connections) >= limit:
+                    self._park("Server: at max_connections", None)
                 continue
             try:
                 conn, addr = listener.accept()
@@ -172,12 +175,16 @@ class Server:
                     continue
                 raise
             self._accepted += 1
-            task = spawn(self._run_connection, conn, addr, name=f"conn-{self._accepted}",
-                         stack_size=self._stack_size)
-            self._connections[task] = None
+            # No local keeps the task (nor the socket) while the loop waits for the next one.
+            self._connections[spawn(self._run_connection, conn, addr,
+                                    name=f"conn-{self._accepted}",
+                                    stack_size=self._stack_size)] = conn
+            del conn, addr
 
     def _run_connection(self, conn: socket, addr: Any) -> None:
-        # The task of one connection (the runtime reports what escapes to its excepthook).
+        # The task of one connection.  A handler's exception is reported here rather than
+        # left to end the task: the server joins its handlers when it stops, and a join
+        # takes the exception for itself (the runtime would then never report it).
         task = current_task()
         try:
             try:
@@ -187,27 +194,44 @@ class Server:
                 self._handler(conn, addr)
             finally:
                 conn.close()
+        except Exception as exc:
+            hook = current_runtime().excepthook
+            hook(TaskExceptHookArgs(type(exc), exc, exc.__traceback__, task))
         finally:
-            del self._connections[task]
+            self._connections.pop(task, None)
+            del task  # a traceback keeps this frame: it must not keep the task too
             if self._changed:
                 self._changed.wake_all()
+
+    def _prune(self) -> None:
+        """Forget connections whose task ended without running (cancelled before it began)."""
+        for task, conn in list(self._connections.items()):
+            if task.done():
+                del self._connections[task]
+                conn.close()
 
     # -- stopping -------------------------------------------------------------------------------
 
     def _park(self, reason: str, timeout: float | None) -> None:
         self._changed.park_for(current_task(), reason, timeout)
 
-    def _wait_for_handlers(self, timeout: float | None) -> None:
-        """Until no handler runs, or ``timeout`` seconds pass (None: no limit)."""
+    def _join_handlers(self, timeout: float | None) -> None:
+        """Until every handler has ended, or ``timeout`` seconds pass (None: no limit)."""
         deadline = None if timeout is None else current_time() + timeout
-        while self._connections:
-            if deadline is None:
-                self._park("Server: waiting for handlers to finish", None)
-                continue
-            left = deadline - current_time()
-            if left <= 0:
-                return
-            self._park("Server: grace period for handlers", left)
+        for task, conn in list(self._connections.items()):
+            left = None if deadline is None else max(0.0, deadline - current_time())
+            try:
+                task.join(left)
+            except BaseException as exc:
+                if not task.done():
+                    if deadline is not None and current_time() >= deadline:
+                        return  # the grace period is over
+                    raise  # the serving task itself was interrupted
+                if task.exception() is not exc:
+                    raise
+            # Ended; maybe before it ever ran (cancelled first): then nobody closed its socket.
+            self._connections.pop(task, None)
+            conn.close()
 
     def _wind_down(self) -> None:
         self._closing = True
@@ -215,13 +239,13 @@ class Server:
         if not self._connections:
             return
         try:
-            self._wait_for_handlers(self._grace)
+            self._join_handlers(self._grace)
         finally:
             # Past the grace period, or the serving task was interrupted again: cancel the
             # rest, and wait for each handler's finally to run.
             for task in list(self._connections):
                 task.cancel()
-            self._wait_for_handlers(None)
+            self._join_handlers(None)
 
 
 def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> socket:
