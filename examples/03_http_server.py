@@ -30,7 +30,7 @@ def http(conn: socket.socket, addr: object) -> None:
         if not data:
             return
         buf += data
-        replies = []
+        replies: list[bytes] = []
         while (end := buf.find(b"\r\n\r\n")) >= 0:
             head, buf = buf[:end], buf[end + 4:]
             lines = head.split(b"\r\n")

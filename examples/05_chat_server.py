@@ -35,7 +35,8 @@ class Room:
     def join(self, name: str) -> tuple[str, Channel[str]]:
         while name in self.outboxes:
             name += "_"
-        self.outboxes[name] = outbox = Channel(100)
+        outbox: Channel[str] = Channel(100)
+        self.outboxes[name] = outbox
         return name, outbox
 
     def leave(self, name: str) -> None:
