@@ -43,10 +43,11 @@ __all__ = ["CONNECTION_STACK_SIZE", "DEFAULT_BACKLOG", "Server", "serve_tcp"]
 CONNECTION_STACK_SIZE = 256 * 1024
 """The default C stack of a connection's task.
 
-A handler blocked in ``recv`` has touched 8 KiB of its stack (two pages; see README,
-"Sizing stacks"), and only touched pages cost memory: the size sets the recursion budget (on
-3.11 the Python recursion limit too: about 110 levels here) and the share of page tables
-(about 0.7 KiB per connection at this size, 4 KiB at the runtime's 2 MiB default)."""
+A handler blocked in ``recv`` has touched 6 KiB of it (two pages), and only touched pages
+cost memory; the size sets how deep the handler may go and its share of page tables (about
+0.7 KiB per connection here, 4 KiB at the runtime's 2 MiB default).  256 KiB is the smallest
+power of two at which a handler can still import a stdlib package for the first time on
+3.11-3.13 (128 KiB: ``RecursionError``).  README, "Sizing stacks", says how to choose."""
 
 DEFAULT_BACKLOG = 1024
 """Connections the kernel queues before ``accept`` (capped by ``net.core.somaxconn``)."""
