@@ -88,6 +88,9 @@ def test_timeout_api_mirrors_the_stdlib() -> None:
                 s.settimeout(float("nan"))
             with pytest.raises(TypeError):
                 s.settimeout("1")  # type: ignore[arg-type]
+            for too_long in (float("inf"), 1e300, 10**20):
+                with pytest.raises(OverflowError):
+                    s.settimeout(too_long)
         assert is_nonblocking_fd(ours)
 
 

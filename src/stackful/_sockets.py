@@ -92,6 +92,8 @@ _POLLOUT = _select.POLLOUT
 _monotonic = _time.monotonic
 # connect() in progress: the outcome comes when the socket turns writable.
 _CONNECTING = frozenset({_errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR})
+# The stdlib keeps timeouts as int64 nanoseconds: larger ones are an OverflowError there too.
+_MAX_TIMEOUT = (2**63 - 1) / 1e9
 _GLOBAL_DEFAULT_TIMEOUT: Any = _std._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 
@@ -112,8 +114,8 @@ def _check_timeout_value(value: object) -> float | None:
         raise ValueError("Invalid value NaN (not a number)")
     if seconds < 0:
         raise ValueError("Timeout value out of range")
-    if seconds == float("inf"):
-        raise OverflowError("timeout doesn't fit into C timeval")
+    if seconds > _MAX_TIMEOUT:  # inf included
+        raise OverflowError("timestamp too large to convert to C _PyTime_t")
     return seconds
 
 
