@@ -29,10 +29,19 @@ def run_bounded(main: Callable[[], T], bound: float = BOUND) -> T:
 
 
 def in_world(world: str, main: Callable[[], T]) -> T:
-    """Run ``main`` inside a runtime (``world == "runtime"``) or plainly on this thread."""
+    """Run ``main`` inside a runtime (``world == "runtime"``) or plainly on this thread.
+
+    On the thread, sockets made meanwhile get a default timeout of :data:`BOUND`, so that a
+    call a bug leaves blocked fails instead of hanging.
+    """
     if world == "runtime":
         return run_bounded(main)
-    return main()
+    old = std_socket.getdefaulttimeout()
+    std_socket.setdefaulttimeout(BOUND)
+    try:
+        return main()
+    finally:
+        std_socket.setdefaulttimeout(old)
 
 
 WORLDS = pytest.mark.parametrize("world", ["runtime", "thread"])

@@ -33,7 +33,7 @@ def pair() -> tuple[socket.socket, socket.socket]:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname(), timeout=BOUND)
         conn, _ = listener.accept()
-    client.settimeout(None)
+    client.settimeout(socket.getdefaulttimeout())
     return client, conn
 
 
@@ -175,14 +175,18 @@ def test_recv_parks_the_task_not_the_thread() -> None:
 
 def test_outside_a_runtime_recv_blocks_the_thread_until_data_arrives() -> None:
     client, conn = pair()
-    with client, conn:
-        def late_send() -> None:
-            time.sleep(0.05)
-            conn.sendall(b"late")
+    assert client.gettimeout() is None  # the path without a deadline
+    received = threading.Event()
 
-        with thread(late_send):
-            client.settimeout(BOUND)
-            assert client.recv(10) == b"late"
+    def late_send() -> None:
+        time.sleep(0.05)
+        conn.sendall(b"late")
+        if not received.wait(BOUND):  # a safety net: end a stuck recv (b"") rather than hang
+            conn.shutdown(socket.SHUT_WR)
+
+    with client, conn, thread(late_send):
+        assert client.recv(10) == b"late"
+        received.set()
 
 
 @WORLDS
@@ -291,6 +295,17 @@ def test_create_connection_tries_each_address(monkeypatch: pytest.MonkeyPatch) -
     run_bounded(main)
 
 
+def test_create_server_reuse_port_and_the_resolver_functions() -> None:
+    with socket.create_server(("127.0.0.1", 0), reuse_port=True) as first:
+        port = first.getsockname()[1]
+        with socket.create_server(("127.0.0.1", port), reuse_port=True) as second:
+            assert type(second) is socket.socket and second.getsockname()[1] == port
+    assert socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM) == \
+        std_socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+    flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+    assert socket.getnameinfo(("127.0.0.1", 80), flags) == ("127.0.0.1", "80")
+
+
 # -- accept ---------------------------------------------------------------------------------------
 
 
@@ -303,7 +318,8 @@ def test_accept_returns_a_cooperative_socket_with_the_default_timeout(world: str
                 conn, addr = listener.accept()
             with conn:
                 assert type(conn) is socket.socket
-                assert conn.gettimeout() is None and is_nonblocking_fd(conn)
+                assert conn.gettimeout() == socket.getdefaulttimeout()
+                assert is_nonblocking_fd(conn)
                 assert addr[0] == "127.0.0.1"
             listener.settimeout(0.05)
             with pytest.raises(TimeoutError):
