@@ -541,6 +541,10 @@ class socket(_std.socket):
         return super().detach()
 
 
+# Named where users import it from (repr, help, tracebacks).
+socket.__module__ = "stackful.socket"
+
+
 def from_stdlib_socket(sock: _std.socket) -> socket:
     """Turn a stdlib socket into a cooperative one; ``sock`` is detached (closed) by it.
 
