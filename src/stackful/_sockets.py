@@ -63,19 +63,16 @@ __all__ = [
 # The C methods, looked up once: calling them on ``self`` skips super() (an allocation per
 # call) and the socket.socket properties that convert ints to enums.
 _ss = _socket.socket
-_ss_init = _ss.__init__
 _ss_recv = _ss.recv
 _ss_recv_into = _ss.recv_into
 _ss_recvfrom = _ss.recvfrom
 _ss_recvfrom_into = _ss.recvfrom_into
 _ss_send = _ss.send
 _ss_sendto = _ss.sendto
-_ss_sendall = _ss.sendall
 _ss_accept = _ss._accept  # type: ignore[attr-defined]
 _ss_connect_ex = _ss.connect_ex
 _ss_fileno = _ss.fileno
 _ss_close = _ss.close
-_ss_detach = _ss.detach
 _ss_setblocking = _ss.setblocking
 _ss_getsockopt = _ss.getsockopt
 _ss_family = _ss.family.__get__
