@@ -49,6 +49,8 @@ from socket import (
 from typing import Any
 
 from ._core import current_runtime_or_none as _runtime_or_none
+from ._native import _wait_readable as _persistent_wait_readable
+from ._native import _wait_writable as _persistent_wait_writable
 from .lowlevel import current_time as _runtime_time
 from .runtime_api import notify_closing as _notify_closing
 from .runtime_api import sleep as _runtime_sleep
@@ -217,7 +219,7 @@ class socket(_std.socket):
         if _runtime_or_none() is None:
             _poll_thread(fd, _POLLIN, deadline)
         elif deadline is None:
-            _runtime_wait_readable(fd)
+            _persistent_wait_readable(fd)  # registered once; close() drops it
         else:
             _runtime_wait_readable(fd, _remaining(deadline, _runtime_time()))
 
@@ -230,7 +232,7 @@ class socket(_std.socket):
         if _runtime_or_none() is None:
             _poll_thread(fd, _POLLOUT, deadline)
         elif deadline is None:
-            _runtime_wait_writable(fd)
+            _persistent_wait_writable(fd)  # registered once; close() drops it
         else:
             _runtime_wait_writable(fd, _remaining(deadline, _runtime_time()))
 
@@ -533,7 +535,10 @@ class socket(_std.socket):
         The fd is left in the mode a stdlib socket with this timeout would have: blocking if
         the timeout is None, non-blocking otherwise.
         """
-        if self._timeout is None and _ss_fileno(self) >= 0:
+        fd = _ss_fileno(self)
+        if fd >= 0 and _runtime_or_none() is not None:
+            _notify_closing(fd)  # ours no more: drop its registration, wake its waiters
+        if self._timeout is None and fd >= 0:
             _ss_setblocking(self, True)
         return super().detach()
 

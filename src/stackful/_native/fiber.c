@@ -755,6 +755,12 @@ PyObject **sf_thread_scheduler_slot(void)
     return th ? &th->scheduler : NULL;
 }
 
+PyObject *sf_current_fiber(void)
+{
+    sf_thread *th = current_thread();
+    return th ? (PyObject *)th->current : NULL;
+}
+
 int sf_is_fiber(PyObject *o)
 {
     return PyObject_TypeCheck(o, &FiberType);

@@ -7,6 +7,10 @@
 /* True if `o` is a Fiber (or a subclass). */
 int sf_is_fiber(PyObject *o);
 
+/* The running fiber (borrowed), or NULL with an exception set if this thread's
+ * record cannot be made. */
+PyObject *sf_current_fiber(void);
+
 /* fiber.switch() with no arguments: resume `fiber` and return what the running
  * fiber is resumed with (a new reference), or NULL with an exception set. */
 PyObject *sf_fiber_switch_empty(PyObject *fiber);
