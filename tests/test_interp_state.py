@@ -23,6 +23,7 @@ import gc
 import re
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -415,6 +416,32 @@ def test_context_watchers_see_switches_that_change_the_context() -> None:
     expected = [own, root_context, own, shared, root_context, shared, root_context,
                 shared, root_context]
     assert log == [(CONTEXT_SWITCHED, ctx) for ctx in expected]
+
+
+class Box:
+    f: Fiber
+
+
+@pytest.mark.leak_check
+@needs_314
+def test_the_gc_sees_operands_of_frames_suspended_in_a_c_call() -> None:
+    # 3.14+ frames record their stack pointer before a call that can escape, so a cycle
+    # through an operand of a frame that is in the middle of a C call is collected (before
+    # 3.14 only the innermost frame's switch() operands are known: see README).
+    root = stackful.current()
+    holder: dict[str, Box] = {}
+
+    def body() -> Any:
+        return (holder.pop("box"), next(map(lambda _: root.switch(), [0])))
+
+    box = Box()
+    box.f = f = Fiber(body)
+    holder["box"] = box
+    f.switch()  # suspended: body's frame is inside next(), the box only on its value stack
+    ref = weakref.ref(f)
+    del f, box
+    gc.collect()
+    assert ref() is None
 
 
 @pytest.mark.leak_check
