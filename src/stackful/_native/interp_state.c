@@ -53,8 +53,10 @@
  * leak; freed on landing where the stack has room), monitoring's current
  * event, the recursion headroom, asyncio's list of all tasks, the cached spare
  * data-stack chunk (3.14+: any fiber may use it), 3.15's remote-profiler cache
- * (last_profiled_frame: its walk simply does not meet another fiber's frame)
- * and the JIT's trace recorder.
+ * (last_profiled_frame: its walk simply does not meet another fiber's frame),
+ * the JIT's trace recorder, and c_stack_init_base/top (3.14+: the thread's own
+ * stack, which PyUnstable_ThreadState_ResetStackProtection() restores; called
+ * on a fiber, it would give it the thread's bounds until its next switch).
  */
 #define Py_BUILD_CORE 1
 #include "interp_state.h"
