@@ -245,7 +245,6 @@ def deepest_c_recursion(stack_size: int) -> tuple[int, str]:
     return result
 
 
-@pytest.mark.leak_check
 def test_c_recursion_is_limited_by_the_fibers_own_stack(deep_python_recursion: None) -> None:
     small, small_error = deepest_c_recursion(256 * 1024)
     large, large_error = deepest_c_recursion(1024 * 1024)
@@ -284,6 +283,7 @@ print("all stopped")
 """
 
 
+@pytest.mark.no_leak_check  # the work is in a child process
 def test_small_stacks_stop_c_recursion_with_an_error_not_a_crash() -> None:
     # In a child: a failure here would be a fatal error or a guard-page abort.
     result = subprocess.run([sys.executable, "-c", SMALL_STACKS], capture_output=True,
@@ -315,7 +315,6 @@ def frees_inside(stack_size: int) -> bool:
     return PY314 and stack_size >= 256 * 1024  # 3.13 defers below ~320 KiB (README)
 
 
-@pytest.mark.leak_check
 @pytest.mark.parametrize("stack_size", [stackful.MIN_STACK_SIZE, 64 * 1024, 256 * 1024,
                                         stackful.DEFAULT_STACK_SIZE])
 def test_deep_object_graphs_freed_in_a_fiber_leave_nothing_deferred(stack_size: int) -> None:
@@ -332,7 +331,6 @@ def test_deep_object_graphs_freed_in_a_fiber_leave_nothing_deferred(stack_size: 
     assert freed == [True]  # a small fiber's leftovers are freed where it lands
 
 
-@pytest.mark.leak_check
 def test_a_fibers_c_recursion_room_does_not_depend_on_its_thread(
         deep_python_recursion: None) -> None:
     # A root that recursed deep through C before starting a fiber leaves the fiber's
@@ -380,7 +378,6 @@ def context_watcher() -> tuple[list[tuple[int, Any]], Callable[[], None]]:
 CONTEXT_SWITCHED = 1
 
 
-@pytest.mark.leak_check
 @needs_314
 def test_context_watchers_see_switches_that_change_the_context() -> None:
     root = stackful.current()
@@ -422,7 +419,6 @@ class Box:
     f: Fiber
 
 
-@pytest.mark.leak_check
 @needs_314
 def test_the_gc_sees_operands_of_frames_suspended_in_a_c_call() -> None:
     # 3.14+ frames record their stack pointer before a call that can escape, so a cycle
@@ -444,7 +440,6 @@ def test_the_gc_sees_operands_of_frames_suspended_in_a_c_call() -> None:
     assert ref() is None
 
 
-@pytest.mark.leak_check
 @needs_314
 def test_each_fiber_has_its_own_running_asyncio_loop() -> None:
     async def other_loops_work() -> str:
@@ -469,7 +464,6 @@ def test_each_fiber_has_its_own_running_asyncio_loop() -> None:
     assert asyncio._get_running_loop() is None  # and none leaked to the root
 
 
-@pytest.mark.leak_check
 @needs_314
 def test_a_suspended_fibers_loop_is_not_running_elsewhere() -> None:
     root = stackful.current()
@@ -514,6 +508,7 @@ print(values)
 """
 
 
+@pytest.mark.no_leak_check  # the work is in child processes
 @pytest.mark.skipif(not getattr(getattr(sys, "_jit", None), "is_available", lambda: False)(),
                     reason="this CPython has no JIT")
 def test_fibers_switch_inside_jit_compiled_loops() -> None:
