@@ -9,7 +9,8 @@ Content-Length) and an echo.
 Workloads:
 
 * HTTP keep-alive hello world, ``wrk -t1`` with 100 and with 1,000 connections: requests/s;
-* echo, 1,000 connections each sending 1 KiB and reading it back: messages/s and MB/s;
+* echo, 1,000 connections each sending 1 KiB and reading it back, measured once every
+  connection has had its first reply: messages/s and MB/s;
 * memory per idle connection: 10,000 connections each make one echo round trip and stay
   open; the server's RSS + page tables (``VmRSS`` + ``VmPTE``) after, minus before, per
   connection;
@@ -40,9 +41,10 @@ sees stackful (``pip install .``, or ``PYTHONPATH=src`` after ``tools/build-inpl
 
     apt-get install wrk gcc
     pip install uvloop gevent
-    python benchmarks/bench_net.py [--rounds 3] [--duration 5] [--quick]
+    python benchmarks/bench_net.py [--rounds 5] [--duration 3] [--servers stackful,uvloop]
+                                   [--raw samples.json] [--quick]
 
-About 5 minutes with the defaults; ``--quick`` (a smoke test: tiny sizes, one round) about 20 s.
+About 10 minutes with the defaults; ``--quick`` (a smoke test: tiny sizes, one round) about 20 s.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import argparse
 import hashlib
 import importlib
 import importlib.metadata
-import importlib.util
+import json
 import os
 import platform
 import re
@@ -65,7 +67,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -222,9 +224,9 @@ def run_client(argv: list[str], timeout: float) -> tuple[str, float]:
     return done.stdout, cpu
 
 
-def wrk(port: int, connections: int, seconds: int) -> Load:
+def wrk(port: int, connections: int, seconds: int, threads: int) -> Load:
     out, cpu = run_client(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
          f"http://127.0.0.1:{port}/"], timeout=seconds + 60)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", out)
@@ -237,15 +239,19 @@ def wrk(port: int, connections: int, seconds: int) -> Load:
     return Load(float(rate[1]), float(total[2]) * unit, cpu, errors)
 
 
-def echo_client(binary: Path, port: int, connections: int, size: int, seconds: float) -> Load:
+def echo_client(binary: Path, port: int, connections: int, size: int, seconds: float,
+                threads: int) -> Load:
     out, cpu = run_client(
-        [str(binary), "127.0.0.1", str(port), str(connections), str(size), "0", str(seconds)],
-        timeout=seconds + 120)
+        [str(binary), "127.0.0.1", str(port), str(connections), str(size), "0", str(seconds),
+         str(threads)], timeout=seconds + 120)
     fields = dict(zip(out.split()[::2], out.split()[1::2], strict=True))
     measured = float(fields["seconds"])
-    stalled = int(fields["stalled"])
+    stalled, ramp = int(fields["stalled"]), float(fields["ramp"])
+    details = [f"{stalled} of {connections} connections stalled"] if stalled else []
+    if ramp >= 1:  # a busy server accepting its backlog slowly
+        details.append(f"every connection answered after {ramp:.1f} s")
     return Load(int(fields["messages"]) / measured, measured, cpu, int(fields["errors"]),
-                f"{stalled} of {connections} connections stalled" if stalled else "")
+                ", ".join(details))
 
 
 def build_c(source: str) -> Path | None:
@@ -258,7 +264,7 @@ def build_c(source: str) -> Path | None:
     binary = Path(tempfile.gettempdir()) / f"stackful-bench-{path.stem}-{digest}"
     if not binary.exists():
         partial = binary.with_suffix(f".{os.getpid()}")
-        subprocess.run([gcc, "-O2", "-o", str(partial), str(path)], check=True)
+        subprocess.run([gcc, "-O2", "-pthread", "-o", str(partial), str(path)], check=True)
         partial.replace(binary)
     return binary
 
@@ -382,9 +388,9 @@ def cost(sample: Sample) -> float:
 
 def load_table(workload: Workload, results: dict[str, list[Sample]]) -> str:
     per = "req" if workload.unit == "requests" else "msg"
-    header = ["server", f"{workload.unit}/s", "spread", "peak RSS, MiB",
-              f"server CPU, µs/{per}", "server on CPU / waiting for one",
-              "client CPU / server CPU", "stackful / this", "same, by CPU"]
+    header = ["server", f"{workload.unit}/s", "spread", f"server CPU, µs/{per}", "CPU spread",
+              "stackful / this", "same, by CPU", "peak RSS, MiB",
+              "server on CPU / waiting for one", "client CPU / server CPU"]
     if workload.unit == "messages":
         header.insert(2, "MB/s each way")
     stackful = results.get("stackful")
@@ -393,19 +399,20 @@ def load_table(workload: Workload, results: dict[str, list[Sample]]) -> str:
     rows = []
     for name, samples in results.items():
         rate = median([s.rate for s in samples])
+        costs = [cost(s) for s in samples]
         row = [
             name,
             f"{rate:,.0f}",
             spread([s.rate for s in samples]),
+            f"{median(costs) * 1e6:.1f}",
+            spread(costs),
+            times(stackful_rate, rate) if name != "stackful" else "1.00x",
+            times(median(costs), stackful_cost) if name != "stackful" else "1.00x",
             f"{median([s.peak_rss_kib for s in samples]) / 1024:.1f}",
-            f"{median([cost(s) for s in samples]) * 1e6:.1f}",
             f"{median([s.server_cpu / s.seconds for s in samples]) * 100:.0f}% / "
             f"{median([s.server_wait / s.seconds for s in samples]) * 100:.0f}%",
             f"{median([s.client_cpu / s.server_cpu for s in samples if s.server_cpu]):.2f}"
             if any(s.server_cpu for s in samples) else "-",
-            times(stackful_rate, rate) if name != "stackful" else "1.00x",
-            times(median([cost(s) for s in samples]), stackful_cost)
-            if name != "stackful" else "1.00x",
         ]
         if workload.unit == "messages":
             row.insert(2, f"{rate * ECHO_SIZE / 1e6:.1f}")
@@ -494,12 +501,15 @@ def versions(servers: list[Flavour]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Measure every installed server on every workload and print the tables."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="measurements per cell (median)")
-    parser.add_argument("--duration", type=int, default=5, help="seconds of load per measure")
+    parser.add_argument("--rounds", type=int, default=5, help="measurements per cell (median)")
+    parser.add_argument("--duration", type=int, default=3, help="seconds of load per measure")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of load before it")
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections")
     parser.add_argument("--servers", default=",".join(SERVER_KEYS),
                         help=f"comma-separated, among {', '.join(SERVER_KEYS)}")
+    parser.add_argument("--client-threads", type=int, default=2,
+                        help="threads of the load clients (wrk -t, echo_client)")
+    parser.add_argument("--raw", type=Path, help="also write every sample to this JSON file")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: one round, 1 s loads, few connections")
     args = parser.parse_args(argv)
@@ -535,10 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     if have_wrk:
         for conns in http_conns:
             def run(port: int, c: int = conns) -> Load:
-                return wrk(port, c, args.duration)
+                return wrk(port, c, args.duration, args.client_threads)
 
             def warm(port: int, c: int = conns) -> Load:
-                return wrk(port, c, args.warmup)
+                return wrk(port, c, args.warmup, args.client_threads)
 
             workloads.append(Workload(
                 f"http{conns}", f"HTTP keep-alive hello world, {conns:,} connections",
@@ -547,10 +557,12 @@ def main(argv: list[str] | None = None) -> int:
         binary = echo_binary
 
         def run_echo(port: int) -> Load:
-            return echo_client(binary, port, echo_conns, ECHO_SIZE, echo_seconds)
+            return echo_client(binary, port, echo_conns, ECHO_SIZE, echo_seconds,
+                               args.client_threads)
 
         def warm_echo(port: int) -> Load:
-            return echo_client(binary, port, echo_conns, ECHO_SIZE, float(args.warmup))
+            return echo_client(binary, port, echo_conns, ECHO_SIZE, float(args.warmup),
+                               args.client_threads)
 
         workloads.append(Workload(
             "echo", f"echo {ECHO_SIZE} B, {echo_conns:,} connections", "messages", run_echo,
@@ -558,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# {versions(servers)}; {os.cpu_count()} CPUs; median of {args.rounds} round(s), "
           f"{args.duration} s of load after {args.warmup} s of warm-up; each server "
-          "single-threaded in its own process")
+          f"single-threaded in its own process; load clients on {args.client_threads} threads")
     for note in notes:
         print(f"# note: {note}")
     sys.stdout.flush()
@@ -584,9 +596,16 @@ def main(argv: list[str] | None = None) -> int:
         print(load_table(workload, loads[workload.key]))
         for name, samples in loads[workload.key].items():
             errors = sum(s.errors for s in samples)
-            details = sorted({s.detail for s in samples if s.detail})
+            details = [f"round {i + 1}: {s.detail}" for i, s in enumerate(samples) if s.detail]
             if errors or details:
                 print(f"\n{name}: {errors} client errors" + "".join(f"; {d}" for d in details))
+    if args.raw is not None:
+        args.raw.write_text(json.dumps({
+            "header": versions(servers),
+            "loads": {key: {name: [asdict(s) for s in samples] for name, samples in by.items()}
+                      for key, by in loads.items()},
+            "idle": {name: [asdict(s) for s in samples] for name, samples in idle.items()},
+        }, indent=1))
     print(f"\n### Memory per idle connection ({args.idle:,} connections, one echo each)\n")
     print(idle_table(idle))
     print("\n### Summary: stackful / uvloop and stackful / gevent\n")
