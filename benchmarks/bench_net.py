@@ -597,8 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, samples in loads[workload.key].items():
             errors = sum(s.errors for s in samples)
             details = [f"round {i + 1}: {s.detail}" for i, s in enumerate(samples) if s.detail]
-            if errors or details:
-                print(f"\n{name}: {errors} client errors" + "".join(f"; {d}" for d in details))
+            if notes := ([f"{errors} client errors"] if errors else []) + details:
+                print(f"\n{name}: " + "; ".join(notes))
     if args.raw is not None:
         args.raw.write_text(json.dumps({
             "header": versions(servers),
