@@ -50,6 +50,11 @@ from typing import Any
 
 from ._core import current_runtime_or_none as _runtime_or_none
 from ._native import _wait_readable as _persistent_wait_readable
+from ._native import sock_accept as _c_accept
+from ._native import sock_recv as _c_recv
+from ._native import sock_recv_into as _c_recv_into
+from ._native import sock_send as _c_send
+from ._native import sock_sendall as _c_sendall
 from ._native import _wait_writable as _persistent_wait_writable
 from .lowlevel import current_time as _runtime_time
 from .runtime_api import notify_closing as _notify_closing
@@ -240,6 +245,8 @@ class socket(_std.socket):
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         """Receive up to ``bufsize`` bytes; ``b""`` at end of stream."""
+        if self._timeout is None:
+            return _c_recv(self, bufsize, flags)  # blocking mode: all of it in C
         try:
             return _ss_recv(self, bufsize, flags)
         except BlockingIOError:
@@ -255,6 +262,8 @@ class socket(_std.socket):
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Receive into ``buffer`` (up to ``nbytes``, 0: its size); return the count."""
+        if self._timeout is None:
+            return _c_recv_into(self, buffer, nbytes, flags)
         try:
             return _ss_recv_into(self, buffer, nbytes, flags)
         except BlockingIOError:
@@ -270,6 +279,8 @@ class socket(_std.socket):
 
     def send(self, data: Any, flags: int = 0, /) -> int:
         """Send some of ``data``; return how many bytes went."""
+        if self._timeout is None:
+            return _c_send(self, data, flags)
         try:
             return _ss_send(self, data, flags)
         except BlockingIOError:
@@ -288,6 +299,8 @@ class socket(_std.socket):
 
         On a timeout or another error, some of the data may have been sent.
         """
+        if self._timeout is None:
+            return _c_sendall(self, data, flags)
         try:
             sent = _ss_send(self, data, flags)
         except BlockingIOError:
@@ -321,6 +334,9 @@ class socket(_std.socket):
 
         ``conn`` gets the default timeout (``getdefaulttimeout()``), as in the stdlib.
         """
+        if self._timeout is None:
+            fd, addr = _c_accept(self)
+            return socket(_ss_family(self), _ss_type(self), _ss_proto(self), fd), addr
         try:
             fd, addr = _ss_accept(self)
         except BlockingIOError:

@@ -390,6 +390,18 @@ static PyObject *wait_fd(SchedulerCore *s, PyObject *obj, int direction, int per
     return r;
 }
 
+PyObject *sf_wait_io(PyObject *scheduler, int fd, int direction, int persistent)
+{
+    SchedulerCore *s = (SchedulerCore *)scheduler;
+    if (!sf_is_epoll_poller(s->io))
+        return PyObject_CallMethod(scheduler, "wait_fd", "iOO", fd,
+                                   direction == SF_WRITE ? Py_True : Py_False, Py_None);
+    Py_INCREF(s);
+    PyObject *r = wait_io(s, fd, direction, persistent);
+    Py_DECREF(s);
+    return r;
+}
+
 PyDoc_STRVAR(wait_io_doc,
 "wait_io(fd, writable=False, persistent=False)\n--\n\n"
 "Block the running task until `fd` (an int or an object with fileno()) is\n"

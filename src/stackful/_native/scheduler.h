@@ -91,9 +91,17 @@ static inline PyObject *task_run_fiber(TaskCore *task)
 
 /* ---- loop.c ---- */
 
+/* Block the running task of `scheduler` (a SchedulerCore) until `fd` is ready
+ * for `direction` (SF_READ/SF_WRITE), with no timeout; `persistent` as in
+ * poller.h.  None, or NULL with the interruption or ClosedResourceError. */
+PyObject *sf_wait_io(PyObject *scheduler, int fd, int direction, int persistent);
 /* The scheduler running on this thread, or NULL with RuntimeError naming `what`. */
 SchedulerCore *sf_running_scheduler(const char *what);
 int sf_loop_init(PyObject *module);
+
+/* ---- sockets.c ---- */
+
+int sf_sockets_init(PyObject *module);
 extern PyMethodDef sf_loop_methods[];  /* SchedulerCore methods defined in loop.c */
 
 #endif
