@@ -84,6 +84,7 @@ def _set_recursion_budget(fiber: Fiber, levels: int, /) -> None: ...
 # -- the runtime's hot path (scheduler.c) ---------------------------------------------------------
 
 TASK_READY: str
+TASK_BLOCKED: str
 TASK_RUNNING: str
 
 class ReadyQueue:
@@ -103,16 +104,30 @@ class TaskCore:
     state: str
     _fiber: Fiber | None
     _pending_exc: BaseException | None
+    _resume_value: Any
+    _resume_exc: BaseException | None
+    _abort: Callable[[], object] | None
+    _wait_reason: object
+    _shield: int
+    @property
+    def _run_fiber(self) -> Fiber: ...
 
 class SchedulerCore:
     """The fields and the yield step of a runtime that must be fast."""
 
     current: Any
     _countdown: int
+    _hub: Fiber | None
+    io: Any
+    timers: Any
     @property
     def ready(self) -> ReadyQueue: ...
     def _yield_fast(self) -> int: ...
     def _switch_next(self) -> int: ...
+    def park(self, reason: object, abort: Callable[[], object] | None = None, /) -> Any: ...
+    def wake(self, task: TaskCore, value: Any = None, /) -> None: ...
+    def wake_with_exception(self, task: TaskCore, exc: BaseException, /) -> None: ...
+    def _poll(self, timeout: float | None, /) -> int: ...
 
 def yield_now() -> None: ...
 def set_thread_scheduler(runtime: SchedulerCore | None, /) -> None: ...

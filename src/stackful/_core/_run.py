@@ -238,7 +238,7 @@ class Runtime(SchedulerCore):
             if self._shutting_down:
                 self._shutdown_stuck_tasks()
             else:
-                blocked = [(t.name, t._wait_reason) for t in self._live]
+                blocked = [(t.name, str(t._wait_reason)) for t in self._live]
                 lines = "\n".join(f"  task {n!r} waiting on {w}" for n, w in blocked)
                 self._deadlock = DeadlockError(
                     f"deadlock: all {len(blocked)} tasks are blocked and nothing can wake "
@@ -538,9 +538,9 @@ class Runtime(SchedulerCore):
 
         For a wait that must re-take something whatever happened (``Condition.wait``
         re-taking its lock): an interruption landing during ``fn()`` does not abort its wait
-        (so it keeps its place in line); it stays undelivered, ranked by the rule in the class docstring
-        against ``carry`` (an exception already on its way out: the wait's own interruption)
-        and against any other.  When ``fn()`` returns, the winner is raised -- ``carry`` itself
+        (so it keeps its place in line); it stays undelivered, ranked by the rule in the class
+        docstring against ``carry`` (an exception already on its way out: the wait's own
+        interruption) and against any other.  When ``fn()`` returns, the winner is raised -- ``carry`` itself
         if nothing stronger came -- else ``fn()``'s result is returned.
         """
         task = self.current
@@ -564,8 +564,8 @@ class Runtime(SchedulerCore):
         """Raise ``exc`` in ``task`` at its current wait, or at its next blocking point.
 
         Used for cancellation, timeouts and Ctrl-C; which interruption wins when two land
-        before the task runs is the rule in the class docstring.  A parked task's ``abort`` callback runs
-        first, so the primitive it waited on forgets it.
+        before the task runs is the rule in the class docstring.  A parked task's ``abort``
+        callback runs first, so the primitive it waited on forgets it.
         """
         state = task.state
         if state is FINISHED:
@@ -639,7 +639,8 @@ class Runtime(SchedulerCore):
 
     def call_at(self, deadline: float, callback: Callable[[Any], object], arg: Any) -> Timer:
         """Schedule ``callback(arg)`` when the clock reaches ``deadline`` (+inf: never)."""
-        return self.timers.schedule(deadline, callback, arg)
+        timer: Timer = self.timers.schedule(deadline, callback, arg)
+        return timer
 
     def sleep(self, seconds: float) -> None:
         """Block the running task for ``seconds`` (0: just yield; +inf: until cancelled)."""

@@ -79,8 +79,8 @@ class Task(TaskCore):
         # The C fields start as: _resume_value/_resume_exc None (set by whoever wakes the task;
         # read once when it resumes), _pending_exc None (an interruption -- Cancelled, a
         # scope's TimeoutError, KeyboardInterrupt -- for its next blocking point; at most one:
-        # the rule in Runtime's docstring keeps the stronger), _shield 0 (> 0 while interruptions must
-        # wait: Runtime.call_shielded), _abort None, _wait_reason "".
+        # the rule in Runtime's docstring keeps the stronger), _shield 0 (> 0 while
+        # interruptions must wait: Runtime.call_shielded), _abort None, _wait_reason "".
         # The task's open TimeoutScopes, outermost first (None until it opens one).
         self._scopes: list[TimeoutScope] | None = None
         self._joiners: list[Task] = []
