@@ -540,8 +540,8 @@ class Runtime(SchedulerCore):
         re-taking its lock): an interruption landing during ``fn()`` does not abort its wait
         (so it keeps its place in line); it stays undelivered, ranked by the rule in the class
         docstring against ``carry`` (an exception already on its way out: the wait's own
-        interruption) and against any other.  When ``fn()`` returns, the winner is raised -- ``carry`` itself
-        if nothing stronger came -- else ``fn()``'s result is returned.
+        interruption) and against any other.  When ``fn()`` returns, the winner is raised --
+        ``carry`` itself if nothing stronger came -- else ``fn()``'s result is returned.
         """
         task = self.current
         if task is None:
