@@ -1,93 +1,50 @@
-"""stackful server: an accept loop and one task per connection.
+"""stackful server: ``stackful.server.serve_tcp``, one task per connection.
 
-Written against today's API: stdlib sockets in non-blocking mode, parked with
-``stackful.wait_readable`` / ``wait_writable`` when they would block.  Only this file knows
-that: the three socket helpers (``accept``, ``recv``, ``sendall``) and ``main`` are what a
-cooperative socket API replaces; ``serve_http`` and ``serve_echo`` are the handler logic, the
-same blocking-style code as the gevent server's.
+The handlers are plain blocking code on ``stackful.socket`` sockets (their recv and sendall
+park the task and are one C call each); ``serve_http`` and ``serve_echo`` are the same
+handler logic as the gevent server's.
 """
 
 from __future__ import annotations
 
-import socket
-
 from protocol import BACKLOG, HOST, RECV_SIZE, announce, http_replies, parse_args
 
 import stackful
-
-# -- the socket helpers (today: non-blocking stdlib sockets + wait_readable/wait_writable) -----
-
-
-def accept(listener: socket.socket) -> socket.socket:
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except BlockingIOError:
-            stackful.wait_readable(listener)
-            continue
-        conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports
-        return conn
+from stackful import socket
+from stackful.server import Server, serve_tcp
 
 
-def recv(conn: socket.socket, size: int) -> bytes:
-    while True:
-        try:
-            return conn.recv(size)
-        except BlockingIOError:
-            stackful.wait_readable(conn)
-
-
-def sendall(conn: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[conn.send(view):]
-        except BlockingIOError:
-            stackful.wait_writable(conn)
-
-
-# -- the handlers --------------------------------------------------------------------------------
-
-
-def serve_http(conn: socket.socket) -> None:
+def serve_http(conn: socket.socket, addr: object) -> None:
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports
     pending = b""
+    recv, sendall = conn.recv, conn.sendall
     try:
-        while data := recv(conn, RECV_SIZE):
+        while data := recv(RECV_SIZE):
             replies, pending = http_replies(pending + data)
             if replies:
-                sendall(conn, replies)
+                sendall(replies)
     except ConnectionError:
         pass
-    finally:
-        conn.close()
 
 
-def serve_echo(conn: socket.socket) -> None:
+def serve_echo(conn: socket.socket, addr: object) -> None:
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    recv, sendall = conn.recv, conn.sendall
     try:
-        while data := recv(conn, RECV_SIZE):
-            sendall(conn, data)
+        while data := recv(RECV_SIZE):
+            sendall(data)
     except ConnectionError:
         pass
-    finally:
-        conn.close()
 
 
 def main() -> None:
     workload, port = parse_args(__doc__ or "")
     handler = serve_http if workload == "http" else serve_echo
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((HOST, port))
-    listener.listen(BACKLOG)
-    listener.setblocking(False)
 
-    def accept_loop() -> None:
-        announce(listener.getsockname()[1])
-        while True:
-            stackful.spawn(handler, accept(listener))
+    def ready(server: Server) -> None:
+        announce(server.port)
 
-    stackful.run(accept_loop)
+    stackful.run(serve_tcp, handler, HOST, port, backlog=BACKLOG, ready=ready)
 
 
 if __name__ == "__main__":
