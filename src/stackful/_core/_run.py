@@ -52,6 +52,10 @@ from ._timers import NEVER, Timer, TimerHeap, deadline_after, deadline_at
 # giving up on it (killing its fiber).  Two covers the usual "blocking call in a finally".
 _SHUTDOWN_ROUNDS = 3
 
+# Seconds the runtime must have been idle before the stacks of tasks parked in I/O waits are
+# trimmed (the pages below where each rests given back; see loop.c).
+_TRIM_AFTER = 0.5
+
 # The fewest switches between two checks of timers and I/O (see Runtime._batch_size).
 _MIN_BATCH = 64
 
@@ -132,6 +136,7 @@ class Runtime(SchedulerCore):
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ValueError(f"max_tasks must be a positive int or None, got {max_tasks!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self._real_clock = type(self.clock) is SystemClock
         self.max_tasks = max_tasks
         self.excepthook: Callable[[TaskExceptHookArgs], object] = (
             excepthook if excepthook is not None else default_excepthook
@@ -250,9 +255,13 @@ class Runtime(SchedulerCore):
         """Block (in the hub) until a timer is due or an awaited fd is ready."""
         deadline = self.timers.next_deadline()
         timeout = None if deadline is None else self.clock.idle_timeout(deadline)
+        # Tasks parked in I/O waits get their stacks trimmed once the runtime has been idle
+        # for _TRIM_AFTER seconds (real time: loop.c says why).
+        trim = (len(self._parked_io) > 0 and self._real_clock
+                and (timeout is None or timeout > _TRIM_AFTER))
         self._idle = True
         try:
-            woken = self._poll(timeout)  # wakes the tasks whose fds are ready
+            woken = self._poll(_TRIM_AFTER if trim else timeout)  # wakes tasks whose fds are ready
         except KeyboardInterrupt as exc:
             # Raised by our SIGINT handler while idle: the scheduler state is consistent here.
             self._idle = False
@@ -260,6 +269,11 @@ class Runtime(SchedulerCore):
             return
         finally:
             self._idle = False
+        if trim:
+            if not woken:
+                self._trim_parked()
+            self._countdown = self._batch_size()
+            return  # the loop comes back here for what is left of the timeout
         if not woken and deadline is not None:
             self.clock.idle_expired(deadline)
         self.timers.fire_due(self.clock.now(), self._on_interrupt)

@@ -758,6 +758,14 @@ PyObject **sf_thread_scheduler_slot(void)
     return th ? &th->scheduler : NULL;
 }
 
+size_t sf_fiber_trim_stack(PyObject *fiber)
+{
+    Fiber *f = (Fiber *)fiber;
+    if (!sf_is_fiber(fiber) || f->state != FIBER_SUSPENDED || !f->stack)
+        return 0;
+    return sf_stack_trim(f->stack, (const char *)f->ctx, f->py.datastack_top);
+}
+
 PyObject *sf_current_fiber(void)
 {
     sf_thread *th = current_thread();

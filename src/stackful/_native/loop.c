@@ -26,6 +26,8 @@
 
 static PyObject *str_end_batch, *str_name;
 
+#define MAX_PARKED_TO_TRIM (1 << 20)  /* past that, tasks parking in I/O are not listed */
+
 /* ---- switching away ---- */
 
 /* `task` is queued or parked already: run the next ready task, or the hub
@@ -315,6 +317,9 @@ static PyObject *wait_io(SchedulerCore *s, int fd, int direction, int persistent
     }
     w->fd = fd;
     w->direction = direction;
+    if (!task->trim_listed && s->parked_io->len < MAX_PARKED_TO_TRIM &&
+        rq_push(s->parked_io, (PyObject *)task) == 0)
+        task->trim_listed = 1;  /* its stack is trimmed if the runtime idles */
     PyObject *r = block_and_switch(s, task, (PyObject *)w, (PyObject *)w);
     return r;
 }
@@ -449,6 +454,54 @@ static PyObject *mod_wait_writable(PyObject *m, PyObject *fd)
 
 /* ---- the hub's poll ---- */
 
+/* A connection's task parks in an I/O wait, often for long, after running
+ * code that went deeper than where it rests: the pages below its resting
+ * stack pointer stay resident for nothing.  Each task that parks in an I/O
+ * wait is listed once; when the runtime has been idle for a while (the hub's
+ * poll saw nothing for Runtime's _TRIM_AFTER seconds), the stacks of the
+ * listed tasks still parked in I/O are trimmed, one madvise each: an idle
+ * connection then costs the page it rests on.  A busy runtime never idles
+ * that long and pays nothing but the listing; each short poll sweeps a few
+ * entries, dropping tasks that moved on. */
+
+static inline int parked_in_io(TaskCore *task)
+{
+    return task->state == STATE_BLOCKED && task->io_wait && task->abort == task->io_wait;
+}
+
+static Py_ssize_t sweep_parked(SchedulerCore *s, Py_ssize_t count, int trim)
+{
+    Py_ssize_t trimmed = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        TaskCore *task = (TaskCore *)rq_pop(s->parked_io);
+        if (!task)
+            break;
+        if (parked_in_io(task) && !trim && rq_push(s->parked_io, (PyObject *)task) == 0) {
+            Py_DECREF(task);  /* kept for a later trim */
+            continue;
+        }
+        if (parked_in_io(task) && trim) {
+            sf_fiber_trim_stack(task_run_fiber(task));
+            trimmed++;
+        }
+        task->trim_listed = 0;
+        Py_DECREF(task);
+    }
+    PyErr_Clear();  /* a failed re-push just drops the entry */
+    s->trims += trimmed;
+    return trimmed;
+}
+
+PyDoc_STRVAR(trim_parked_doc,
+"_trim_parked()\n--\n\n"
+"The runtime has been idle a while: trim the stacks of the tasks parked in I/O\n"
+"waits (give back the pages below where they rest); returns how many.");
+
+static PyObject *Sched_trim_parked(SchedulerCore *s, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(sweep_parked(s, s->parked_io->len, 1));
+}
+
 /* A poller waiter became ready: it is a task parked in an I/O wait. */
 static int wake_waiter(PyObject *waiter, void *arg)
 {
@@ -484,6 +537,8 @@ static PyObject *Sched_poll(SchedulerCore *s, PyObject *arg)
     }
     Py_ssize_t woken;
     Py_INCREF(s);
+    if (timeout != 0)
+        sweep_parked(s, 256, 0);  /* about to sleep: forget tasks that moved on */
     if (sf_is_epoll_poller(s->io)) {
         woken = sf_poller_poll((sf_poller *)s->io, timeout, wake_waiter, s);
     } else {
@@ -507,6 +562,7 @@ PyMethodDef sf_loop_methods[] = {
     {"wake_with_exception", (PyCFunction)(void (*)(void))Sched_wake_with_exception,
      METH_FASTCALL, wake_with_exception_doc},
     {"_poll", (PyCFunction)Sched_poll, METH_O, poll_doc},
+    {"_trim_parked", (PyCFunction)Sched_trim_parked, METH_NOARGS, trim_parked_doc},
     {NULL, NULL, 0, NULL},
 };
 

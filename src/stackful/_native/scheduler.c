@@ -310,7 +310,8 @@ static PyObject *SchedulerCore_new(PyTypeObject *type, PyObject *args, PyObject 
     s->io = Py_NewRef(Py_None);
     s->timers = Py_NewRef(Py_None);
     s->ready = (ReadyQueue *)PyObject_CallNoArgs((PyObject *)&ReadyQueueType);
-    if (!s->ready) {
+    s->parked_io = (ReadyQueue *)PyObject_CallNoArgs((PyObject *)&ReadyQueueType);
+    if (!s->ready || !s->parked_io) {
         Py_DECREF(s);
         return NULL;
     }
@@ -322,6 +323,7 @@ static int SchedulerCore_traverse(SchedulerCore *s, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(s));
     Py_VISIT(s->current);
     Py_VISIT(s->ready);
+    Py_VISIT(s->parked_io);
     Py_VISIT(s->hub);
     Py_VISIT(s->io);
     Py_VISIT(s->timers);
@@ -344,6 +346,7 @@ static void SchedulerCore_dealloc(SchedulerCore *s)
     PyObject_GC_UnTrack(s);
     Py_CLEAR(s->current);
     Py_CLEAR(s->ready);
+    Py_CLEAR(s->parked_io);
     Py_CLEAR(s->hub);
     Py_CLEAR(s->io);
     Py_CLEAR(s->timers);
@@ -538,6 +541,10 @@ static PyMemberDef SchedulerCore_members[] = {
      "the fiber running the hub loop (None until run())"},
     {"io", T_OBJECT_EX, offsetof(SchedulerCore, io), 0, "the I/O poller"},
     {"timers", T_OBJECT_EX, offsetof(SchedulerCore, timers), 0, "the timer heap"},
+    {"_parked_io", T_OBJECT, offsetof(SchedulerCore, parked_io), READONLY,
+     "tasks that parked in I/O waits, their stacks to trim when the runtime idles a while"},
+    {"stack_trims", T_PYSSIZET, offsetof(SchedulerCore, trims), READONLY,
+     "how many parked tasks' stacks were trimmed (pages below where they rest given back)"},
     {NULL, 0, 0, 0, NULL},
 };
 

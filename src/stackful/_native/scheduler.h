@@ -41,6 +41,7 @@ typedef struct {
                                 switched to itself), else NULL */
     PyObject *io_wait;       /* its IoWait (loop.c), made at its first I/O wait, or NULL */
     int shield;              /* > 0: interruptions wait (call_shielded) */
+    char trim_listed;        /* in its scheduler's parked_io list */
 } TaskCore;
 
 typedef struct {
@@ -51,6 +52,9 @@ typedef struct {
     PyObject *hub;           /* the fiber that runs the hub loop (None until run()) */
     PyObject *io;            /* the poller */
     PyObject *timers;        /* the TimerHeap */
+    ReadyQueue *parked_io;   /* tasks that parked in I/O waits, each once: their stacks are
+                                trimmed when the runtime has been idle a while (loop.c) */
+    Py_ssize_t trims;        /* stacks trimmed that way, in all */
 } SchedulerCore;
 
 extern PyTypeObject ReadyQueueType, TaskCoreType, SchedulerCoreType;
