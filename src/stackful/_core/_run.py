@@ -387,8 +387,11 @@ class Runtime(SchedulerCore):
             fiber = Fiber(self._entry, name=task.name, parent=self._hub)
         else:
             fiber = Fiber(self._entry, name=task.name, stack_size=stack_size, parent=self._hub)
-        # Like asyncio, a task runs in a copy of its spawner's context.
-        fiber.context = contextvars.copy_context()
+        # Like asyncio, a task runs in a copy of its spawner's context (a copy of an empty
+        # one is no different from the fresh context a fiber without one gets when needed).
+        context = contextvars.copy_context()
+        if len(context):
+            fiber.context = context
         task._fiber = fiber
         self._live[task] = None
         self.ready.append(task)
@@ -421,7 +424,7 @@ class Runtime(SchedulerCore):
                 # Cancelled (or interrupted) before it ever ran: do not start the function.
                 self.current._pending_exc = None  # type: ignore[union-attr]
                 raise pending
-            result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs) if kwargs else fn(*args)  # the latter makes no dict
         except FiberExit:
             # The fiber is being killed (shutdown gave up on it, or it was collected): let the
             # core unwind it; the task was already marked finished.
@@ -473,9 +476,10 @@ class Runtime(SchedulerCore):
                 task._exc_retrieved = True
             else:
                 self._failed[task.id] = task
-        joiners, task._joiners = task._joiners, []
-        for joiner in joiners:
-            self.wake(joiner)
+        joiners, task._joiners = task._joiners, None
+        if joiners:
+            for joiner in joiners:
+                self.wake(joiner)
 
     # -- the unretrieved-exception hook -----------------------------------------------------------
 
@@ -639,6 +643,8 @@ class Runtime(SchedulerCore):
         deadline = NEVER if timeout is None else deadline_after(self.clock.now(), timeout)
         if task.state is not FINISHED:
             joiners = task._joiners
+            if joiners is None:
+                joiners = task._joiners = []
             joiners.append(me)
 
             def abort() -> None:
