@@ -173,6 +173,86 @@ def test_recv_parks_the_task_not_the_thread() -> None:
     run_bounded(main)
 
 
+def test_a_read_after_a_short_read_waits_first_and_misses_nothing() -> None:
+    """A short read of a stream socket empties it; the next read may wait for the poller's
+    edge instead of trying first.  Data that came in between -- from another task, from
+    another thread, or before a read with MSG_PEEK -- is still found at once."""
+    def main() -> None:
+        client, conn = pair()
+        with client, conn:
+            for round_no in range(200):  # request-reply: each recv after a short one
+                conn.sendall(b"q%d" % round_no)
+                assert client.recv(100) == b"q%d" % round_no
+                client.sendall(b"a")
+                assert conn.recv(100) == b"a"
+            # Data sent while the reader is not waiting, before its next recv.
+            conn.sendall(b"early")
+            stackful.yield_now()
+            assert client.recv(100) == b"early"
+            conn.sendall(b"x")
+            assert client.recv(100) == b"x"  # short: marked empty
+            done = threading.Event()
+
+            def from_a_thread() -> None:
+                conn.sendall(b"threaded")  # cooperative sockets block the thread outside a run
+                done.set()
+
+            with thread(from_a_thread):
+                assert client.recv(100) == b"threaded"
+            conn.sendall(b"peek")
+            assert client.recv(100, socket.MSG_PEEK) == b"peek"  # short, but data stays
+            assert client.recv(100) == b"peek"
+            conn.sendall(b"into")
+            buf = bytearray(100)
+            assert client.recv_into(buf) == 4  # short
+            conn.sendall(b"more")
+            assert client.recv_into(buf, 2) == 2 and bytes(buf[:2]) == b"mo"
+            assert client.recv(100) == b"re"
+
+    run_bounded(main)
+
+
+def test_the_end_of_the_stream_after_a_short_read_is_seen_at_once() -> None:
+    """Data and the peer's FIN seen by the poller while nobody waited: the read of the data
+    is short, and the next read returns b"" at once (no edge is coming to wake a wait)."""
+    def main() -> None:
+        client, conn = pair()
+        with client, conn:
+            def later() -> None:
+                stackful.sleep(0.01)
+                conn.sendall(b"first")
+
+            stackful.spawn(later)
+            assert client.recv(100) == b"first"  # waited: the poller now follows the fd
+            conn.sendall(b"last")
+            conn.shutdown(socket.SHUT_WR)
+            stackful.sleep(0.01)  # the hub polls: data and hang-up, nobody waiting
+            assert client.recv(100) == b"last"
+            assert client.recv(100) == b""
+
+    run_bounded(main)
+
+
+def test_datagrams_left_after_a_short_read_are_read_without_waiting() -> None:
+    """A short read of a datagram socket says nothing about what else is queued: two
+    datagrams sent before the first read are both read (none waits for a new edge)."""
+    def main() -> None:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with a, b:
+            def later() -> None:
+                stackful.sleep(0.01)
+                b.send(b"zero")
+
+            stackful.spawn(later)
+            assert a.recv(100) == b"zero"  # waited: the poller now follows a's fd
+            b.send(b"one")
+            b.send(b"two")
+            assert a.recv(100) == b"one"
+            assert a.recv(100) == b"two"
+
+    run_bounded(main)
+
+
 def test_outside_a_runtime_recv_blocks_the_thread_until_data_arrives() -> None:
     client, conn = pair()
     assert client.gettimeout() is None  # the path without a deadline
