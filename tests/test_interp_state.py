@@ -186,6 +186,36 @@ def test_an_entered_context_is_per_object() -> None:
     assert ctx.run(lambda: 5) == 5
 
 
+def test_the_context_of_a_fiber_inside_context_run_cannot_be_replaced() -> None:
+    """Replacing it would leave the entered context entered for good (the run() could never
+    exit: the thread state would reference another context): refused, for a suspended
+    fiber and for the running one, and the context stays usable."""
+    root = stackful.current()
+    ctx = contextvars.Context()
+    f = Fiber(lambda: ctx.run(lambda: root.switch("inside run")) or "left")
+    assert f.switch() == "inside run"
+    with pytest.raises(RuntimeError, match=r"inside Context\.run"):
+        f.context = contextvars.Context()
+    with pytest.raises(RuntimeError, match=r"inside Context\.run"):
+        f.context = None
+    assert f.context is ctx
+    assert f.switch() == "left"
+    assert ctx.run(lambda: 5) == 5
+
+    def replace_own() -> str:
+        with pytest.raises(RuntimeError, match=r"inside Context\.run"):
+            stackful.current().context = contextvars.Context()
+        return "refused"
+
+    assert Fiber(lambda: ctx.run(replace_own)).switch() == "refused"
+    assert ctx.run(lambda: 6) == 6
+    g = Fiber(lambda: root.switch("outside run") or "done")
+    assert g.switch() == "outside run"
+    g.context = ctx  # not inside run(): allowed
+    assert g.context is ctx
+    assert g.switch() == "done"
+
+
 def test_exception_state_and_recursion_depth_stay_per_fiber() -> None:
     root = stackful.current()
 
