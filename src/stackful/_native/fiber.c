@@ -1004,6 +1004,13 @@ static int Fiber_set_context(Fiber *self, PyObject *value, void *c)
     sf_thread *th = own_thread(self, "context");
     if (!th)
         return -1;
+    /* Inside Context.run(c) the fiber's context is c, entered: replacing it would
+     * make run()'s exit fail and leave c entered for good. */
+    if (sf_context_entered(self == th->current ? th->tstate->context : self->py.context)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot replace the context of a fiber inside Context.run()");
+        return -1;
+    }
     PyObject *ctx = value == Py_None ? NULL : Py_NewRef(value);
     if (self == th->current) {
         Py_XSETREF(th->tstate->context, ctx);
@@ -1026,7 +1033,8 @@ static PyGetSetDef Fiber_getset[] = {
     {"frame", (getter)Fiber_get_frame, NULL,
      "the innermost Python frame of a suspended or running fiber, else None", NULL},
     {"context", (getter)Fiber_get_context, (setter)Fiber_set_context,
-     "the contextvars.Context the fiber runs in (None until it needs one)", NULL},
+     "the contextvars.Context the fiber runs in (None until it needs one); not "
+     "replaceable while the fiber is inside Context.run() (RuntimeError)", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

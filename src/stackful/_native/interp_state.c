@@ -490,6 +490,11 @@ static void exit_entered_contexts(sf_pystate *s)
     }
 }
 
+int sf_context_entered(PyObject *ctx)
+{
+    return ctx && ((PyContext *)ctx)->ctx_entered;
+}
+
 void sf_pystate_discard(sf_pystate *s, void *own_chunk)
 {
     exit_entered_contexts(s);

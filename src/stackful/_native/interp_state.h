@@ -102,6 +102,9 @@ PyObject *sf_pystate_top_frame(const sf_pystate *s, PyThreadState *ts);
  * (unknown while it is suspended in a call) are leaked, never freed twice. */
 void sf_pystate_discard(sf_pystate *s, void *own_chunk);
 
+/* Is `ctx` (a contextvars.Context, or NULL) entered by a Context.run() call? */
+int sf_context_entered(PyObject *ctx);
+
 /* Drop what the saved state of a fiber that finished (or died unrun) still
  * holds: context, exception state, repr entries. */
 void sf_pystate_release(sf_pystate *s);
