@@ -70,6 +70,19 @@ class FiberMachine(RuleBasedStateMachine):
     def switch_dead(self, rnd: random.Random) -> None:
         self.s.op_switch_dead(rnd)
 
+    @rule(rnd=randoms)
+    def collect(self, rnd: random.Random) -> None:
+        self.s.op_collect(rnd)
+
+    @rule(rnd=randoms)
+    def thread(self, rnd: random.Random) -> None:
+        self.s.op_thread(rnd)
+
+    @precondition(lambda self: bool(self.s.world.foreign))
+    @rule(rnd=randoms)
+    def drop_foreign(self, rnd: random.Random) -> None:
+        self.s.op_drop_foreign(rnd)
+
     @invariant()
     def matches_model(self) -> None:
         self.s.check()
