@@ -51,10 +51,12 @@ def reuse_stacks(n: int = 8) -> None:
         assert Fiber(deep, stack_size=64 * 1024).switch(10) == 60
 
 
-def discard_on_this_thread(place: Place) -> None:
-    """Park a fiber inside `place`, then drop it: it refuses FiberExit and is discarded."""
+def discard_on_this_thread(place: Place, context: contextvars.Context | None = None) -> None:
+    """Park a fiber inside `place`, then drop it: it refuses FiberExit and is discarded.
+    `context`: the fiber's context, set before it starts."""
     root = stackful.current()
     f = Fiber(lambda: place(lambda: park_refusing_exit(root)), stack_size=64 * 1024)
+    f.context = context
     assert f.switch() == "parked"
     before = stackful.discarded_fibers()["ignored_exit"]
     with warnings.catch_warnings():
@@ -64,13 +66,15 @@ def discard_on_this_thread(place: Place) -> None:
     assert stackful.discarded_fibers()["ignored_exit"] == before + 1
 
 
-def discard_after_thread_exit(place: Place) -> None:
+def discard_after_thread_exit(place: Place, context: contextvars.Context | None = None
+                              ) -> None:
     """Park a fiber inside `place` on another thread, let the thread exit, drop the fiber."""
     kept: list[Fiber] = []
 
     def thread_body() -> None:
         root = stackful.current()
         f = Fiber(lambda: place(lambda: root.switch("parked")), stack_size=64 * 1024)
+        f.context = context
         assert f.switch() == "parked"
         kept.append(f)
 
@@ -417,6 +421,38 @@ def test_context_it_had_entered_is_exited(discard: Callable[[Place], None]) -> N
 
     discard(inside_context)
     assert ctx.run(lambda: 42) == 42
+
+
+def test_its_own_context_entered_with_run_is_exited(discard: Callable[..., None]) -> None:
+    """Its context (set before it started) is `ctx`, and it entered ctx itself with ctx.run
+    (directly, or inside another context's run): the discard exits it."""
+    ctx, other = contextvars.Context(), contextvars.Context()
+    discard(lambda park: ctx.run(park), context=ctx)
+    assert ctx.run(lambda: 1) == 1
+    discard(lambda park: other.run(ctx.run, park), context=ctx)
+    assert ctx.run(lambda: 2) == 2
+    assert other.run(lambda: 3) == 3
+
+
+def test_a_context_it_shares_with_a_fiber_inside_its_run_stays_entered() -> None:
+    """Its context is `ctx` while another fiber sits inside ctx.run(): that run is not the
+    discarded fiber's to end, whether ctx was given before it started or later."""
+    root = stackful.current()
+    ctx = contextvars.Context()
+    holder = Fiber(lambda: ctx.run(lambda: root.switch("inside")) or "left")
+    assert holder.switch() == "inside"
+    discard_on_this_thread(lambda park: park(), context=ctx)
+    f = Fiber(lambda: park_refusing_exit(root), stack_size=64 * 1024)
+    assert f.switch() == "parked"
+    f.context = ctx  # given while suspended (not inside a run of its own)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del f
+        gc.collect()
+    with pytest.raises(RuntimeError, match="already entered"):
+        ctx.run(lambda: None)
+    assert holder.switch() == "left"  # its run() exits cleanly
+    assert ctx.run(lambda: 4) == 4
 
 
 def test_asyncio_loop_it_was_running_is_stopped(discard: Callable[[Place], None]) -> None:
