@@ -1012,6 +1012,8 @@ static int Fiber_set_context(Fiber *self, PyObject *value, void *c)
         return -1;
     }
     PyObject *ctx = value == Py_None ? NULL : Py_NewRef(value);
+    if (self->state != FIBER_NEW)  /* a new one takes its context as base when it starts */
+        sf_pystate_set_base_context(&self->py, ctx);
     if (self == th->current) {
         Py_XSETREF(th->tstate->context, ctx);
         th->tstate->context_ver++;

@@ -475,12 +475,36 @@ static void close_running_generator(const sf_pystate *s, _PyInterpreterFrame *f)
     Py_CLEAR(gen->gi_exc_state.exc_value);
 }
 
+/* Is `base` (entered) in the chain of contexts entered below it?  Then the
+ * fiber entered its base context itself (base.run() while base was current,
+ * directly or inside another context's run); otherwise another fiber, whose
+ * context it shares, is inside base.run().  The chain may loop (a context
+ * entered while current points back to itself): a slow pointer catches that. */
+static int base_entered_by_own_chain(PyContext *base)
+{
+    PyContext *slow = base, *c = base->ctx_prev;
+    int step = 0;
+    while (c && c->ctx_entered) {
+        if (c == base)
+            return 1;
+        c = c->ctx_prev;
+        if (step++ & 1) {
+            slow = slow->ctx_prev;
+            if (slow == c)
+                return 0;
+        }
+    }
+    return c == base;
+}
+
 /* Exit the contexts the fiber entered with Context.run, innermost first, down
- * to the one it started in: their run() calls will never return. */
+ * to its base context: their run() calls will never return.  The base itself
+ * is exited only if the fiber entered it. */
 static void exit_entered_contexts(sf_pystate *s)
 {
-    PyContext *ctx = (PyContext *)s->context;
-    while (ctx && ctx->ctx_entered && (PyObject *)ctx != s->entry_context) {
+    PyContext *ctx = (PyContext *)s->context, *base = (PyContext *)s->entry_context;
+    int own_base = base && base->ctx_entered && base_entered_by_own_chain(base);
+    while (ctx && ctx->ctx_entered && (ctx != base || own_base)) {
         PyContext *outer = ctx->ctx_prev;  /* the reference moves to s->context */
         ctx->ctx_prev = NULL;
         ctx->ctx_entered = 0;
@@ -493,6 +517,11 @@ static void exit_entered_contexts(sf_pystate *s)
 int sf_context_entered(PyObject *ctx)
 {
     return ctx && ((PyContext *)ctx)->ctx_entered;
+}
+
+void sf_pystate_set_base_context(sf_pystate *s, PyObject *ctx)
+{
+    Py_XSETREF(s->entry_context, Py_XNewRef(ctx));
 }
 
 void sf_pystate_discard(sf_pystate *s, void *own_chunk)

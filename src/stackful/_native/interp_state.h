@@ -45,8 +45,9 @@ typedef struct sf_pystate {
     int tracing_what;             /* the event being traced, with it */
     PyObject **repr_items;        /* this fiber's repr() guard entries while suspended */
     Py_ssize_t repr_size, repr_allocated;
-    PyObject *entry_context;      /* the context it started in (strong), or NULL: where the
-                                     contexts it entered with Context.run end */
+    PyObject *entry_context;      /* its base context (strong), or NULL: the one it started
+                                     in or was given later, outside any Context.run; where
+                                     the contexts it entered with Context.run end */
 } sf_pystate;
 
 /* Thread-level state swapped per fiber although CPython keeps it outside the
@@ -104,6 +105,10 @@ void sf_pystate_discard(sf_pystate *s, void *own_chunk);
 
 /* Is `ctx` (a contextvars.Context, or NULL) entered by a Context.run() call? */
 int sf_context_entered(PyObject *ctx);
+
+/* A started fiber was given `ctx` (or NULL) as its context, outside any
+ * Context.run: that is now where the contexts it enters end. */
+void sf_pystate_set_base_context(sf_pystate *s, PyObject *ctx);
 
 /* Drop what the saved state of a fiber that finished (or died unrun) still
  * holds: context, exception state, repr entries. */
