@@ -687,16 +687,24 @@ class Stress:
         fid = self.pick(rnd, alive=True)
         if fid is None:
             return
+        m = self.model
         value = f"c{rnd.randrange(1000)}"
-        ctx = contextvars.Context()
-        ctx.run(VAR.set, value)
+        if rnd.random() < 0.6:
+            ctx, cid = contextvars.Context(), None
+            ctx.run(VAR.set, value)
+        else:  # a shared one: others may enter it, or share it too
+            cid = rnd.choice(sorted(m.ctxs))
+            ctx = self.world.contexts[cid]
+        entered = m.context_entered(fid)
         try:
             self.world.fibers[fid].context = ctx
-        except RuntimeError as e:  # inside Context.run: its context is entered
-            assert "inside Context.run" in str(e) and self.model.f[fid].holds("ctx"), e
+        except RuntimeError as e:  # its context is entered: it cannot be replaced
+            assert "inside Context.run" in str(e) and entered, (e, fid)
         else:
-            assert not self.model.f[fid].holds("ctx"), fid
-            self.model.f[fid].var = value
+            assert not entered, fid
+            m.f[fid].base = cid
+            if cid is None:
+                m.f[fid].var = value
 
     def op_shared(self, rnd: random.Random) -> None:
         gid = self.key()
@@ -960,8 +968,10 @@ class Stress:
         # held only through such operands are ended here by popping their frames, and
         # counted.
         for fid in sorted(m.f):
+            if fid not in m.f:  # collected while an earlier one was drained
+                continue
             f = w.refs[fid]()
-            if f is not None and f.state in ("new", "suspended") and fid in m.f:
+            if f is not None and f.state in ("new", "suspended"):
                 self.pinned += 1
                 del f
                 self.drain(fid)

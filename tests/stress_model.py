@@ -79,6 +79,7 @@ class MFiber:
     state: str = "new"
     frames: list[tuple[str, int, Any]] = field(default_factory=list)  # (kind, key, arg)
     var: str = "unset"                          # in its own context (outside Context.run)
+    base: int | None = None                     # its context is this shared one
     in_gen: int | None = None                   # suspended inside this shared generator
     pooled: bool = True                         # still referenced by the pool
     has_del: bool = False                       # a Fiber subclass with __del__
@@ -160,7 +161,7 @@ class Model:
         for kind, _, arg in reversed(f.frames):
             if kind == "ctx":
                 return self.ctxs[arg]
-        return f.var
+        return f.var if f.base is None else self.ctxs[f.base]
 
     def set_var(self, fid: int, value: str) -> None:
         f = self.f[fid]
@@ -168,7 +169,16 @@ class Model:
             if kind == "ctx":
                 self.ctxs[arg] = value
                 return
-        f.var = value
+        if f.base is None:
+            f.var = value
+        else:
+            self.ctxs[f.base] = value
+
+    def context_entered(self, fid: int) -> bool:
+        """The fiber's current context is entered: it is inside Context.run, or its context
+        is a shared one another fiber is inside run() of (then it cannot be replaced)."""
+        f = self.f[fid]
+        return f.holds("ctx") or f.base is not None and bool(self.holders("ctx", f.base))
 
     def blocked(self, fid: int, kind: str, arg: Any) -> str | None:
         """Why fiber `fid` cannot enter this place now, or None."""
