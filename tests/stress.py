@@ -471,6 +471,7 @@ class Stress:
         self.root_exc = sys.exc_info()[1]
         self.ops = 0
         self.pinned = 0   # fibers only a pending call kept alive (drained in close)
+        self.leaked = 0   # fibers held from a discarded fiber's C stack (see accept_leaks)
         self.threads = 0
         self.hooks_before = (sys.gettrace(), sys.getprofile())
         Registration.acquire()
@@ -982,6 +983,7 @@ class Stress:
         w.shared.clear()
         gc.collect()
         self.collect_zombies()
+        self.accept_leaks()
         assert not m.f, f"fibers never collected: {self.describe_leftovers()}"
         assert w.finally_log == m.finally_log, (w.finally_log, m.finally_log)
         assert not w.violations, w.violations
@@ -992,6 +994,29 @@ class Stress:
         if self.exact:
             self.check_counters()
             self.op_collect(random.Random(0))   # collection works
+
+    def accept_leaks(self) -> None:
+        """Fibers held only from a discarded fiber's C stack are leaked, never freed: what
+        the C code of a frame holds is unknown.  3.11's profiler does that: it makes a
+        temporary bound method for a call's c_call event (`target.switch`), held in the eval
+        loop's C locals while the call runs.  Accept exactly that: dead fibers held by no
+        live object but such unreferenced bound methods and each other."""
+        m, w = self.model, self.world
+        left = {fid: w.refs[fid]() for fid in m.f}
+        if not left or any(f is None or f.state != "dead" for f in left.values()):
+            return
+        ids = {id(f) for f in left.values()}
+        for f in left.values():
+            for r in gc.get_referrers(f):
+                if id(r) in ids:
+                    continue  # a parent link
+                if not (type(r).__name__ == "builtin_function_or_method"
+                        and getattr(r, "__self__", None) is f and not gc.get_referrers(r)):
+                    return
+        self.leaked += len(left)
+        for fid in list(m.f):  # dead: nothing more happens to them (a __del__ never runs)
+            del m.f[fid]
+            del w.refs[fid]
 
     def describe_leftovers(self) -> list[str]:
         out = []
@@ -1039,7 +1064,7 @@ def run(ops: int, seed: int, restart: int = 2000, progress: bool = False,
             s.random_op(rnd)
         done += min(restart, ops - done)
         s.close()
-        totals.update(switches=s.ops, pinned=s.pinned, threads=s.threads)
+        totals.update(switches=s.ops, pinned=s.pinned, threads=s.threads, leaked=s.leaked)
         totals.update(s.predicted())
         if progress and time.monotonic() - last > 10:
             last = time.monotonic()
@@ -1092,7 +1117,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"stress: {per * args.threads} operations ({totals['switches']} checked transfers, "
           f"{totals['threads']} worker threads, {totals['pinned']} fiber(s) pinned by pending "
-          f"calls) in {elapsed:.1f} s: ok", flush=True)
+          f"calls, {totals['leaked']} held from discarded C stacks) in {elapsed:.1f} s: ok",
+          flush=True)
     print(f"stress: discarded {discarded}; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB", flush=True)
     return 0
