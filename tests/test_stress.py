@@ -2,7 +2,9 @@
 
 Each rule is one kind of operation; its random choices come from a seeded
 `random.Random` that hypothesis draws, so a failure shrinks to a short list
-of operations and replays.  The long profile is `python -m tests.stress`.
+of operations and replays.  The odd places fibers sit in (tests/stress_places.py) come
+through `send`; worker threads that exit with parked fibers through `thread`.  The long
+profile is `python -m tests.stress`.
 """
 
 from __future__ import annotations
