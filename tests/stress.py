@@ -322,6 +322,7 @@ class Stress:
         gen = self.world.make_generator() if rnd.random() < 0.5 else self.world.make_coroutine()
         gen.send(None)
         self.world.shared[gid] = gen
+        self.world.gen_frames[gid] = gen.gi_frame if hasattr(gen, "gi_frame") else gen.cr_frame
         self.model.gens[gid] = MGen()
 
     def op_collect(self, rnd: random.Random) -> None:
@@ -517,6 +518,20 @@ class Stress:
             running = gen.gi_running if hasattr(gen, "gi_running") else gen.cr_running
             assert (frame is None) == mg.done, (gid, mg)
             assert running == (mg.busy is not None), (gid, mg)
+            # Its frame object, kept from the start, leads to the frame of the fiber running
+            # it, or (once it ended by an exception) of the last one that did, or nowhere;
+            # every frame on that way is readable: none is in a freed or reused stack.
+            caller = w.gen_frames[gid].f_back
+            if mg.busy is not None or caller is not None:
+                assert mg.busy is not None or mg.done, (gid, mg, caller)
+                assert caller.f_code.co_name in ("do_gen", "enter_generator"), caller
+            for _ in range(1000):
+                if caller is None:
+                    break
+                assert isinstance(caller.f_lineno, int) and caller.f_code.co_name
+                caller = caller.f_back
+            else:
+                raise AssertionError(f"generator {gid}: its callers' frames loop")
         seen, predicted = w.places.look(), m.look(ROOT, settled=True)
         assert seen == predicted, (seen, predicted)
         if self.exact:
@@ -591,6 +606,7 @@ class Stress:
         for gen in w.shared.values():
             gen.close()
         w.shared.clear()
+        w.gen_frames.clear()
         gc.collect()
         self.collect_zombies()
         self.accept_leaks()

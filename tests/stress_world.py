@@ -137,7 +137,8 @@ class World:
         self.finally_log: dict[int, list[Any]] = {}
         self.violations: list[str] = []
         self.mailbox: dict[int, Msg] = {}
-        self.shared: dict[int, Any] = {}
+        self.shared: dict[int, Any] = {}             # generators and coroutines
+        self.gen_frames: dict[int, Any] = {}         # their frame objects, kept
         self.contexts = {cid: contextvars.Context() for cid in contexts}
         self.containers = {rid: [Marker(rid)] for rid in containers}
         self.places = Places(self.root, self.shared, self.contexts, self.containers)
