@@ -491,6 +491,73 @@ def test_asyncio_loop_it_was_running_is_stopped(discard: Callable[[Place], None]
     assert asyncio.run(fine()) == 7
 
 
+def suspended_in_a_call_to(call: str, root: Fiber, log: list[str], box: list[Fiber]
+                           ) -> tuple[Any, Any]:
+    """k is suspended inside t.throw(ValueError) or t.kill(): t caught what came and parked
+    at `root`.  Only k's frame holds t (a local, and the call's operand on its value stack);
+    t's frame holds `box`, where k is put.  Weak references to k and t."""
+    import weakref
+
+    def t_body() -> None:
+        try:
+            root.switch("t started")
+        except (ValueError, FiberExit):
+            try:
+                root.switch("t parked", box)
+            finally:
+                log.append("t finally")
+
+    def k_body(other: Fiber) -> None:
+        try:
+            other.throw(ValueError) if call == "throw" else other.kill()
+        finally:
+            log.append("k finally")
+
+    t = Fiber(t_body, stack_size=64 * 1024)
+    assert t.switch() == "t started"
+    k = Fiber(k_body, stack_size=64 * 1024)
+    box.append(k)
+    assert k.switch(t)[0] == "t parked"
+    return weakref.ref(k), weakref.ref(t)
+
+
+@pytest.mark.parametrize("call", ["throw", "kill"])
+def test_the_operand_of_a_throw_or_kill_it_was_suspended_in_is_released(call: str) -> None:
+    """A fiber whose thread exited while it was inside other.throw() or other.kill() is
+    discarded: the operands of that call are released, so `other` is freed (and discarded in
+    turn) instead of leaking with its stack."""
+    kept: list[Fiber] = []
+    refs: list[Any] = []
+
+    def thread_body() -> None:
+        box: list[Fiber] = []
+        refs.extend(suspended_in_a_call_to(call, stackful.current(), [], box))
+        kept.append(box.pop())
+
+    t = threading.Thread(target=thread_body)
+    t.start()
+    t.join(60)
+    assert not t.is_alive() and len(kept) == 1
+    before = stackful.discarded_fibers()["thread_exited"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        kept.clear()
+        gc.collect()
+    assert [r() for r in refs] == [None, None]
+    assert stackful.discarded_fibers()["thread_exited"] == before + 2  # k, then t
+
+
+@pytest.mark.parametrize("call", ["throw", "kill"])
+def test_a_cycle_through_the_operand_of_a_throw_or_kill_is_collected(call: str) -> None:
+    """The collector sees the operand of a throw() or kill() a fiber is suspended in (as it
+    does a switch()'s): a cycle through it is collected, both fibers killed."""
+    log: list[str] = []
+    refs = suspended_in_a_call_to(call, stackful.current(), log, [])  # t's box holds k
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+    assert sorted(log) == ["k finally", "t finally"]
+
+
 # -- class 7: no unbounded growth, one warning text per cause --------------------------------
 
 
