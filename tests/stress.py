@@ -589,10 +589,10 @@ class Stress:
         w.fibers.clear()
         gc.collect()
         self.collect_zombies()
-        # The GC sees the operands of a switch() called straight from a Python frame,
-        # not those of a call suspended inside a generator or below a C call: fibers
-        # held only through such operands are ended here by popping their frames, and
-        # counted.
+        # The GC sees the operands of a switch(), throw() or kill() called straight from
+        # a Python frame, not those of a call suspended inside a generator or below a C
+        # call: fibers held only through such operands are ended here by popping their
+        # frames, and counted.
         for fid in sorted(m.f):
             if fid not in m.f:  # collected while an earlier one was drained
                 continue

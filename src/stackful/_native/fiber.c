@@ -664,6 +664,16 @@ static Fiber *switch_destination(sf_thread *th, Fiber *self)
     return NULL;
 }
 
+/* Called from Python code, a method's arguments sit on top of the caller's
+ * value stack, just above the object it was called on: where they end is
+ * where the caller's live stack ends while it is suspended in the call (what
+ * the GC sees, and a discard releases).  switch(), throw() and kill(). */
+static inline void mark_call_top(sf_thread *th, PyObject *const *args, Py_ssize_t n)
+{
+    if (args)
+        th->call_top = args + n;
+}
+
 PyDoc_STRVAR(switch_doc,
 "switch(*args, **kwargs)\n--\n\n"
 "Suspend the running fiber and run this one.\n\n"
@@ -691,10 +701,7 @@ static PyObject *Fiber_switch(Fiber *self, PyObject *const *args, size_t nargsf,
     }
     if (transfer_from_call(&th->transfer, args, nargsf, kwnames) < 0)
         return NULL;
-    /* Called from Python code, the arguments sit on top of the caller's value
-     * stack: where they end is where its live stack ends (GC, discard). */
-    if (args)
-        th->call_top = args + PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    mark_call_top(th, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0));
     return switch_prepared(th, target);
 }
 
@@ -744,8 +751,10 @@ static PyObject *make_exception(PyObject *typ, PyObject *val, PyObject *tb)
 static PyObject *throw_into(sf_thread *th, Fiber *self, PyObject *exc)  /* steals exc */
 {
     sf_transfer t = {.kind = TRANSFER_THROW, .value = exc};
-    if (self == th->current)
+    if (self == th->current) {
+        th->call_top = NULL;
         return switch_to_self(th, &t);
+    }
     return sf_switch_to(th, self, t);
 }
 
@@ -789,6 +798,7 @@ static PyObject *Fiber_throw(Fiber *self, PyObject *const *args, Py_ssize_t narg
                                    nargs > 2 ? args[2] : NULL);
     if (!exc)
         return NULL;
+    mark_call_top(th, args, nargs);
     return throw_into(th, target, exc);
 }
 
@@ -800,8 +810,12 @@ PyDoc_STRVAR(kill_doc,
 "caught FiberExit and switched here instead.  An exception other than\n"
 "FiberExit that escapes it is raised here.");
 
-static PyObject *Fiber_kill(Fiber *self, PyObject *Py_UNUSED(ignored))
+static PyObject *Fiber_kill(Fiber *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs) {
+        PyErr_Format(PyExc_TypeError, "kill() takes no arguments (%zd given)", nargs);
+        return NULL;
+    }
     sf_thread *th = current_thread();
     if (!th)
         return NULL;
@@ -824,6 +838,7 @@ static PyObject *Fiber_kill(Fiber *self, PyObject *Py_UNUSED(ignored))
     if (self != th->current) {
         Py_SETREF(self->parent, (Fiber *)Py_NewRef(th->current));
     }
+    mark_call_top(th, args, 0);
     PyObject *result = throw_into(th, self, exc);
     if (result && self->state == FIBER_DEAD && PyObject_TypeCheck(result, (PyTypeObject *)FiberExit)) {
         Py_DECREF(result);
@@ -881,7 +896,7 @@ static PyObject *Fiber_stack_info(Fiber *self, PyObject *Py_UNUSED(ignored))
 static PyMethodDef Fiber_methods[] = {
     {"switch", (PyCFunction)(void (*)(void))Fiber_switch, METH_FASTCALL | METH_KEYWORDS, switch_doc},
     {"throw", (PyCFunction)(void (*)(void))Fiber_throw, METH_FASTCALL, throw_doc},
-    {"kill", (PyCFunction)Fiber_kill, METH_NOARGS, kill_doc},
+    {"kill", (PyCFunction)(void (*)(void))Fiber_kill, METH_FASTCALL, kill_doc},
     {"stack_info", (PyCFunction)Fiber_stack_info, METH_NOARGS, stack_info_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -339,14 +339,15 @@ static inline PyObject **frame_func_slot(_PyInterpreterFrame *f)
 /* How many localsplus slots of a suspended frame hold references we know of.
  * A frame that called out to C has stacktop == -1 while it runs (the value
  * stack pointer lives in the eval loop's C locals), so only its locals are
- * known -- except for the innermost frame when switch() was called from it
- * directly (see sf_pystate_save).  Under-counting is safe for the GC. */
+ * known -- except for the innermost frame when switch(), throw() or kill()
+ * was called from it directly (see sf_pystate_save).  Under-counting is safe
+ * for the GC. */
 static inline int known_slots(const sf_pystate *s, const _PyInterpreterFrame *f)
 {
     if (f->stacktop >= 0)
         return f->stacktop;
     if (f == top_frame(s) && s->top_live_slots >= 0)
-        return s->top_live_slots;  /* up to the arguments of the pending switch() */
+        return s->top_live_slots;  /* up to the arguments of the pending call */
     PyObject *code = frame_code(f);
     return PyCode_Check(code) ? ((PyCodeObject *)code)->co_nlocalsplus : 0;
 }

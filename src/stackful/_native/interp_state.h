@@ -65,8 +65,9 @@ void sf_pythread_clear(sf_pythread *t);
  * allocate nothing and run no Python code, so the GC cannot run in between.
  *
  * `call_top`, if not NULL, is the end of the arguments of the call the
- * innermost Python frame is suspended in (switch() called straight from
- * Python code receives its arguments in place on that frame's value stack).
+ * innermost Python frame is suspended in (switch(), throw() or kill() called
+ * straight from Python code receives its arguments in place on that frame's
+ * value stack).
  * A frame in a call does not record its stack pointer (CPython keeps it in a
  * C local of the eval loop); knowing it lets the GC see, and a discard
  * release, the call's operands, not just the frame's locals. */
