@@ -314,10 +314,17 @@ class Places:
         token = next(TOKENS)
         req = file(Request(kind, fid, token if kind == "del" else None, inside, carry=True))
         try:
-            if kind == "del":  # filed first: an automatic collection may find it first
+            if kind == "del":
+                # Filed first: an automatic collection may find the cycle first (it parks
+                # there then).  None may run while the cycle is still reachable, though:
+                # it would move it to an older generation than the one collected here.
+                enabled = gc.isenabled()
+                gc.disable()
                 a, b = Finalized(token), Finalized(token)
                 a.other, b.other = b, a
                 del a, b
+                if enabled:
+                    gc.enable()
             gc.collect(0)  # the youngest generation holds the cycle, and is quick
         finally:
             unfile(req)
