@@ -320,11 +320,13 @@ class Places:
                 # it would move it to an older generation than the one collected here.
                 enabled = gc.isenabled()
                 gc.disable()
-                a, b = Finalized(token), Finalized(token)
-                a.other, b.other = b, a
-                del a, b
-                if enabled:
-                    gc.enable()
+                try:
+                    a, b = Finalized(token), Finalized(token)
+                    a.other, b.other = b, a
+                    del a, b
+                finally:
+                    if enabled:
+                        gc.enable()
             gc.collect(0)  # the youngest generation holds the cycle, and is quick
         finally:
             unfile(req)
