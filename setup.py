@@ -59,6 +59,8 @@ setup(
                 os.path.join(NATIVE, "reclaim.c"),
                 os.path.join(NATIVE, "overflow.c"),
                 os.path.join(NATIVE, "scheduler.c"),
+                os.path.join(NATIVE, "loop.c"),
+                os.path.join(NATIVE, "sockets.c"),
                 os.path.join(NATIVE, "timers.c"),
                 os.path.join(NATIVE, "poller_epoll.c"),
                 os.path.join(NATIVE, "stack.c"),
@@ -66,7 +68,8 @@ setup(
                 switch_source(),
             ],
             depends=[os.path.join(NATIVE, h) for h in ("switch.h", "stack.h", "interp_state.h", "fiber.h",
-                                                       "fiber_internal.h", "timers.h", "poller.h")],
+                                                       "fiber_internal.h", "timers.h", "poller.h",
+                                                       "scheduler.h")],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )

@@ -7,20 +7,35 @@ and for the others meanwhile:
 * the repr() recursion guard: per fiber;
 * a running garbage collection: per interpreter (as with threads: while one is suspended in a
   finalizer, gc.collect() elsewhere returns 0; it finishes when that fiber resumes);
-* a context entered with Context.run: per context object (as with threads).
+* a context entered with Context.run: per context object (as with threads);
+* recursion limits: sized from the fiber's own stack (3.14+: its bounds, not a budget);
+* the trash can's deferred deallocations: freed where there is room, nothing left behind;
+* 3.14+: context watchers see a switch that changes the context; asyncio's running loop and
+  task are per fiber; switching inside JIT-compiled code changes nothing but speed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import ctypes
 import gc
+import re
+import subprocess
 import sys
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import stackful
 from stackful import Fiber
+
+from ._support import child_env
+
+PY314 = sys.version_info >= (3, 14)
+needs_314 = pytest.mark.skipif(not PY314, reason="new in CPython 3.14")
 
 
 def test_trace_guard_is_per_fiber() -> None:
@@ -230,3 +245,306 @@ def test_exception_state_and_recursion_depth_stay_per_fiber() -> None:
     assert f.switch() == "handling"
     assert sys.exc_info() == (None, None, None)
     assert f.switch() == "KeyError('in fiber')"
+
+
+@pytest.fixture
+def deep_python_recursion() -> Iterator[None]:
+    """Lift the Python-level limit, so that only the C stack stops a recursion."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    yield
+    sys.setrecursionlimit(before)
+
+
+def deepest_c_recursion(stack_size: int) -> tuple[int, str]:
+    """Levels of Python -> C -> Python recursion a fresh fiber reaches, and the error."""
+    reached = [0]
+
+    def dive(n: int) -> Any:
+        reached[0] = n
+        return sorted([1], key=lambda _: dive(n + 1))
+
+    def body() -> tuple[int, str]:
+        try:
+            dive(0)
+        except RecursionError as e:
+            return reached[0], str(e)
+        raise AssertionError("no RecursionError")
+
+    result: tuple[int, str] = Fiber(body, stack_size=stack_size).switch()
+    return result
+
+
+def test_c_recursion_is_limited_by_the_fibers_own_stack(deep_python_recursion: None) -> None:
+    small, small_error = deepest_c_recursion(256 * 1024)
+    large, large_error = deepest_c_recursion(1024 * 1024)
+    assert 0 < small and 2 * small < large  # four times the stack: about four times as deep
+    if PY314:
+        # 3.14+ measure the stack pointer against the running fiber's own bounds.
+        for size, error in ((256, small_error), (1024, large_error)):
+            used = int(re.search(r"used (\d+) kB", error).group(1))  # type: ignore[union-attr]
+            assert size * 3 // 4 < used <= size, error
+
+
+SMALL_STACKS = r"""
+import sys
+import stackful
+
+sys.setrecursionlimit(100_000)
+nested = []
+for _ in range(100_000):
+    nested = [nested]
+dives = {
+    "sorted": lambda n, again: sorted([1], key=lambda _: again(n + 1)),
+    "map": lambda n, again: next(map(lambda _: again(n + 1), (0,))),
+    "repr": lambda n, again: repr(nested),
+}
+for size in (stackful.MIN_STACK_SIZE, 48 * 1024, 64 * 1024, 96 * 1024):
+    for name, step in dives.items():
+        def dive(n, step=step):
+            return step(n, dive)
+        def body():
+            try:
+                dive(0)
+            except RecursionError:
+                return "RecursionError"
+        assert stackful.Fiber(body, stack_size=size).switch() == "RecursionError", (size, name)
+print("all stopped")
+"""
+
+
+@pytest.mark.no_leak_check  # the work is in a child process
+def test_small_stacks_stop_c_recursion_with_an_error_not_a_crash() -> None:
+    # In a child: a failure here would be a fatal error or a guard-page abort.
+    result = subprocess.run([sys.executable, "-c", SMALL_STACKS], capture_output=True,
+                            text=True, timeout=120, env=child_env())
+    assert result.returncode == 0, result.stderr
+    assert "all stopped" in result.stdout
+
+
+class Sentinel:
+    def __init__(self, freed: list[bool]) -> None:
+        self.freed = freed
+
+    def __del__(self) -> None:
+        self.freed.append(True)
+
+
+def deep_graph(freed: list[bool], depth: int = 100_000) -> list[Any]:
+    """Nested lists with a Sentinel at the bottom: freeing it recurses `depth` deep."""
+    graph: list[Any] = [Sentinel(freed)]
+    for _ in range(depth):
+        graph = [graph]
+    return graph
+
+
+def frees_inside(stack_size: int) -> bool:
+    """Whether a fiber with this stack is big enough to free a deep graph by itself."""
+    if stack_size >= stackful.DEFAULT_STACK_SIZE:
+        return True
+    return PY314 and stack_size >= 256 * 1024  # 3.13 defers below ~320 KiB (README)
+
+
+@pytest.mark.parametrize("stack_size", [stackful.MIN_STACK_SIZE, 64 * 1024, 256 * 1024,
+                                        stackful.DEFAULT_STACK_SIZE])
+def test_deep_object_graphs_freed_in_a_fiber_leave_nothing_deferred(stack_size: int) -> None:
+    freed: list[bool] = []
+
+    def body() -> bool:
+        graph = deep_graph(freed)
+        del graph  # the trash can defers what the stack cannot free recursively...
+        return bool(freed)
+
+    freed_inside = Fiber(body, stack_size=stack_size).switch()
+    if frees_inside(stack_size):
+        assert freed_inside  # ...and frees it again on the way back up
+    assert freed == [True]  # a small fiber's leftovers are freed where it lands
+
+
+def test_a_fibers_c_recursion_room_does_not_depend_on_its_thread(
+        deep_python_recursion: None) -> None:
+    # A root that recursed deep through C before starting a fiber leaves the fiber's
+    # room as it is: the fiber's limits describe its own stack, not the thread's.
+    def after_root_dive(levels: int) -> int:
+        got: list[int] = []
+
+        def dive(n: int) -> None:
+            if n:
+                sorted([1], key=lambda _: dive(n - 1))
+            else:
+                got.append(deepest_c_recursion(256 * 1024)[0])
+
+        dive(levels)
+        return got[0]
+
+    after_root_dive(0)  # warm-up: specialised code may take a little less stack
+    alone = after_root_dive(0)
+    assert abs(after_root_dive(60) - alone) <= 2, alone
+
+
+def context_watcher() -> tuple[list[tuple[int, Any]], Callable[[], None]]:
+    """Register a context watcher through the C API; returns its log and its remover."""
+    log: list[tuple[int, Any]] = []
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.py_object)
+
+    @callback_type
+    def watcher(event: int, ctx: Any) -> int:
+        log.append((event, ctx))
+        return 0
+
+    add = ctypes.pythonapi.PyContext_AddWatcher
+    add.argtypes, add.restype = [callback_type], ctypes.c_int
+    clear = ctypes.pythonapi.PyContext_ClearWatcher
+    clear.argtypes, clear.restype = [ctypes.c_int], ctypes.c_int
+    watcher_id = add(watcher)
+    assert watcher_id >= 0
+
+    def remove() -> None:
+        assert clear(watcher_id) == 0 and watcher  # the callback lives until here
+
+    return log, remove
+
+
+CONTEXT_SWITCHED = 1
+
+
+@needs_314
+def test_context_watchers_see_switches_that_change_the_context() -> None:
+    root = stackful.current()
+    own, shared = contextvars.Context(), contextvars.Context()
+    root_context = contextvars.Context()
+
+    def in_own() -> None:
+        root.switch()
+        stackful.current().context = shared  # like Context.run: the watchers see it
+
+    def in_shared() -> None:
+        root.switch()
+
+    f, g = Fiber(in_own), Fiber(in_shared)
+    f.context, g.context = own, shared
+
+    def scenario() -> list[tuple[int, Any]]:
+        log, remove = context_watcher()
+        try:
+            f.switch()          # root -> own, and back
+            f.switch()          # root -> own, which sets shared; f ends: -> root
+            g.switch()          # root -> shared, and back
+            same = Fiber(root.switch)
+            same.context = root_context
+            same.switch()       # the same context on both sides: no event
+            same.switch()
+            g.switch()          # g ends
+        finally:
+            remove()
+        return log
+
+    log = root_context.run(scenario)
+    expected = [own, root_context, own, shared, root_context, shared, root_context,
+                shared, root_context]
+    assert log == [(CONTEXT_SWITCHED, ctx) for ctx in expected]
+
+
+class Box:
+    f: Fiber
+
+
+@needs_314
+def test_the_gc_sees_operands_of_frames_suspended_in_a_c_call() -> None:
+    # 3.14+ frames record their stack pointer before a call that can escape, so a cycle
+    # through an operand of a frame that is in the middle of a C call is collected (before
+    # 3.14 only the innermost frame's switch() operands are known: see README).
+    root = stackful.current()
+    holder: dict[str, Box] = {}
+
+    def body() -> Any:
+        return (holder.pop("box"), next(map(lambda _: root.switch(), [0])))
+
+    box = Box()
+    box.f = f = Fiber(body)
+    holder["box"] = box
+    f.switch()  # suspended: body's frame is inside next(), the box only on its value stack
+    ref = weakref.ref(f)
+    del f, box
+    gc.collect()
+    assert ref() is None
+
+
+@needs_314
+def test_each_fiber_has_its_own_running_asyncio_loop() -> None:
+    async def other_loops_work() -> str:
+        await asyncio.sleep(0)
+        return "other loop done"
+
+    def on_other_fiber() -> tuple[Any, str]:
+        loop_here = asyncio._get_running_loop()  # none: nothing runs on this fiber yet
+        return loop_here, asyncio.run(other_loops_work())
+
+    async def main() -> tuple[Any, ...]:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        # In the middle of this task's step, a whole other event loop runs to the end
+        # on another fiber, then this loop carries on.
+        loop_there, result = Fiber(on_other_fiber).switch()
+        await asyncio.sleep(0)
+        return (loop_there, result,
+                asyncio.get_running_loop() is loop, asyncio.current_task() is task)
+
+    outcome = Fiber(lambda: asyncio.run(main())).switch()
+    assert outcome == (None, "other loop done", True, True)
+    assert asyncio._get_running_loop() is None  # and none leaked to the root
+
+
+@needs_314
+def test_a_suspended_fibers_loop_is_not_running_elsewhere() -> None:
+    root = stackful.current()
+
+    async def main() -> None:
+        root.switch("suspended inside the loop")
+        await asyncio.sleep(0)
+
+    f = Fiber(lambda: asyncio.run(main()))
+    assert f.switch() == "suspended inside the loop"
+    assert asyncio._get_running_loop() is None
+    asyncio.run(asyncio.sleep(0))  # the root may run a loop of its own meanwhile
+    f.switch()
+    assert f.dead
+
+
+JIT_WORKLOAD = r"""
+import sys
+import stackful
+
+root = stackful.current()
+
+
+def worker(k):
+    # A hot loop, compiled by the JIT, that switches away from inside its trace on
+    # two iterations out of three and changes type (a side exit) on one out of seven.
+    total = 0
+    for i in range(40_000):
+        v = i if i % 7 else float(i)
+        total += root.switch(v) if i % 3 else int(v) * k
+    return total
+
+
+# 3.14's trace optimizer alone takes ~120 KiB of C stack (3.15's ~26 KiB).
+fibers = [stackful.Fiber(worker, stack_size=512 * 1024) for _ in range(3)]
+values = [f.switch(k + 1) for k, f in enumerate(fibers)]
+while not all(f.dead for f in fibers):
+    for k, f in enumerate(fibers):
+        if not f.dead:
+            values[k] = f.switch(1)
+print(values)
+"""
+
+
+@pytest.mark.no_leak_check  # the work is in child processes
+@pytest.mark.skipif(not getattr(getattr(sys, "_jit", None), "is_available", lambda: False)(),
+                    reason="this CPython has no JIT")
+def test_fibers_switch_inside_jit_compiled_loops() -> None:
+    runs = [subprocess.run([sys.executable, "-c", JIT_WORKLOAD], capture_output=True, text=True,
+                           timeout=120, env=child_env(PYTHON_JIT=jit))
+            for jit in ("0", "1")]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    assert runs[1].stdout == runs[0].stdout  # the JIT changes nothing but speed

@@ -211,11 +211,14 @@ def test_signal_handler_runs_on_the_fiber_that_is_running() -> None:
         signal.signal(signal.SIGPROF, old)
     assert total == n * (n - 1)
     assert seen, "no signal arrived"
-    where = {"ping": "ping", "pong": "pong_body", "root": None}
+    # A signal that lands while the handler itself runs (likely when everything is
+    # slow, as under AddressSanitizer) interrupts the handler's own frame.
+    where = {"ping": {"ping", "handler"}, "pong": {"pong_body", "handler"}, "root": None}
     for name, code in seen:
         assert name in where, name
         if where[name]:
-            assert code == where[name], (name, code)
+            assert code in where[name], (name, code)
+    assert any(code != "handler" for _, code in seen)
     pong.kill()
     assert stackful.current() is root
 

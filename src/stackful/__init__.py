@@ -26,9 +26,9 @@ state is swapped with it so CPython never notices.
 
 import sys as _sys
 
-if not ((3, 11) <= _sys.version_info[:2] <= (3, 13)):
+if not ((3, 11) <= _sys.version_info[:2] <= (3, 15)):
     raise ImportError(
-        "stackful supports CPython 3.11, 3.12 and 3.13; this is "
+        "stackful supports CPython 3.11 to 3.15; this is "
         f"{_sys.implementation.name} {_sys.version.split()[0]}"
     )
 if _sys.implementation.name != "cpython":

@@ -49,6 +49,13 @@ from socket import (
 from typing import Any
 
 from ._core import current_runtime_or_none as _runtime_or_none
+from ._native import _wait_readable as _persistent_wait_readable
+from ._native import _wait_writable as _persistent_wait_writable
+from ._native import sock_accept as _c_accept
+from ._native import sock_recv as _c_recv
+from ._native import sock_recv_into as _c_recv_into
+from ._native import sock_send as _c_send
+from ._native import sock_sendall as _c_sendall
 from .lowlevel import current_time as _runtime_time
 from .runtime_api import notify_closing as _notify_closing
 from .runtime_api import sleep as _runtime_sleep
@@ -217,7 +224,7 @@ class socket(_std.socket):
         if _runtime_or_none() is None:
             _poll_thread(fd, _POLLIN, deadline)
         elif deadline is None:
-            _runtime_wait_readable(fd)
+            _persistent_wait_readable(fd)  # registered once; close() drops it
         else:
             _runtime_wait_readable(fd, _remaining(deadline, _runtime_time()))
 
@@ -230,7 +237,7 @@ class socket(_std.socket):
         if _runtime_or_none() is None:
             _poll_thread(fd, _POLLOUT, deadline)
         elif deadline is None:
-            _runtime_wait_writable(fd)
+            _persistent_wait_writable(fd)  # registered once; close() drops it
         else:
             _runtime_wait_writable(fd, _remaining(deadline, _runtime_time()))
 
@@ -238,6 +245,8 @@ class socket(_std.socket):
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         """Receive up to ``bufsize`` bytes; ``b""`` at end of stream."""
+        if self._timeout is None:
+            return _c_recv(self, bufsize, flags)  # blocking mode: all of it in C
         try:
             return _ss_recv(self, bufsize, flags)
         except BlockingIOError:
@@ -253,6 +262,8 @@ class socket(_std.socket):
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Receive into ``buffer`` (up to ``nbytes``, 0: its size); return the count."""
+        if self._timeout is None:
+            return _c_recv_into(self, buffer, nbytes, flags)
         try:
             return _ss_recv_into(self, buffer, nbytes, flags)
         except BlockingIOError:
@@ -268,6 +279,8 @@ class socket(_std.socket):
 
     def send(self, data: Any, flags: int = 0, /) -> int:
         """Send some of ``data``; return how many bytes went."""
+        if self._timeout is None:
+            return _c_send(self, data, flags)
         try:
             return _ss_send(self, data, flags)
         except BlockingIOError:
@@ -286,6 +299,8 @@ class socket(_std.socket):
 
         On a timeout or another error, some of the data may have been sent.
         """
+        if self._timeout is None:
+            return _c_sendall(self, data, flags)
         try:
             sent = _ss_send(self, data, flags)
         except BlockingIOError:
@@ -319,6 +334,9 @@ class socket(_std.socket):
 
         ``conn`` gets the default timeout (``getdefaulttimeout()``), as in the stdlib.
         """
+        if self._timeout is None:
+            fd, addr = _c_accept(self)
+            return socket(_ss_family(self), _ss_type(self), _ss_proto(self), fd), addr
         try:
             fd, addr = _ss_accept(self)
         except BlockingIOError:
@@ -533,7 +551,10 @@ class socket(_std.socket):
         The fd is left in the mode a stdlib socket with this timeout would have: blocking if
         the timeout is None, non-blocking otherwise.
         """
-        if self._timeout is None and _ss_fileno(self) >= 0:
+        fd = _ss_fileno(self)
+        if fd >= 0 and _runtime_or_none() is not None:
+            _notify_closing(fd)  # ours no more: drop its registration, wake its waiters
+        if self._timeout is None and fd >= 0:
             _ss_setblocking(self, True)
         return super().detach()
 

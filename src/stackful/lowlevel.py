@@ -63,7 +63,7 @@ def call_shielded(fn: Callable[[], Any], carry: BaseException | None = None) -> 
     For a wait that must re-take something whatever happened, like ``Condition.wait``
     re-taking its lock: a cancellation or timeout landing during ``fn()`` waits for it to
     return; then the strongest of those and ``carry`` (an exception already on its way out)
-    is raised, by the rule of :meth:`Runtime.park`.  Returns ``fn()``'s result otherwise.
+    is raised, by the rule in :class:`Runtime`'s docstring.  Returns ``fn()``'s result otherwise.
     """
     return get_runtime("call_shielded()").call_shielded(fn, carry)
 

@@ -25,6 +25,7 @@ from ._core import (
     get_runtime,
     get_task,
 )
+from ._native import wait_io as _wait_io
 from ._native import yield_now as _native_yield_now
 
 T = TypeVar("T")
@@ -75,14 +76,21 @@ def sleep(seconds: float) -> None:
 def wait_readable(fd: int | HasFileno, timeout: float | None = None) -> None:
     """Block until ``fd`` (an int or an object with ``fileno()``) is readable.
 
-    Raises ``TimeoutError`` after ``timeout`` seconds.
+    Raises ``TimeoutError`` after ``timeout`` seconds.  Without a timeout the whole wait is
+    the C core's (no Python frame between here and the switch).
     """
-    get_runtime("wait_readable()").wait_fd(fd, False, timeout)
+    if timeout is None:
+        _wait_io(fd, False)
+    else:
+        get_runtime("wait_readable()").wait_fd(fd, False, timeout)
 
 
 def wait_writable(fd: int | HasFileno, timeout: float | None = None) -> None:
     """Block until ``fd`` is writable; raises ``TimeoutError`` after ``timeout`` seconds."""
-    get_runtime("wait_writable()").wait_fd(fd, True, timeout)
+    if timeout is None:
+        _wait_io(fd, True)
+    else:
+        get_runtime("wait_writable()").wait_fd(fd, True, timeout)
 
 
 def notify_closing(fd: int | HasFileno) -> None:

@@ -224,7 +224,7 @@ class Condition:
         """Release the lock, wait for a notify, re-acquire; False if ``timeout`` passed.
 
         The lock is always re-acquired, even when the wait ends in a cancellation or timeout
-        (those wait until it is; if several land, the rule of ``Runtime.park`` picks the one
+        (those wait until it is; if several land, the rule in ``Runtime``'s docstring picks the one
         raised).  A waiter that was notified but then ends with an exception passes the
         notification on to the next waiter, so ``notify(1)`` is never lost.
         """

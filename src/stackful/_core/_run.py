@@ -12,7 +12,7 @@ Principles (the seeds' ``Runtime`` grown up):
 * Every suspension goes through :meth:`Runtime.park` or :meth:`Runtime.yield_now`; those are
   the only places where a task gives up control, and the only places where a pending
   cancellation, timeout or deferred Ctrl-C is raised.  Which of two interruptions wins when
-  both land before the task runs is one rule, written down once: :meth:`Runtime.park`.
+  both land before the task runs is one rule, written down once: in :class:`Runtime`'s docstring.
 * Nothing here imports the user primitives; they sit on ``stackful.lowlevel``.
 """
 
@@ -52,6 +52,10 @@ from ._timers import NEVER, Timer, TimerHeap, deadline_after, deadline_at
 # giving up on it (killing its fiber).  Two covers the usual "blocking call in a finally".
 _SHUTDOWN_ROUNDS = 3
 
+# Seconds the runtime must have been idle before the stacks of tasks parked in I/O waits are
+# trimmed (the pages below where each rests given back; see loop.c).
+_TRIM_AFTER = 0.5
+
 # The fewest switches between two checks of timers and I/O (see Runtime._batch_size).
 _MIN_BATCH = 64
 
@@ -86,6 +90,38 @@ class Runtime(SchedulerCore):
     ``Runtime(clock=VirtualClock())`` makes timers virtual; ``max_tasks`` caps live tasks like
     the seeds' ``MAX_THREADS``; ``excepthook`` receives the exceptions of tasks nobody joined.
     A runtime runs once: ``Runtime(...).run(main, *args, **kwargs)``.
+
+    A task gives up control only in :meth:`park` (and :meth:`yield_now`, a park of one
+    round), which blocks it until :meth:`wake` or :meth:`wake_with_exception`; the caller
+    has registered the task wherever its waker will find it, and ``abort`` undoes that
+    registration when the wait is interrupted (cancel, timeout); ``reason`` names the wait
+    for ``tasks()`` and deadlock reports.  ``park``, ``wake`` and ``wake_with_exception`` are
+    the C core's (loop.c).
+
+    **Interruptions, and which one wins.**  An interruption -- ``KeyboardInterrupt`` or
+    ``SystemExit`` (the run is ending), :class:`Cancelled` (``Task.cancel``, shutdown), the
+    ``TimeoutError`` of a timeout scope -- is raised in a task only by ``park`` (and by
+    ``yield_now``, a park of one round): by the park the task is blocked in, which
+    aborts its wait; or, if it arrives while the task is not blocked, by the next
+    park the task enters.  Until the task has resumed and seen it, the interruption is
+    *undelivered*, and a task has at most one undelivered interruption.  When a second one
+    arrives first, the stronger is kept and the other dropped::
+
+        KeyboardInterrupt/SystemExit > Cancelled > outer scope's TimeoutError > inner one's
+
+    Why the stronger, and why drop the other: the stronger one unwinds everything the
+    weaker would have (the run ends; the task ends; an outer scope's body contains the
+    inner scope), so nothing is lost by not raising the weaker.  Raising the weaker first
+    would let the task catch it and carry on -- ``lock.acquire(timeout=1)`` returns False
+    -- and the stronger would be lost, or withdrawn when its scope exits "in time".
+
+    Same-tick cases follow from that.  A task woken by an interruption has not seen it
+    until it resumes, so a stronger one landing before then replaces it.  A task woken by
+    :meth:`wake` or :meth:`wake_with_exception` has *completed* its wait (it has the lock,
+    the item, the join result): that stands, and an interruption landing before it resumes
+    is undelivered, for its next park.  Under a shield (:meth:`call_shielded`, which
+    ``Condition.wait`` uses to re-take its lock) park is not interrupted at all: the
+    interruption waits, by the same rule, for the shield's end.
     """
 
     current: Task | None  # a SchedulerCore field, typed for this runtime
@@ -100,6 +136,7 @@ class Runtime(SchedulerCore):
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ValueError(f"max_tasks must be a positive int or None, got {max_tasks!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self._real_clock = type(self.clock) is SystemClock
         self.max_tasks = max_tasks
         self.excepthook: Callable[[TaskExceptHookArgs], object] = (
             excepthook if excepthook is not None else default_excepthook
@@ -192,7 +229,7 @@ class Runtime(SchedulerCore):
             if nxt is not None:
                 self.current = nxt
                 nxt.state = RUNNING
-                nxt._fiber.switch()  # type: ignore[union-attr]
+                nxt._run_fiber.switch()
                 # Back in the hub: a task blocked with nothing ready, or a task finished.
                 self.current = None
                 self.hub_resumptions += 1
@@ -206,7 +243,7 @@ class Runtime(SchedulerCore):
             if self._shutting_down:
                 self._shutdown_stuck_tasks()
             else:
-                blocked = [(t.name, t._wait_reason) for t in self._live]
+                blocked = [(t.name, str(t._wait_reason)) for t in self._live]
                 lines = "\n".join(f"  task {n!r} waiting on {w}" for n, w in blocked)
                 self._deadlock = DeadlockError(
                     f"deadlock: all {len(blocked)} tasks are blocked and nothing can wake "
@@ -218,9 +255,13 @@ class Runtime(SchedulerCore):
         """Block (in the hub) until a timer is due or an awaited fd is ready."""
         deadline = self.timers.next_deadline()
         timeout = None if deadline is None else self.clock.idle_timeout(deadline)
+        # Tasks parked in I/O waits get their stacks trimmed once the runtime has been idle
+        # for _TRIM_AFTER seconds (real time: loop.c says why).
+        trim = (len(self._parked_io) > 0 and self._real_clock
+                and (timeout is None or timeout > _TRIM_AFTER))
         self._idle = True
         try:
-            woken = self.io.poll(timeout)
+            woken = self._poll(_TRIM_AFTER if trim else timeout)  # wakes tasks whose fds are ready
         except KeyboardInterrupt as exc:
             # Raised by our SIGINT handler while idle: the scheduler state is consistent here.
             self._idle = False
@@ -228,8 +269,11 @@ class Runtime(SchedulerCore):
             return
         finally:
             self._idle = False
-        for task in woken:
-            self.wake(task)
+        if trim:
+            if not woken:
+                self._trim_parked()
+            self._countdown = self._batch_size()
+            return  # the loop comes back here for what is left of the timeout
         if not woken and deadline is not None:
             self.clock.idle_expired(deadline)
         self.timers.fire_due(self.clock.now(), self._on_interrupt)
@@ -247,9 +291,14 @@ class Runtime(SchedulerCore):
         if self.timers.active:
             self.timers.fire_due(self.clock.now(), self._on_interrupt)
         if self.io.waiting:
-            for task in self.io.poll(0):
-                self.wake(task)
+            self._poll(0)
         self._countdown = self._batch_size()
+
+    def _end_batch(self) -> bool:
+        """The C park step's batch ran out: check timers and I/O.  True: go to the hub (a
+        timer callback just ended the run, which the hub must wind down)."""
+        self._tick()
+        return self._interrupt is not None and self.current is not None and self._run_ending()
 
     def _pick_next(self) -> Task | None:
         """Pop the next ready task (FIFO), checking timers and I/O once per batch.
@@ -389,7 +438,7 @@ class Runtime(SchedulerCore):
                 assert nxt._fiber is not None  # set by spawn, cleared only once finished
                 self.current = nxt
                 nxt.state = RUNNING
-                fiber.parent = nxt._fiber
+                fiber.parent = nxt._run_fiber
                 return
         self.current = None
         assert self._hub is not None
@@ -448,7 +497,7 @@ class Runtime(SchedulerCore):
         else:
             self.current = nxt
             nxt.state = RUNNING
-            nxt._fiber.switch()  # type: ignore[union-attr]
+            nxt._run_fiber.switch()
         # Resumed: whoever switched to us already set current = task and state = RUNNING.
 
     def yield_now(self) -> None:
@@ -488,56 +537,6 @@ class Runtime(SchedulerCore):
                 return
             self._raise_pending(task, None)
 
-    def park(self, reason: str, abort: Callable[[], object] | None = None) -> Any:
-        """Block the running task until :meth:`wake` or :meth:`wake_with_exception`.
-
-        The caller has already registered the task wherever its waker will find it;
-        ``abort`` undoes that registration when the wait is interrupted (cancel, timeout).
-        ``reason`` names the wait for ``tasks()`` and deadlock reports.  Returns the value
-        passed to :meth:`wake`, or raises the exception passed to :meth:`wake_with_exception`.
-
-        **Interruptions, and which one wins.**  An interruption -- ``KeyboardInterrupt`` or
-        ``SystemExit`` (the run is ending), :class:`Cancelled` (``Task.cancel``, shutdown), the
-        ``TimeoutError`` of a timeout scope -- is raised in a task only by ``park`` (and by
-        ``yield_now``, a park of one round): by the park the task is blocked in, which
-        aborts its wait; or, if it arrives while the task is not blocked, by the next
-        park the task enters.  Until the task has resumed and seen it, the interruption is
-        *undelivered*, and a task has at most one undelivered interruption.  When a second one
-        arrives first, the stronger is kept and the other dropped::
-
-            KeyboardInterrupt/SystemExit > Cancelled > outer scope's TimeoutError > inner one's
-
-        Why the stronger, and why drop the other: the stronger one unwinds everything the
-        weaker would have (the run ends; the task ends; an outer scope's body contains the
-        inner scope), so nothing is lost by not raising the weaker.  Raising the weaker first
-        would let the task catch it and carry on -- ``lock.acquire(timeout=1)`` returns False
-        -- and the stronger would be lost, or withdrawn when its scope exits "in time".
-
-        Same-tick cases follow from that.  A task woken by an interruption has not seen it
-        until it resumes, so a stronger one landing before then replaces it.  A task woken by
-        :meth:`wake` or :meth:`wake_with_exception` has *completed* its wait (it has the lock,
-        the item, the join result): that stands, and an interruption landing before it resumes
-        is undelivered, for its next park.  Under a shield (:meth:`call_shielded`, which
-        ``Condition.wait`` uses to re-take its lock) park is not interrupted at all: the
-        interruption waits, by the same rule, for the shield's end.
-        """
-        task = self.current
-        if task is None:
-            raise RuntimeError("park() must be called from a task")
-        if task._pending_exc is not None and not task._shield:
-            self._raise_pending(task, abort)
-        task.state = BLOCKED
-        task._wait_reason = reason
-        task._abort = abort
-        self._switch_away(task)
-        exc = task._resume_exc
-        if exc is not None:
-            task._resume_exc = None
-            raise exc
-        value = task._resume_value
-        task._resume_value = None
-        return value
-
     def _raise_pending(self, task: Task, abort: Callable[[], object] | None) -> None:
         exc = task._pending_exc
         task._pending_exc = None
@@ -553,10 +552,10 @@ class Runtime(SchedulerCore):
 
         For a wait that must re-take something whatever happened (``Condition.wait``
         re-taking its lock): an interruption landing during ``fn()`` does not abort its wait
-        (so it keeps its place in line); it stays undelivered, ranked by :meth:`park`'s rule
-        against ``carry`` (an exception already on its way out: the wait's own interruption)
-        and against any other.  When ``fn()`` returns, the winner is raised -- ``carry`` itself
-        if nothing stronger came -- else ``fn()``'s result is returned.
+        (so it keeps its place in line); it stays undelivered, ranked by the rule in the class
+        docstring against ``carry`` (an exception already on its way out: the wait's own
+        interruption) and against any other.  When ``fn()`` returns, the winner is raised --
+        ``carry`` itself if nothing stronger came -- else ``fn()``'s result is returned.
         """
         task = self.current
         if task is None:
@@ -575,29 +574,12 @@ class Runtime(SchedulerCore):
                 raise exc
         return result
 
-    def wake(self, task: Task, value: Any = None) -> None:
-        """Make a parked task ready; its ``park()`` returns ``value``."""
-        self._unpark(task)
-        task._resume_value = value
-
-    def wake_with_exception(self, task: Task, exc: BaseException) -> None:
-        """Make a parked task ready; its ``park()`` raises ``exc``."""
-        self._unpark(task)
-        task._resume_exc = exc
-
-    def _unpark(self, task: Task) -> None:
-        if task.state is not BLOCKED:
-            raise RuntimeError(f"cannot wake task {task.name!r}: it is {task.state}, not blocked")
-        task._abort = None
-        task.state = READY
-        self.ready.append(task)
-
     def interrupt(self, task: Task, exc: BaseException) -> None:
         """Raise ``exc`` in ``task`` at its current wait, or at its next blocking point.
 
         Used for cancellation, timeouts and Ctrl-C; which interruption wins when two land
-        before the task runs is :meth:`park`'s rule.  A parked task's ``abort`` callback runs
-        first, so the primitive it waited on forgets it.
+        before the task runs is the rule in the class docstring.  A parked task's ``abort``
+        callback runs first, so the primitive it waited on forgets it.
         """
         state = task.state
         if state is FINISHED:
@@ -671,7 +653,8 @@ class Runtime(SchedulerCore):
 
     def call_at(self, deadline: float, callback: Callable[[Any], object], arg: Any) -> Timer:
         """Schedule ``callback(arg)`` when the clock reaches ``deadline`` (+inf: never)."""
-        return self.timers.schedule(deadline, callback, arg)
+        timer: Timer = self.timers.schedule(deadline, callback, arg)
+        return timer
 
     def sleep(self, seconds: float) -> None:
         """Block the running task for ``seconds`` (0: just yield; +inf: until cancelled)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._native import TASK_READY, TASK_RUNNING, TaskCore
+from .._native import TASK_BLOCKED, TASK_READY, TASK_RUNNING, TaskCore
 from ._exceptions import Cancelled
 
 if TYPE_CHECKING:
@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 
 # Task states, in the seeds' terms (Ready / Running) plus the two a real runtime needs.
 # Plain interned strings: compared with ``is`` on the hot path, readable in ``tasks()``.
-# The first two come from the C hot path (scheduler.c), which sets them itself.
+# The first three come from the C hot path (scheduler.c, loop.c), which sets them itself.
 READY: str = TASK_READY
 RUNNING: str = TASK_RUNNING
-BLOCKED = "blocked"
+BLOCKED: str = TASK_BLOCKED
 FINISHED = "finished"
 
 
@@ -49,12 +49,12 @@ class Task(TaskCore):
     Use :meth:`join` to wait for its result, :meth:`cancel` to stop it.
     """
 
-    # state, _fiber and _pending_exc are TaskCore's C fields: the yield hot path uses them.
+    # TaskCore's C fields, which every switch, park and wake touches (scheduler.h): state,
+    # _fiber, _pending_exc, _resume_value, _resume_exc, _abort, _wait_reason, _shield.
     __slots__ = (
         "name", "id", "_runtime", "_fn", "_args", "_kwargs",
-        "_resume_value", "_resume_exc", "_abort", "_wait_reason",
         "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
-        "_cancel_count", "_shield", "_scopes", "__weakref__",
+        "_cancel_count", "_scopes", "__weakref__",
     )
 
     def __init__(
@@ -76,19 +76,13 @@ class Task(TaskCore):
         self._fn: Callable[..., Any] | None = fn
         self._args = args
         self._kwargs = kwargs
-        # Set by whoever wakes the task; read once by the task when it resumes.
-        self._resume_value: Any = None
-        self._resume_exc: BaseException | None = None
-        # An interruption (Cancelled, a scope's TimeoutError, KeyboardInterrupt) to raise at the
-        # task's next blocking point, because it arrived while the task was not blocked (or was
-        # shielded).  At most one: Runtime.park's rule keeps the stronger.
-        self._pending_exc = None
-        # > 0 while interruptions must wait (Runtime.call_shielded).
-        self._shield = 0
+        # The C fields start as: _resume_value/_resume_exc None (set by whoever wakes the task;
+        # read once when it resumes), _pending_exc None (an interruption -- Cancelled, a
+        # scope's TimeoutError, KeyboardInterrupt -- for its next blocking point; at most one:
+        # the rule in Runtime's docstring keeps the stronger), _shield 0 (> 0 while
+        # interruptions must wait: Runtime.call_shielded), _abort None, _wait_reason "".
         # The task's open TimeoutScopes, outermost first (None until it opens one).
         self._scopes: list[TimeoutScope] | None = None
-        self._abort: Callable[[], object] | None = None
-        self._wait_reason = ""
         self._joiners: list[Task] = []
         self._result: Any = None
         self._exception: BaseException | None = None
@@ -120,7 +114,7 @@ class Task(TaskCore):
     @property
     def waiting_on(self) -> str:
         """What a blocked task waits on (e.g. ``"Lock.acquire"``); empty otherwise."""
-        return self._wait_reason if self.state is BLOCKED else ""
+        return str(self._wait_reason) if self.state is BLOCKED else ""
 
     def result(self) -> Any:
         """Return the task's return value, or raise its exception; the task must be done."""

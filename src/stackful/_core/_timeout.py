@@ -4,8 +4,8 @@ It is a timer plus :meth:`Runtime.interrupt`: when the timer fires, the task's c
 (or its next blocking point) raises this scope's own ``TimeoutError`` instance.  Owning the
 instance lets nested scopes tell their timeout from an outer one, and lets a scope whose body
 finished in time withdraw a timeout that fired but was never delivered.  A task's open scopes
-are listed on it, outermost first: that nesting is how :meth:`Runtime.park`'s rule ranks two
-timeouts that land in the same tick (the outer one wins).
+are listed on it, outermost first: that nesting is how the rule in :class:`Runtime`'s docstring
+ranks two timeouts that land in the same tick (the outer one wins).
 """
 
 from __future__ import annotations

@@ -174,12 +174,14 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
     t->value = sf_fetch_exception();
 }
 
-/* Everything a fiber does on landing, in order: bookkeeping, the hook, then
- * dropping the fiber we came from. */
+/* Everything a fiber does on landing, in order: bookkeeping, context
+ * watchers, the hook, then dropping the fiber we came from. */
 static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
 {
-    sf_pystate_landed(th->tstate);
+    int context_switched = sf_pystate_landed(th->tstate, &th->previous->py);
     Fiber *previous = after_switch(th);
+    if (context_switched)
+        sf_pystate_context_switched(th->tstate);
     if (th->switch_hook && !th->in_switch_hook)
         call_switch_hook(th, previous, self, t);
     Py_XDECREF(previous);
@@ -200,7 +202,8 @@ static int fiber_prepare(Fiber *f)
     if (!stack)
         return -1;
     f->stack = stack;
-    sf_pystate_init_fresh(&f->py, sf_stack_data_chunk(stack), SF_DATA_CHUNK_SIZE, stack->size);
+    sf_pystate_init_fresh(&f->py, sf_stack_data_chunk(stack), SF_DATA_CHUNK_SIZE,
+                          sf_stack_base(stack), stack->size);
     if (f->c_budget_override)
         sf_pystate_set_c_budget(&f->py, f->c_budget_override);
     f->ctx = sf_make_context(sf_stack_top(stack), fiber_entry, f);
@@ -764,6 +767,20 @@ PyObject **sf_thread_scheduler_slot(void)
     return th ? &th->scheduler : NULL;
 }
 
+size_t sf_fiber_trim_stack(PyObject *fiber)
+{
+    Fiber *f = (Fiber *)fiber;
+    if (!sf_is_fiber(fiber) || f->state != FIBER_SUSPENDED || !f->stack)
+        return 0;
+    return sf_stack_trim(f->stack, (const char *)f->ctx, f->py.datastack_top);
+}
+
+PyObject *sf_current_fiber(void)
+{
+    sf_thread *th = current_thread();
+    return th ? (PyObject *)th->current : NULL;
+}
+
 int sf_is_fiber(PyObject *o)
 {
     return PyObject_TypeCheck(o, &FiberType);
@@ -1030,8 +1047,7 @@ static int Fiber_set_context(Fiber *self, PyObject *value, void *c)
     if (self->state != FIBER_NEW)  /* a new one takes its context as base when it starts */
         sf_pystate_set_base_context(&self->py, ctx);
     if (self == th->current) {
-        Py_XSETREF(th->tstate->context, ctx);
-        th->tstate->context_ver++;
+        sf_pystate_set_current_context(th->tstate, ctx);
     } else {
         Py_XSETREF(self->py.context, ctx);
     }

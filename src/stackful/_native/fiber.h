@@ -7,6 +7,14 @@
 /* True if `o` is a Fiber (or a subclass). */
 int sf_is_fiber(PyObject *o);
 
+/* Give back the stack pages a suspended fiber is not using (below its saved
+ * stack pointer, above its last frame in its own data chunk); the bytes. */
+size_t sf_fiber_trim_stack(PyObject *fiber);
+
+/* The running fiber (borrowed), or NULL with an exception set if this thread's
+ * record cannot be made. */
+PyObject *sf_current_fiber(void);
+
 /* fiber.switch() with no arguments: resume `fiber` and return what the running
  * fiber is resumed with (a new reference), or NULL with an exception set. */
 PyObject *sf_fiber_switch_empty(PyObject *fiber);

@@ -1,20 +1,45 @@
 /* Every CPython-version branch of the project lives in this file.
  *
- * What a fiber owns of PyThreadState (learned from CPython's own sources and
+ * What a fiber owns of PyThreadState (read from each version's headers, and
  * from greenlet's record of which fields matter on which version):
  *
- *   field                       3.11                 3.12                3.13
- *   innermost frame             cframe               cframe              current_frame
- *   Python recursion            recursion_remaining  py_recursion_*      py_recursion_*
- *   C recursion                 (same counter)       c_recursion_remaining  (same)
- *   frame storage               datastack_chunk/top/limit (all three versions)
- *   handled exceptions          exc_info             exc_info            exc_info
- *   contextvars                 context + context_ver (bumped, or caches go stale)
- *   deallocation depth          trash_delete_nesting trash.delete_nesting (C recursion)
- *   tracing flag                cframe->use_tracing  (instrumentation is per interpreter)
- *   trace re-entrance guard     tracing, tracing_what   tracing, what_event (both)
- *   repr() recursion guard      the "Py_Repr" list in the thread-state dict (all three)
- *   collector running           interp->gc.collecting (per interpreter: not swapped)
+ *   field                  3.11            3.12           3.13           3.14              3.15
+ *   innermost frame        cframe          cframe         current_frame  current_frame     current_frame (1)
+ *   Python recursion       recursion_*     py_recursion_* (per fiber; Python calls cost no C stack from 3.12)
+ *   C recursion            (same counter)  c_recursion_remaining (2)     c_stack_top/soft/hard_limit (3)
+ *   frame storage          datastack_chunk/top/limit (every version)
+ *   a frame's value stack  stacktop        stacktop       stacktop (4)   stackpointer (5)
+ *   handled exceptions     exc_info        exc_info       exc_info       exc_info          exc_info
+ *   contextvars            context + context_ver (bumped, or ContextVar caches go stale)
+ *   context watchers       -               -              -              Py_CONTEXT_SWITCHED fired on a switch that changes it (6)
+ *   asyncio's loop, task   thread dict     thread dict    thread (7)     asyncio_running_loop/task, per fiber
+ *   JIT                    -               -              -              current_executor  + jit_exit
+ *   generator result kind  -               -              -              -                 generator_return_kind
+ *   deallocation depth     trash_delete_nesting  trash.delete_nesting  (by C stack from 3.13)
+ *   tracing flag           cframe->use_tracing   (instrumentation is per interpreter from 3.12)
+ *   trace re-entrance      tracing, tracing_what   tracing, what_event (3.12+)
+ *   repr() guard           the "Py_Repr" list in the thread-state dict (every version)
+ *   collector running      interp->gc.collecting (per interpreter: not swapped)
+ *
+ *   (1) 3.15 ends every thread's frame chain at the thread's base_frame (a
+ *       sentinel profilers check): a fresh fiber's chain ends at a copy of its
+ *       own, which ts->base_frame names while the fiber runs.  (Not the
+ *       thread's: a fiber outlives its thread when it is discarded.)
+ *   (2) A budget of levels, computed from the fiber's stack size.
+ *   (3) Addresses: CPython compares the stack pointer with them, and checks
+ *       nothing when it is outside [soft - 2 margins, soft) -- so a fiber must
+ *       carry the bounds of its own stack, or deep recursion on it is never
+ *       stopped and (the trash can deciding by the same margin) every container
+ *       it frees is deferred.  Computed as PyUnstable_ThreadState_SetStackProtection
+ *       would, with smaller margins for stacks under 6 of them.
+ *   (4) -1 while the frame is in a call: the live stack is then known only
+ *       from switch()'s own arguments (call_top).
+ *   (5) Set before every call that can escape, so a suspended frame's is known.
+ *       Its slots are tagged references; only those owning a reference count.
+ *   (6) Tracers and APM tools use them to follow "the current context"; a
+ *       switch changes it as much as Context.run does.
+ *   (7) 3.13 keeps it in _PyThreadStateImpl too, but stackful leaves it per
+ *       thread there, as 3.11 and 3.12 do.
  *
  * The trace guard is per fiber: a fiber suspended inside a trace, profile or
  * sys.monitoring callback must not switch tracing off for the others.  The
@@ -23,14 +48,15 @@
  * thread's; its contents move with the fiber (a storage swap, no allocation,
  * and only when either side has entries).
  *
- * The trash can's list of deferred deallocations (delete_later) stays with the
- * thread: it holds dead objects only, any fiber may free them, and a list
- * saved with a fiber that then ended would leak (3.13 defers every container
- * deallocation in a fiber whose C budget is under its headroom).
- *
- * 3.14 will check the real stack pointer against c_stack_soft_limit /
- * hard_limit instead of counting: those become two more fields saved here,
- * computed from the fiber's stack bounds (sf_pystate_init_fresh gets them).
+ * Left with the thread: the trash can's deferred list (delete_later: dead
+ * objects any fiber may free; a list saved with a fiber that then ended would
+ * leak; freed on landing where the stack has room), monitoring's current
+ * event, the recursion headroom, asyncio's list of all tasks, the cached spare
+ * data-stack chunk (3.14+: any fiber may use it), 3.15's remote-profiler cache
+ * (last_profiled_frame: its walk simply does not meet another fiber's frame),
+ * the JIT's trace recorder, and c_stack_init_base/top (3.14+: the thread's own
+ * stack, which PyUnstable_ThreadState_ResetStackProtection() restores; called
+ * on a fiber, it would give it the thread's bounds until its next switch).
  */
 #define Py_BUILD_CORE 1
 #include "interp_state.h"
@@ -38,12 +64,26 @@
 #include <limits.h>
 #include <string.h>
 
+/* CPython's internal headers are not written for -Wextra. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
 #include "internal/pycore_context.h"
 #include "internal/pycore_frame.h"
 #include "internal/pycore_gc.h"
 #include "internal/pycore_interp.h"
+#if PY_VERSION_HEX >= 0x030E0000
+#  include "internal/pycore_genobject.h"
+#  include "internal/pycore_interpframe.h"
+#  include "internal/pycore_pystate.h"
+#  include "internal/pycore_interp_structs.h"
+#endif
+#pragma GCC diagnostic pop
 
-/* C stack bytes one unit of CPython's recursion counter may cost.  Measured
+/* ------------------------------------------------------------------ */
+/* Sizing recursion from a fiber's stack                               */
+
+/* C stack bytes one unit of CPython's recursion counter may cost (before
+ * 3.14, which compares addresses).  Measured
  * (benchmarks/measure_stack_per_level.py): Python -> C -> Python recursion
  * through sorted(key=...) takes ~5 KiB a level, which 3.12+ counts as 2 units
  * (PY_EVAL_C_STACK_UNITS) and 3.11 as 2 calls; repr() of nested objects takes
@@ -56,7 +96,7 @@
 #else
 #  define SF_STACK_BYTES_PER_LEVEL 3072
 #endif
-#if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
 #  define SF_TRASHCAN_UNITS (2 * Py_TRASHCAN_HEADROOM + 1)
 #  define SF_STACK_BYTES_WORST_UNIT 2560  /* sorted(key=...) recursion, measured */
 #endif
@@ -65,9 +105,9 @@
  * a quarter of a small stack. */
 #define SF_STACK_RESERVE_MAX (24 * 1024)
 
-#if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
 #  define SF_C_RECURSION_LIMIT Py_C_RECURSION_LIMIT
-#elif PY_VERSION_HEX >= 0x030C0000
+#elif PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
 #  define SF_C_RECURSION_LIMIT C_RECURSION_LIMIT
 #endif
 
@@ -83,7 +123,45 @@ static inline int effective_limit(const sf_pystate *s, PyThreadState *ts)
 }
 #endif
 
-/* ---- the repr() guard ---- */
+#if PY_VERSION_HEX < 0x030E0000
+/* Recursion levels a fresh fiber's C stack can take. */
+static int c_budget_for(size_t c_stack_bytes)
+{
+    size_t reserve = c_stack_bytes / 4 < SF_STACK_RESERVE_MAX ? c_stack_bytes / 4
+                                                              : SF_STACK_RESERVE_MAX;
+    size_t usable = c_stack_bytes - reserve;
+    size_t levels = usable / SF_STACK_BYTES_PER_LEVEL;
+#  if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13's trash can needs over 100 units left to free containers (see
+     * sf_pystate_landed).  Where the stack has room for 101 worst-case units
+     * beyond a budget, give them: the fiber then frees its own garbage. */
+    size_t trash_bytes = (size_t)SF_TRASHCAN_UNITS * SF_STACK_BYTES_WORST_UNIT;
+    if (usable > trash_bytes + SF_TRASHCAN_UNITS * SF_STACK_BYTES_PER_LEVEL)
+        levels = (usable - trash_bytes) / SF_STACK_BYTES_PER_LEVEL + SF_TRASHCAN_UNITS;
+#  endif
+    return levels > INT_MAX ? INT_MAX : (int)levels;
+}
+#else
+/* 3.14+: CPython's own layout of a stack's limits (tstate_set_stack in
+ * Python/ceval.c): the hard limit one margin above the stack's base, the soft
+ * limit two.  A margin is what C code may use between two checks; a stack
+ * under 6 margins gets a sixth of itself instead, so that a 32 KiB fiber keeps
+ * two thirds of its stack (a 5 KiB jump between checks can then reach the
+ * guard page, which reports it). */
+#  define SF_STACK_MARGIN ((uintptr_t)_PyOS_STACK_MARGIN_BYTES)
+
+static void set_c_stack_limits(sf_pystate *s, uintptr_t base, uintptr_t top)
+{
+    uintptr_t margin = (top - base) / 6 < SF_STACK_MARGIN ? ((top - base) / 6) & ~(uintptr_t)15
+                                                            : SF_STACK_MARGIN;
+    s->c_stack_top = top;
+    s->c_stack_hard_limit = base + margin;
+    s->c_stack_soft_limit = base + 2 * margin;
+}
+#endif
+
+/* ------------------------------------------------------------------ */
+/* The repr() guard                                                    */
 
 static PyObject *str_py_repr;
 
@@ -147,6 +225,34 @@ static void repr_release(sf_pystate *s)
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* Frames: where each version keeps a frame's code, function and slots */
+
+#if PY_VERSION_HEX >= 0x030F0000
+_Static_assert(sizeof(_PyInterpreterFrame) <= sizeof(((sf_pystate *)0)->own_base_frame),
+               "room for a base frame");
+#endif
+
+#if PY_VERSION_HEX >= 0x030E0000
+/* A tagged stack reference; it owns a reference only without the tag bit. */
+typedef _PyStackRef sf_slot;
+static inline PyObject *slot_owned(sf_slot ref)
+{
+    return PyStackRef_IsNullOrInt(ref) || !PyStackRef_RefcountOnObject(ref)
+               ? NULL : PyStackRef_AsPyObjectBorrow(ref);
+}
+static inline void slot_clear(sf_slot *ref)
+{
+    PyObject *owned = slot_owned(*ref);
+    *ref = PyStackRef_NULL;
+    Py_XDECREF(owned);
+}
+#else
+typedef PyObject *sf_slot;
+static inline PyObject *slot_owned(sf_slot ref) { return ref; }
+static inline void slot_clear(sf_slot *ref) { Py_CLEAR(*ref); }
+#endif
+
 static inline _PyInterpreterFrame *current_frame(PyThreadState *ts)
 {
 #if PY_VERSION_HEX < 0x030D0000
@@ -156,15 +262,63 @@ static inline _PyInterpreterFrame *current_frame(PyThreadState *ts)
 #endif
 }
 
-static inline PyObject *frame_code(const _PyInterpreterFrame *f)
+static inline sf_slot *frame_code_slot(_PyInterpreterFrame *f)
 {
 #if PY_VERSION_HEX < 0x030D0000
-    return (PyObject *)f->f_code;
+    return (PyObject **)&f->f_code;
 #else
-    return f->f_executable;
+    return &f->f_executable;
 #endif
 }
 
+static inline PyObject *frame_code(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    return PyStackRef_AsPyObjectBorrow(f->f_executable);
+#else
+    return *frame_code_slot(f);
+#endif
+}
+
+static inline sf_slot *frame_func_slot(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return (PyObject **)&f->f_func;
+#else
+    return &f->f_funcobj;
+#endif
+}
+
+static inline _PyInterpreterFrame *top_frame(const sf_pystate *s)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    return s->cframe ? s->cframe->current_frame : NULL;
+#else
+    return s->current_frame;
+#endif
+}
+
+/* Walking a suspended fiber's frames, innermost first, down to (not into)
+ * 3.15's base frame. */
+static inline _PyInterpreterFrame *frame_or_end(const sf_pystate *s, _PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030F0000
+    return f == s->base_frame ? NULL : f;
+#else
+    (void)s;
+    return f;
+#endif
+}
+static inline _PyInterpreterFrame *first_frame(const sf_pystate *s)
+{
+    return frame_or_end(s, top_frame(s));
+}
+static inline _PyInterpreterFrame *frame_below(const sf_pystate *s, _PyInterpreterFrame *f)
+{
+    return frame_or_end(s, f->previous);
+}
+
+#if PY_VERSION_HEX < 0x030E0000
 /* Slots of `f` in use up to `call_top`, or -1 if call_top is not on f's
  * value stack (a switch called from C, or with its arguments elsewhere). */
 static int live_slots_below(_PyInterpreterFrame *f, PyObject *const *call_top)
@@ -180,21 +334,69 @@ static int live_slots_below(_PyInterpreterFrame *f, PyObject *const *call_top)
         return -1;
     return (int)(call_top - f->localsplus);
 }
+#endif
+
+/* How many localsplus slots of a suspended frame hold references we know of.
+ * Before 3.14 a frame that called out to C has stacktop == -1 while it runs
+ * (the value stack pointer lives in the eval loop's C locals), so only its
+ * locals are known -- except for the innermost frame when switch() was
+ * called from it directly (see sf_pystate_save).  Under-counting is safe for
+ * the GC. */
+static inline int known_slots(const sf_pystate *s, _PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    (void)s;
+    if (f->stackpointer)
+        return (int)(f->stackpointer - f->localsplus);
+#else
+    if (f->stacktop >= 0)
+        return f->stacktop;
+    if (f == top_frame(s) && s->top_live_slots >= 0)
+        return s->top_live_slots;  /* up to the arguments of the pending call */
+#endif
+    PyObject *code = frame_code(f);
+    return PyCode_Check(code) ? ((PyCodeObject *)code)->co_nlocalsplus : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Switching                                                           */
 
 void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
                      PyObject *const *call_top)
 {
-    s->top_live_slots = live_slots_below(current_frame(ts), call_top);
 #if PY_VERSION_HEX < 0x030D0000
+    s->top_live_slots = live_slots_below(current_frame(ts), call_top);
     s->cframe = ts->cframe;
+#elif PY_VERSION_HEX < 0x030E0000
+    s->top_live_slots = live_slots_below(current_frame(ts), call_top);
+    s->current_frame = ts->current_frame;
 #else
+    (void)call_top;
     s->current_frame = ts->current_frame;
 #endif
 #if PY_VERSION_HEX < 0x030C0000
     s->py_depth = effective_limit(s, ts) - ts->recursion_remaining;
 #else
     s->py_depth = ts->py_recursion_limit - ts->py_recursion_remaining;
+#endif
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
     s->c_remaining = ts->c_recursion_remaining;
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+    _PyThreadStateImpl *impl = (_PyThreadStateImpl *)ts;
+    s->c_stack_top = impl->c_stack_top;
+    s->c_stack_soft_limit = impl->c_stack_soft_limit;
+    s->c_stack_hard_limit = impl->c_stack_hard_limit;
+    s->current_executor = ts->current_executor;
+    s->asyncio_running_loop = impl->asyncio_running_loop;  /* the references move */
+    s->asyncio_running_task = impl->asyncio_running_task;
+    impl->asyncio_running_loop = NULL;
+    impl->asyncio_running_task = NULL;
+#endif
+#if PY_VERSION_HEX >= 0x030F0000
+    s->base_frame = ts->base_frame;
+    s->jit_exit = ts->jit_exit;
+    s->generator_return_kind = impl->generator_return_kind;
 #endif
     s->datastack_chunk = ts->datastack_chunk;
     s->datastack_top = ts->datastack_top;
@@ -238,7 +440,25 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
     ts->recursion_remaining = effective_limit(s, ts) - s->py_depth;
 #else
     ts->py_recursion_remaining = ts->py_recursion_limit - s->py_depth;
+#endif
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
     ts->c_recursion_remaining = s->c_remaining;
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+    _PyThreadStateImpl *impl = (_PyThreadStateImpl *)ts;
+    impl->c_stack_top = s->c_stack_top;
+    impl->c_stack_soft_limit = s->c_stack_soft_limit;
+    impl->c_stack_hard_limit = s->c_stack_hard_limit;
+    ts->current_executor = s->current_executor;
+    impl->asyncio_running_loop = s->asyncio_running_loop;  /* the references move back */
+    impl->asyncio_running_task = s->asyncio_running_task;
+    s->asyncio_running_loop = NULL;
+    s->asyncio_running_task = NULL;
+#endif
+#if PY_VERSION_HEX >= 0x030F0000
+    ts->base_frame = s->base_frame;
+    ts->jit_exit = s->jit_exit;
+    impl->generator_return_kind = s->generator_return_kind;
 #endif
     ts->datastack_chunk = s->datastack_chunk;
     ts->datastack_top = s->datastack_top;
@@ -255,7 +475,7 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
 }
 
 void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
-                           size_t c_stack_bytes)
+                           void *stack_base, size_t stack_size)
 {
     PyObject *context = s->context;  /* may have been set before the start */
     memset(s, 0, sizeof(*s));
@@ -263,22 +483,23 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
     s->entry_context = Py_XNewRef(context);
 #if PY_VERSION_HEX < 0x030D0000
     s->cframe = &s->base_cframe;  /* current_frame NULL: the fiber's frames end here */
+#elif PY_VERSION_HEX >= 0x030F0000
+    _PyInterpreterFrame *base = (_PyInterpreterFrame *)s->own_base_frame;
+    memcpy(base, PyThreadState_GET()->base_frame, sizeof(*base));
+    base->previous = NULL;
+    base->frame_obj = NULL;
+    base->stackpointer = base->localsplus;
+    s->base_frame = s->current_frame = base;
 #endif
-    size_t reserve = c_stack_bytes / 4 < SF_STACK_RESERVE_MAX ? c_stack_bytes / 4
-                                                              : SF_STACK_RESERVE_MAX;
-    size_t usable = c_stack_bytes - reserve;
-    size_t levels = usable / SF_STACK_BYTES_PER_LEVEL;
-#if PY_VERSION_HEX >= 0x030D0000
-    /* 3.13's trash can needs over 100 units left to free containers (see
-     * sf_pystate_landed).  Where the stack has room for 101 worst-case units
-     * beyond a budget, give them: the fiber then frees its own garbage. */
-    size_t trash_bytes = (size_t)SF_TRASHCAN_UNITS * SF_STACK_BYTES_WORST_UNIT;
-    if (usable > trash_bytes + SF_TRASHCAN_UNITS * SF_STACK_BYTES_PER_LEVEL)
-        levels = (usable - trash_bytes) / SF_STACK_BYTES_PER_LEVEL + SF_TRASHCAN_UNITS;
-#endif
-    s->c_budget = levels > INT_MAX ? INT_MAX : (int)levels;
-#if PY_VERSION_HEX >= 0x030C0000
+#if PY_VERSION_HEX < 0x030E0000
+    (void)stack_base;
+    s->c_budget = c_budget_for(stack_size);
+#  if PY_VERSION_HEX >= 0x030C0000
     s->c_remaining = min_int(SF_C_RECURSION_LIMIT, s->c_budget);
+#  endif
+    s->top_live_slots = -1;
+#else
+    set_c_stack_limits(s, (uintptr_t)stack_base, (uintptr_t)stack_base + stack_size);
 #endif
     /* The fiber's own chunk is a "root" chunk (no previous): CPython never
      * frees a root chunk, and skips its first slot so no frame can pop it. */
@@ -290,16 +511,85 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
     s->datastack_top = &chunk->data[1];
     s->datastack_limit = (PyObject **)((char *)chunk + chunk_size);
     s->exc_info = &s->exc_state;
-    s->top_live_slots = -1;
 }
 
 void sf_pystate_set_c_budget(sf_pystate *s, int levels)
 {
+#if PY_VERSION_HEX < 0x030E0000
     s->c_budget = levels;
-#if PY_VERSION_HEX >= 0x030C0000
+#  if PY_VERSION_HEX >= 0x030C0000
     s->c_remaining = levels;
+#  endif
+#else
+    /* The soft limit `levels` deep, possibly far below the stack (where
+     * CPython then checks nothing); never below address zero. */
+    uintptr_t depth = (uintptr_t)levels * SF_STACK_BYTES_PER_LEVEL;
+    uintptr_t floor = 4 * SF_STACK_MARGIN;
+    uintptr_t soft = s->c_stack_top - floor > depth ? s->c_stack_top - depth : floor;
+    s->c_stack_soft_limit = soft;
+    s->c_stack_hard_limit = soft - SF_STACK_MARGIN;
 #endif
 }
+
+void sf_pystate_release(sf_pystate *s)
+{
+    Py_CLEAR(s->context);
+    Py_CLEAR(s->entry_context);
+    Py_CLEAR(s->exc_state.exc_value);
+#if PY_VERSION_HEX >= 0x030E0000
+    Py_CLEAR(s->asyncio_running_loop);
+    Py_CLEAR(s->asyncio_running_task);
+#endif
+    repr_release(s);
+}
+
+#if PY_VERSION_HEX >= 0x030E0000
+/* Only called with deferred deallocations pending: free them if this stack
+ * has the room CPython itself asks for (_Py_Dealloc: 4 margins). */
+void sf_pystate_trash_landed(PyThreadState *ts)
+{
+    if (_Py_RecursionLimit_GetMargin(ts) >= 4)
+        _PyTrash_thread_destroy_chain(ts);
+}
+
+/* Tell context watchers, as CPython does when Context.run enters or leaves:
+ * one Py_CONTEXT_SWITCHED with the now-current context (or None).  A
+ * watcher's error is reported as unraisable, like CPython's own. */
+void sf_pystate_context_switched(PyThreadState *ts)
+{
+    PyInterpreterState *interp = ts->interp;
+    uint8_t active = interp->active_context_watchers;
+    if (!active)
+        return;
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *ctx = ts->context ? ts->context : Py_None;
+    Py_INCREF(ctx);
+    for (int i = 0; i < CONTEXT_MAX_WATCHERS; i++, active >>= 1) {
+        PyContext_WatchCallback cb = interp->context_watchers[i];
+        if ((active & 1) && cb && cb(Py_CONTEXT_SWITCHED, ctx) < 0)
+            PyErr_FormatUnraisable("Exception ignored in context watcher %d "
+                                   "callback for a fiber switch to %R", i, ctx);
+    }
+    Py_DECREF(ctx);
+    PyErr_SetRaisedException(exc);
+}
+#else
+void sf_pystate_trash_landed(PyThreadState *ts) { (void)ts; }
+void sf_pystate_context_switched(PyThreadState *ts) { (void)ts; }
+#endif
+
+void sf_pystate_set_current_context(PyThreadState *ts, PyObject *ctx)
+{
+    PyObject *old = ts->context;
+    ts->context = ctx;
+    ts->context_ver++;
+    if (old != ctx)
+        sf_pystate_context_switched(ts);
+    Py_XDECREF(old);
+}
+
+/* ------------------------------------------------------------------ */
+/* Suspended frames                                                    */
 
 static void free_chunks_above(_PyStackChunk *chunk, void *own_chunk)
 {
@@ -317,61 +607,30 @@ void sf_pystate_release_extra_chunks(PyThreadState *ts, void *own_chunk)
     free_chunks_above(ts->datastack_chunk, own_chunk);
 }
 
-static inline _PyInterpreterFrame *top_frame(const sf_pystate *s)
-{
-#if PY_VERSION_HEX < 0x030D0000
-    return s->cframe ? s->cframe->current_frame : NULL;
-#else
-    return s->current_frame;
-#endif
-}
-
-
-static inline PyObject **frame_func_slot(_PyInterpreterFrame *f)
-{
-#if PY_VERSION_HEX < 0x030C0000
-    return (PyObject **)&f->f_func;
-#else
-    return &f->f_funcobj;
-#endif
-}
-
-/* How many localsplus slots of a suspended frame hold references we know of.
- * A frame that called out to C has stacktop == -1 while it runs (the value
- * stack pointer lives in the eval loop's C locals), so only its locals are
- * known -- except for the innermost frame when switch(), throw() or kill()
- * was called from it directly (see sf_pystate_save).  Under-counting is safe
- * for the GC. */
-static inline int known_slots(const sf_pystate *s, const _PyInterpreterFrame *f)
-{
-    if (f->stacktop >= 0)
-        return f->stacktop;
-    if (f == top_frame(s) && s->top_live_slots >= 0)
-        return s->top_live_slots;  /* up to the arguments of the pending call */
-    PyObject *code = frame_code(f);
-    return PyCode_Check(code) ? ((PyCodeObject *)code)->co_nlocalsplus : 0;
-}
-
 int sf_pystate_traverse(const sf_pystate *s, visitproc visit, void *arg)
 {
-    for (_PyInterpreterFrame *f = top_frame(s); f; f = f->previous) {
-        /* Generator frames are traversed by their generator; 3.12+ shim
-         * frames on the C stack own nothing. */
+    for (_PyInterpreterFrame *f = first_frame(s); f; f = frame_below(s, f)) {
+        /* Generator frames are traversed by their generator; shim and base
+         * frames own nothing. */
         if (f->owner != FRAME_OWNED_BY_THREAD)
             continue;
         Py_VISIT(f->frame_obj);
         Py_VISIT(f->f_locals);
-        Py_VISIT(*frame_func_slot(f));
-        Py_VISIT(frame_code(f));
+        Py_VISIT(slot_owned(*frame_func_slot(f)));
+        Py_VISIT(slot_owned(*frame_code_slot(f)));
         int n = known_slots(s, f);
         for (int i = 0; i < n; i++)
-            Py_VISIT(f->localsplus[i]);
+            Py_VISIT(slot_owned(f->localsplus[i]));
     }
     Py_VISIT(s->context);
     Py_VISIT(s->entry_context);
     Py_VISIT(s->exc_state.exc_value);
     for (Py_ssize_t i = 0; i < s->repr_size; i++)
         Py_VISIT(s->repr_items[i]);
+#if PY_VERSION_HEX >= 0x030E0000
+    Py_VISIT(s->asyncio_running_loop);
+    Py_VISIT(s->asyncio_running_task);
+#endif
     return 0;
 }
 
@@ -409,10 +668,16 @@ PyObject *sf_pystate_top_frame(const sf_pystate *s, PyThreadState *ts)
 static void hand_frame_to_its_object(_PyInterpreterFrame *f, PyFrameObject *fo, int slots)
 {
     _PyInterpreterFrame *copy = (_PyInterpreterFrame *)fo->_f_frame_data;
+#if PY_VERSION_HEX >= 0x030E0000
+    /* Borrowed slots become owned ones: what they borrowed from is going. */
+    f->stackpointer = f->localsplus + slots;
+    _PyFrame_Copy(f, copy);
+#else
     size_t size = (size_t)((char *)&f->localsplus[slots] - (char *)f);
     memcpy(copy, f, size);
     copy->stacktop = slots;
     copy->previous = NULL;
+#endif
     copy->frame_obj = NULL;
     copy->owner = FRAME_OWNED_BY_FRAME_OBJECT;
     fo->f_frame = copy;
@@ -430,23 +695,18 @@ static void drop_frame(_PyInterpreterFrame *f, int slots, int keep_code)
     if (fo && Py_REFCNT(fo) > 1) {
         /* The copy takes over every reference the frame held. */
         hand_frame_to_its_object(f, fo, slots);
-        if (keep_code)
+        if (keep_code && slot_owned(*frame_code_slot(f)))
             Py_INCREF(frame_code(f));
         Py_DECREF(fo);
         return;
     }
     Py_XDECREF(fo);
     for (int i = 0; i < slots; i++)
-        Py_CLEAR(f->localsplus[i]);
+        slot_clear(&f->localsplus[i]);
     Py_CLEAR(f->f_locals);
-    Py_CLEAR(*frame_func_slot(f));
-    if (!keep_code) {
-#if PY_VERSION_HEX < 0x030D0000
-        Py_CLEAR(f->f_code);
-#else
-        Py_CLEAR(f->f_executable);
-#endif
-    }
+    slot_clear(frame_func_slot(f));
+    if (!keep_code)
+        slot_clear(frame_code_slot(f));
 }
 
 /* 3.12+ generators keep their code in their frame and release it when they
@@ -464,7 +724,11 @@ static void drop_frame(_PyInterpreterFrame *f, int slots, int keep_code)
  * would say "already executing" for good. */
 static void close_running_generator(const sf_pystate *s, _PyInterpreterFrame *f)
 {
+#if PY_VERSION_HEX >= 0x030E0000
+    PyGenObject *gen = _PyGen_GetGeneratorFromFrame(f);
+#else
     PyGenObject *gen = _PyFrame_GetGenerator(f);
+#endif
     if (gen->gi_frame_state != FRAME_EXECUTING)
         return;
     int slots = known_slots(s, f);
@@ -531,13 +795,13 @@ void sf_pystate_discard(sf_pystate *s, void *own_chunk)
     /* Top down: a generator's frame is closed before its caller's locals
      * (which may hold the generator) are dropped.  (known_slots needs the
      * top frame still recorded in `s`.) */
-    for (_PyInterpreterFrame *f = top_frame(s), *previous; f; f = previous) {
-        previous = f->previous;
+    for (_PyInterpreterFrame *f = first_frame(s), *previous; f; f = previous) {
+        previous = frame_below(s, f);
         if (f->owner == FRAME_OWNED_BY_THREAD)
             drop_frame(f, known_slots(s, f), 0);
         else if (f->owner == FRAME_OWNED_BY_GENERATOR)
             close_running_generator(s, f);
-        /* 3.12+ C-stack shim frames own nothing */
+        /* 3.12+ C-stack shim frames (and 3.15's base frame) own nothing */
     }
 #if PY_VERSION_HEX < 0x030D0000
     s->cframe = NULL;
@@ -547,14 +811,6 @@ void sf_pystate_discard(sf_pystate *s, void *own_chunk)
     free_chunks_above(s->datastack_chunk, own_chunk);
     s->datastack_chunk = NULL;
     sf_pystate_release(s);
-}
-
-void sf_pystate_release(sf_pystate *s)
-{
-    Py_CLEAR(s->context);
-    Py_CLEAR(s->entry_context);
-    Py_CLEAR(s->exc_state.exc_value);
-    repr_release(s);
 }
 
 int sf_gc_collecting(void)

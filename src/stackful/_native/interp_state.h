@@ -2,19 +2,24 @@
  *
  * CPython keeps the running code's position in the PyThreadState: the
  * innermost frame, the data stack that holds 3.11+ frames, recursion
- * counters, the handled-exception stack, the contextvars context, the
- * trash-can state.  A fiber switch must swap all of it, or CPython sees the
- * wrong frames.  Which fields exist differs by version; interp_state.c holds
- * every PY_VERSION_HEX branch of the project, so supporting a new CPython
- * means reading that one file.
+ * counters or (3.14+) the C stack's bounds, the handled-exception stack, the
+ * contextvars context, the trash-can state, asyncio's running loop (3.14+).
+ * A fiber switch must swap all of it, or CPython sees the wrong frames.
+ * Which fields exist differs by version; interp_state.c holds every
+ * PY_VERSION_HEX branch of the project, so supporting a new CPython means
+ * reading that one file.
  */
 #ifndef STACKFUL_INTERP_STATE_H
 #define STACKFUL_INTERP_STATE_H
 
 #include <Python.h>
+#include <stdint.h>
 
-#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030E0000
-#  error "stackful supports CPython 3.11, 3.12 and 3.13"
+#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x03100000
+#  error "stackful supports CPython 3.11 to 3.15"
+#endif
+#ifdef Py_GIL_DISABLED
+#  error "stackful does not support free-threaded CPython builds"
 #endif
 
 typedef struct sf_pystate {
@@ -25,17 +30,36 @@ typedef struct sf_pystate {
     struct _PyInterpreterFrame *current_frame;
 #endif
     int py_depth;                 /* Python recursion depth (limit - remaining) */
+#if PY_VERSION_HEX < 0x030E0000
     int c_budget;                 /* recursion levels this fiber's C stack can take */
-#if PY_VERSION_HEX >= 0x030C0000
+#endif
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
     int c_remaining;              /* C recursion budget left */
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+    uintptr_t c_stack_top;        /* the C stack this state runs on, as CPython */
+    uintptr_t c_stack_soft_limit; /* checks it: RecursionError below the soft */
+    uintptr_t c_stack_hard_limit; /* limit, a fatal error below the hard one */
+    PyObject *current_executor;   /* the JIT's running trace, borrowed */
+    PyObject *asyncio_running_loop;  /* owned while suspended, like context */
+    PyObject *asyncio_running_task;
+#endif
+#if PY_VERSION_HEX >= 0x030F0000
+    struct _PyInterpreterFrame *base_frame;  /* the sentinel its frame chain ends at
+                                                (ts->base_frame while it runs) */
+    void *own_base_frame[12];     /* a fresh fiber's sentinel: a copy of its thread's */
+    struct _PyExitData *jit_exit; /* the JIT's pending side exit */
+    int generator_return_kind;    /* yield or return, read after an eval returns */
 #endif
     _PyStackChunk *datastack_chunk;
     PyObject **datastack_top;
     PyObject **datastack_limit;
     _PyErr_StackItem *exc_info;   /* top of the handled-exception stack */
     _PyErr_StackItem exc_state;   /* a fiber's own bottom item, so exc_info is per fiber */
+#if PY_VERSION_HEX < 0x030E0000
     int top_live_slots;           /* localsplus slots of the innermost frame known live
                                      while suspended, or -1 (see sf_pystate_save) */
+#endif
     PyObject *context;            /* owned while suspended; the thread owns it while running */
 #if PY_VERSION_HEX < 0x030D0000
     int trash_delete_nesting;     /* depth of this fiber's own C stack of deallocations */
@@ -65,22 +89,26 @@ void sf_pythread_clear(sf_pythread *t);
  * allocate nothing and run no Python code, so the GC cannot run in between.
  *
  * `call_top`, if not NULL, is the end of the arguments of the call the
- * innermost Python frame is suspended in (switch(), throw() or kill() called
- * straight from Python code receives its arguments in place on that frame's
- * value stack).
- * A frame in a call does not record its stack pointer (CPython keeps it in a
- * C local of the eval loop); knowing it lets the GC see, and a discard
- * release, the call's operands, not just the frame's locals. */
+ * innermost Python frame is suspended in (switch(), throw() or kill()
+ * called straight from Python code receive their arguments in place on that
+ * frame's value stack).
+ * Before 3.14 a frame in a call does not record its stack pointer (CPython
+ * keeps it in a C local of the eval loop); knowing it lets the GC see, and a
+ * discard release, the call's operands, not just the frame's locals.  3.14+
+ * frames record it themselves. */
 void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
                      PyObject *const *call_top);
 void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t);
 
-/* Prepare the state of a fiber that has not run: no frames, an empty
- * exception stack, no context, `chunk` (SF_DATA_CHUNK_SIZE bytes) as its
- * first data-stack chunk and a C recursion budget that fits `c_stack_bytes`. */
-void sf_pystate_init_fresh(sf_pystate *s, void *chunk, size_t chunk_size, size_t c_stack_bytes);
+/* Prepare the state of a fiber that has not run (on its own thread): no
+ * frames, an empty exception stack, no running asyncio loop, the context set
+ * beforehand if any, `chunk` (chunk_size bytes) as its first data-stack chunk,
+ * and recursion limits that fit its C stack [stack_base, stack_base + size). */
+void sf_pystate_init_fresh(sf_pystate *s, void *chunk, size_t chunk_size,
+                           void *stack_base, size_t stack_size);
 
-/* Replace the C recursion budget of a fresh state (tests of the guard page). */
+/* Let a fresh state recurse through C as if its stack held `levels` levels
+ * (tests of the guard page: more than the stack can hold). */
 void sf_pystate_set_c_budget(sf_pystate *s, int levels);
 
 /* After a fiber's last frame returned (it is still the running one):
@@ -112,22 +140,44 @@ int sf_context_entered(PyObject *ctx);
 void sf_pystate_set_base_context(sf_pystate *s, PyObject *ctx);
 
 /* Drop what the saved state of a fiber that finished (or died unrun) still
- * holds: context, exception state, repr entries. */
+ * holds: context, exception state, repr entries, asyncio's loop (3.14+). */
 void sf_pystate_release(sf_pystate *s);
 
-/* Called on every landing, right after sf_pystate_restore (hot path).
- * 3.13's trash can defers every container deallocation while fewer than
- * Py_TRASHCAN_HEADROOM C recursion units remain, and frees the deferred ones
- * only at a later deallocation with more than twice that left.  A fiber
- * whose stack allows under ~100 units (under ~320 KiB) so hands its garbage
- * to the thread's list; free it as soon as a fiber with room runs. */
-static inline void sf_pystate_landed(PyThreadState *ts)
+/* Make `ctx` (a new reference, or NULL) the running fiber's context, as
+ * Context.run does: ContextVar caches are invalidated and (3.14+) context
+ * watchers told. */
+void sf_pystate_set_current_context(PyThreadState *ts, PyObject *ctx);
+
+/* Out of line parts of sf_pystate_landed (rare paths). */
+void sf_pystate_trash_landed(PyThreadState *ts);
+void sf_pystate_context_switched(PyThreadState *ts);
+
+/* Called on every landing, right after sf_pystate_restore (hot path), with
+ * `origin` the state just saved.  Returns nonzero if the landing changed the
+ * current context: call sf_pystate_context_switched() once the landing's
+ * bookkeeping is done (context watchers may run any code).
+ *
+ * The trash can's list of deferred deallocations stays with the thread:
+ * 3.13 defers every container deallocation while fewer than
+ * Py_TRASHCAN_HEADROOM C recursion units remain and frees the deferred ones
+ * only at a later deallocation with more than twice that left; 3.14+ does
+ * the same by stack margins.  A fiber whose stack is small so hands its
+ * garbage to the thread's list: free it as soon as a fiber with room runs. */
+static inline int sf_pystate_landed(PyThreadState *ts, const sf_pystate *origin)
 {
-#if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX >= 0x030E0000
+    if (ts->delete_later)
+        sf_pystate_trash_landed(ts);
+    return ts->context != origin->context;
+#elif PY_VERSION_HEX >= 0x030D0000
+    (void)origin;
     if (ts->delete_later && ts->c_recursion_remaining > 2 * Py_TRASHCAN_HEADROOM)
         _PyTrash_thread_destroy_chain(ts);
+    return 0;
 #else
     (void)ts;
+    (void)origin;
+    return 0;
 #endif
 }
 

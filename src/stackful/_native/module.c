@@ -2,6 +2,7 @@
  * parts are set up. */
 #include "fiber_internal.h"
 #include "poller.h"
+#include "scheduler.h"
 #include "timers.h"
 
 PyDoc_STRVAR(current_doc, "current()\n--\n\nThe fiber running now (a thread's root fiber outside any other).");
@@ -249,7 +250,8 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "MIN_STACK_SIZE", SF_STACK_MIN) < 0 ||
         PyModule_AddIntConstant(m, "DEFAULT_STACK_SIZE", SF_STACK_DEFAULT) < 0 ||
         PyModule_AddIntConstant(m, "DATA_CHUNK_SIZE", SF_DATA_CHUNK_SIZE) < 0 ||
-        sf_timers_init(m) < 0 || sf_poller_init(m) < 0 || sf_scheduler_init(m) < 0 || sf_overflow_init() < 0 ||
+        sf_timers_init(m) < 0 || sf_poller_init(m) < 0 || sf_scheduler_init(m) < 0 ||
+        sf_sockets_init(m) < 0 || sf_overflow_init() < 0 ||
         sf_install_recursion_limit_hook(running_fiber_state) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -39,6 +39,9 @@ void sf_poller_cancel(sf_poller *p, int fd, int direction, PyObject *waiter);
  * with an exception (a signal handler's, say). */
 Py_ssize_t sf_poller_poll(sf_poller *p, double timeout, int (*wake)(PyObject *, void *),
                           void *arg);
+/* Is `obj` the native poller (else the Python fallback's)? */
+int sf_is_epoll_poller(PyObject *obj);
+
 /* How many fds somebody waits on. */
 Py_ssize_t sf_poller_waiting(const sf_poller *p);
 

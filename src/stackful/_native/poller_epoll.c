@@ -196,6 +196,8 @@ void sf_poller_cancel(sf_poller *p, int fd, int direction, PyObject *waiter)
 
 Py_ssize_t sf_poller_waiting(const sf_poller *p) { return p->waiting; }
 
+int sf_is_epoll_poller(PyObject *obj) { return obj && Py_IS_TYPE(obj, &PollerType); }
+
 /* ---- waiting for events ---- */
 
 static double monotonic(void)

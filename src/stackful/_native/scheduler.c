@@ -19,24 +19,16 @@
 #include <structmember.h>
 
 #include "fiber.h"
+#include "scheduler.h"
 
-static PyObject *STATE_READY;    /* "ready" */
-static PyObject *STATE_RUNNING;  /* "running" */
+PyObject *STATE_READY;    /* "ready" */
+PyObject *STATE_RUNNING;  /* "running" */
+PyObject *STATE_BLOCKED;  /* "blocked" */
 
 /* ------------------------------------------------------------------ */
 /* ReadyQueue: a ring buffer of strong references                      */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject **items;
-    Py_ssize_t head;       /* index of the first item */
-    Py_ssize_t len;
-    Py_ssize_t cap;        /* a power of two, or 0 */
-} ReadyQueue;
-
-static PyTypeObject ReadyQueueType;
-
-static int rq_grow(ReadyQueue *q)
+static int rq_grow_impl(ReadyQueue *q)
 {
     Py_ssize_t cap = q->cap ? q->cap * 2 : 16;
     PyObject **items = PyMem_Malloc((size_t)cap * sizeof(PyObject *));
@@ -53,30 +45,7 @@ static int rq_grow(ReadyQueue *q)
     return 0;
 }
 
-static inline int rq_push(ReadyQueue *q, PyObject *item)
-{
-    if (q->len == q->cap && rq_grow(q) < 0)
-        return -1;
-    q->items[(q->head + q->len) & (q->cap - 1)] = Py_NewRef(item);
-    q->len++;
-    return 0;
-}
-
-/* A new reference, or NULL if empty (no exception set). */
-static inline PyObject *rq_pop(ReadyQueue *q)
-{
-    if (!q->len)
-        return NULL;
-    PyObject *item = q->items[q->head];
-    q->head = (q->head + 1) & (q->cap - 1);
-    q->len--;
-    return item;
-}
-
-static inline PyObject *rq_at(ReadyQueue *q, Py_ssize_t i)
-{
-    return q->items[(q->head + i) & (q->cap - 1)];
-}
+int rq_grow(ReadyQueue *q) { return rq_grow_impl(q); }
 
 static PyObject *ReadyQueue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -184,7 +153,7 @@ static PySequenceMethods ReadyQueue_as_sequence = {
     .sq_contains = (objobjproc)ReadyQueue_contains,
 };
 
-static PyTypeObject ReadyQueueType = {
+PyTypeObject ReadyQueueType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "stackful._native.ReadyQueue",
     .tp_doc = "ReadyQueue()\n--\n\nThe runtime's FIFO of ready tasks (deque-like: append, "
@@ -203,14 +172,6 @@ static PyTypeObject ReadyQueueType = {
 /* ------------------------------------------------------------------ */
 /* TaskCore                                                            */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *state;        /* one of the runtime's state strings */
-    PyObject *fiber;        /* the task's Fiber, or None */
-    PyObject *pending_exc;  /* raised at the next blocking point, or None */
-} TaskCore;
-
-static PyTypeObject TaskCoreType;
 
 static PyObject *TaskCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -220,6 +181,12 @@ static PyObject *TaskCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
         t->state = Py_NewRef(STATE_READY);
         t->fiber = Py_NewRef(Py_None);
         t->pending_exc = Py_NewRef(Py_None);
+        t->resume_value = Py_NewRef(Py_None);
+        t->resume_exc = Py_NewRef(Py_None);
+        t->abort = Py_NewRef(Py_None);
+        t->wait_reason = PyUnicode_New(0, 0);
+        if (!t->wait_reason)
+            Py_CLEAR(t);
     }
     return (PyObject *)t;
 }
@@ -230,6 +197,12 @@ static int TaskCore_traverse(TaskCore *t, visitproc visit, void *arg)
     Py_VISIT(t->state);
     Py_VISIT(t->fiber);
     Py_VISIT(t->pending_exc);
+    Py_VISIT(t->resume_value);
+    Py_VISIT(t->resume_exc);
+    Py_VISIT(t->abort);
+    Py_VISIT(t->wait_reason);
+    Py_VISIT(t->resume_fiber);
+    Py_VISIT(t->io_wait);
     return 0;
 }
 
@@ -251,6 +224,12 @@ static int TaskCore_clear(TaskCore *t)
     clear_to_none(&t->state);
     clear_to_none(&t->fiber);
     clear_to_none(&t->pending_exc);
+    clear_to_none(&t->resume_value);
+    clear_to_none(&t->resume_exc);
+    clear_to_none(&t->abort);
+    clear_to_none(&t->wait_reason);
+    Py_CLEAR(t->resume_fiber);
+    Py_CLEAR(t->io_wait);
     return 0;
 }
 
@@ -261,8 +240,27 @@ static void TaskCore_dealloc(TaskCore *t)
     Py_CLEAR(t->state);
     Py_CLEAR(t->fiber);
     Py_CLEAR(t->pending_exc);
+    Py_CLEAR(t->resume_value);
+    Py_CLEAR(t->resume_exc);
+    Py_CLEAR(t->abort);
+    Py_CLEAR(t->wait_reason);
+    Py_CLEAR(t->resume_fiber);
+    Py_CLEAR(t->io_wait);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
+
+static PyObject *TaskCore_get_run_fiber(TaskCore *t, void *c)
+{
+    (void)c;
+    PyObject *f = task_run_fiber(t);
+    return Py_NewRef(f ? f : Py_None);
+}
+
+static PyGetSetDef TaskCore_getset[] = {
+    {"_run_fiber", (getter)TaskCore_get_run_fiber, NULL,
+     "the fiber to switch to to run the task: the one that parked", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyMemberDef TaskCore_members[] = {
     {"state", T_OBJECT_EX, offsetof(TaskCore, state), 0, "ready, running, blocked or finished"},
@@ -270,10 +268,20 @@ static PyMemberDef TaskCore_members[] = {
      "the task's fiber (None when finished)"},
     {"_pending_exc", T_OBJECT_EX, offsetof(TaskCore, pending_exc), 0,
      "an exception for the task's next blocking point"},
+    {"_resume_value", T_OBJECT_EX, offsetof(TaskCore, resume_value), 0,
+     "what the task's park() returns when it resumes"},
+    {"_resume_exc", T_OBJECT_EX, offsetof(TaskCore, resume_exc), 0,
+     "what the task's park() raises when it resumes (None: nothing)"},
+    {"_abort", T_OBJECT_EX, offsetof(TaskCore, abort), 0,
+     "undoes the registration of the task's wait (None: nothing to undo)"},
+    {"_wait_reason", T_OBJECT_EX, offsetof(TaskCore, wait_reason), 0,
+     "what a blocked task waits on"},
+    {"_shield", T_INT, offsetof(TaskCore, shield), 0,
+     "> 0 while interruptions must wait (call_shielded)"},
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject TaskCoreType = {
+PyTypeObject TaskCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "stackful._native.TaskCore",
     .tp_doc = "The fields of a task that the scheduler's C hot path reads and writes.",
@@ -284,19 +292,12 @@ static PyTypeObject TaskCoreType = {
     .tp_traverse = (traverseproc)TaskCore_traverse,
     .tp_clear = (inquiry)TaskCore_clear,
     .tp_members = TaskCore_members,
+    .tp_getset = TaskCore_getset,
 };
 
 /* ------------------------------------------------------------------ */
 /* SchedulerCore                                                       */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *current;      /* the RUNNING task, or None while the hub runs */
-    Py_ssize_t countdown;   /* switches left in this batch before timers/I/O are checked */
-    ReadyQueue *ready;
-} SchedulerCore;
-
-static PyTypeObject SchedulerCoreType;
 
 static PyObject *SchedulerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -305,8 +306,12 @@ static PyObject *SchedulerCore_new(PyTypeObject *type, PyObject *args, PyObject 
     if (!s)
         return NULL;
     s->current = Py_NewRef(Py_None);
+    s->hub = Py_NewRef(Py_None);
+    s->io = Py_NewRef(Py_None);
+    s->timers = Py_NewRef(Py_None);
     s->ready = (ReadyQueue *)PyObject_CallNoArgs((PyObject *)&ReadyQueueType);
-    if (!s->ready) {
+    s->parked_io = (ReadyQueue *)PyObject_CallNoArgs((PyObject *)&ReadyQueueType);
+    if (!s->ready || !s->parked_io) {
         Py_DECREF(s);
         return NULL;
     }
@@ -318,6 +323,10 @@ static int SchedulerCore_traverse(SchedulerCore *s, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(s));
     Py_VISIT(s->current);
     Py_VISIT(s->ready);
+    Py_VISIT(s->parked_io);
+    Py_VISIT(s->hub);
+    Py_VISIT(s->io);
+    Py_VISIT(s->timers);
     return 0;
 }
 
@@ -325,6 +334,9 @@ static int SchedulerCore_clear(SchedulerCore *s)
 {
     /* The ready queue stays (it clears itself: that breaks its cycles). */
     clear_to_none(&s->current);
+    clear_to_none(&s->hub);
+    clear_to_none(&s->io);
+    clear_to_none(&s->timers);
     return 0;
 }
 
@@ -334,6 +346,10 @@ static void SchedulerCore_dealloc(SchedulerCore *s)
     PyObject_GC_UnTrack(s);
     Py_CLEAR(s->current);
     Py_CLEAR(s->ready);
+    Py_CLEAR(s->parked_io);
+    Py_CLEAR(s->hub);
+    Py_CLEAR(s->io);
+    Py_CLEAR(s->timers);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -366,21 +382,27 @@ static PyObject *yield_step(SchedulerCore *s, int count)
         return PyLong_FromLong(YIELD_DONE);
 
     TaskCore *next = (TaskCore *)rq_pop(s->ready);  /* a new reference */
-    if (!PyObject_TypeCheck(next, &TaskCoreType) || !next->fiber || !sf_is_fiber(next->fiber)) {
+    if (!PyObject_TypeCheck(next, &TaskCoreType) || !next->fiber ||
+        !sf_is_fiber(task_run_fiber(next))) {
         PyErr_Format(PyExc_RuntimeError, "the ready queue holds %R, which has no fiber to run",
                      next);
         Py_DECREF(next);
         return NULL;
     }
-    if (rq_push(s->ready, (PyObject *)task) < 0) {
+    PyObject *here = sf_current_fiber();  /* where the task resumes: a fiber of its own, maybe */
+    if (!here || rq_push(s->ready, (PyObject *)task) < 0) {
         Py_DECREF(next);
         return NULL;
     }
+    if (here != task->fiber)
+        Py_XSETREF(task->resume_fiber, Py_NewRef(here));
+    else
+        Py_CLEAR(task->resume_fiber);
     Py_XSETREF(task->state, Py_NewRef(STATE_READY));  /* X: may have been deleted */
     Py_XSETREF(next->state, Py_NewRef(STATE_RUNNING));
     Py_INCREF(task);                             /* held across the switch */
     Py_SETREF(s->current, (PyObject *)next);     /* takes over next's reference */
-    PyObject *r = sf_fiber_switch_empty(next->fiber);
+    PyObject *r = sf_fiber_switch_empty(task_run_fiber(next));
     /* Resumed: whoever switched to us made us current and RUNNING again. */
     int pending = task->pending_exc != Py_None;
     Py_DECREF(task);
@@ -489,16 +511,44 @@ static PyMethodDef SchedulerCore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* SchedulerCore's own methods and loop.c's, in one table for the type. */
+static PyMethodDef all_methods[16];
+
+static int gather_methods(void)
+{
+    const size_t room = sizeof all_methods / sizeof all_methods[0] - 1;  /* a sentinel last */
+    size_t n = 0;
+    PyMethodDef *tables[] = {SchedulerCore_methods, sf_loop_methods};
+    for (size_t t = 0; t < 2; t++) {
+        for (PyMethodDef *d = tables[t]; d->ml_name; d++) {
+            if (n == room) {
+                PyErr_SetString(PyExc_SystemError, "stackful: too many SchedulerCore methods");
+                return -1;
+            }
+            all_methods[n++] = *d;
+        }
+    }
+    return 0;
+}
+
 static PyMemberDef SchedulerCore_members[] = {
     {"current", T_OBJECT_EX, offsetof(SchedulerCore, current), 0,
      "the running task, or None while the hub runs"},
     {"_countdown", T_PYSSIZET, offsetof(SchedulerCore, countdown), 0,
      "switches left before timers and I/O are checked"},
     {"ready", T_OBJECT, offsetof(SchedulerCore, ready), READONLY, "the ready queue (FIFO)"},
+    {"_hub", T_OBJECT_EX, offsetof(SchedulerCore, hub), 0,
+     "the fiber running the hub loop (None until run())"},
+    {"io", T_OBJECT_EX, offsetof(SchedulerCore, io), 0, "the I/O poller"},
+    {"timers", T_OBJECT_EX, offsetof(SchedulerCore, timers), 0, "the timer heap"},
+    {"_parked_io", T_OBJECT, offsetof(SchedulerCore, parked_io), READONLY,
+     "tasks that parked in I/O waits, their stacks to trim when the runtime idles a while"},
+    {"stack_trims", T_PYSSIZET, offsetof(SchedulerCore, trims), READONLY,
+     "how many parked tasks' stacks were trimmed (pages below where they rest given back)"},
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject SchedulerCoreType = {
+PyTypeObject SchedulerCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "stackful._native.SchedulerCore",
     .tp_doc = "The fields and the yield step of a runtime that must be fast.",
@@ -508,7 +558,7 @@ static PyTypeObject SchedulerCoreType = {
     .tp_dealloc = (destructor)SchedulerCore_dealloc,
     .tp_traverse = (traverseproc)SchedulerCore_traverse,
     .tp_clear = (inquiry)SchedulerCore_clear,
-    .tp_methods = SchedulerCore_methods,
+    .tp_methods = all_methods,
     .tp_members = SchedulerCore_members,
 };
 
@@ -516,16 +566,20 @@ int sf_scheduler_init(PyObject *m)
 {
     STATE_READY = PyUnicode_InternFromString("ready");
     STATE_RUNNING = PyUnicode_InternFromString("running");
+    STATE_BLOCKED = PyUnicode_InternFromString("blocked");
     str_yield_slow = PyUnicode_InternFromString("_yield_slow");
-    if (!STATE_READY || !STATE_RUNNING || !str_yield_slow || PyType_Ready(&ReadyQueueType) < 0 ||
+    if (gather_methods() < 0)
+        return -1;
+    if (!STATE_READY || !STATE_RUNNING || !STATE_BLOCKED || !str_yield_slow || PyType_Ready(&ReadyQueueType) < 0 ||
         PyType_Ready(&TaskCoreType) < 0 || PyType_Ready(&SchedulerCoreType) < 0)
         return -1;
     if (PyModule_AddObjectRef(m, "TASK_READY", STATE_READY) < 0 ||
         PyModule_AddObjectRef(m, "TASK_RUNNING", STATE_RUNNING) < 0 ||
+        PyModule_AddObjectRef(m, "TASK_BLOCKED", STATE_BLOCKED) < 0 ||
         PyModule_AddObjectRef(m, "ReadyQueue", (PyObject *)&ReadyQueueType) < 0 ||
         PyModule_AddObjectRef(m, "TaskCore", (PyObject *)&TaskCoreType) < 0 ||
         PyModule_AddObjectRef(m, "SchedulerCore", (PyObject *)&SchedulerCoreType) < 0 ||
-        PyModule_AddFunctions(m, scheduler_functions) < 0)
+        PyModule_AddFunctions(m, scheduler_functions) < 0 || sf_loop_init(m) < 0)
         return -1;
     return 0;
 }

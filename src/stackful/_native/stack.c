@@ -233,6 +233,31 @@ void sf_stack_release(sf_stack *s)
         cool(s);
 }
 
+static size_t discard_pages(char *from, char *to)
+{
+    size_t ps = sf_page_size();
+    char *lo = (char *)(((uintptr_t)from + ps - 1) & ~(uintptr_t)(ps - 1));
+    char *hi = (char *)((uintptr_t)to & ~(uintptr_t)(ps - 1));
+    if (hi <= lo || madvise(lo, (size_t)(hi - lo), MADV_DONTNEED) != 0)
+        return 0;
+    return (size_t)(hi - lo);
+}
+
+size_t sf_stack_trim(sf_stack *s, const char *sp, const void *data_top)
+{
+    char *base = sf_stack_base(s), *top = sf_stack_top(s);
+    if (sp <= base || sp > top)
+        return 0;
+    size_t ps = sf_page_size();
+    char *sp_page = (char *)((uintptr_t)sp & ~(uintptr_t)(ps - 1));  /* kept */
+    size_t n = discard_pages((char *)((uintptr_t)base & ~(uintptr_t)(ps - 1)), sp_page);
+    char *chunk = sf_stack_data_chunk(s), *chunk_end = chunk + SF_DATA_CHUNK_SIZE;
+    const char *dt = data_top;
+    if (dt && dt >= chunk && dt < chunk_end)
+        n += discard_pages((char *)dt, chunk_end);  /* from the page after the last frame */
+    return n;
+}
+
 void sf_stack_quarantine(sf_stack *s)
 {
     /* Its pages stay as they are; the mapping stays counted in mapped_bytes. */

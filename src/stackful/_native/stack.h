@@ -62,6 +62,11 @@ static inline void *sf_stack_data_chunk(const sf_stack *s) { return sf_stack_top
 sf_stack *sf_stack_acquire(size_t size);
 /* Give a stack back: into the pool, or unmapped when the pool is full. */
 void sf_stack_release(sf_stack *stack);
+/* Give back the pages a suspended fiber is not using: the C stack's below the
+ * page holding `sp` (its saved stack pointer), and its data-stack chunk's from
+ * the page after `data_top` (NULL: the fiber's frames live in later chunks,
+ * keep the chunk as it is).  One or two madvise calls; returns the bytes. */
+size_t sf_stack_trim(sf_stack *stack, const char *sp, const void *data_top);
 /* Never reuse or unmap this stack (something may still point into it). */
 void sf_stack_quarantine(sf_stack *stack);
 /* Bytes of the C stack touched so far (resident pages, counted from the top). */
