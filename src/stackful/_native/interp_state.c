@@ -361,6 +361,29 @@ static inline int known_slots(const sf_pystate *s, _PyInterpreterFrame *f)
 /* ------------------------------------------------------------------ */
 /* Switching                                                           */
 
+#if PY_VERSION_HEX >= 0x030F0000
+/* sys.monitoring, settrace and setprofile re-instrument only the code of
+ * frames on a thread's frame chain (a suspended fiber's are not on it), and
+ * other code at its next RESUME (which a fiber resuming mid-call never runs).
+ * 3.15 reads the RAISE, unwind and handled-exception tools from the raising
+ * code's own monitoring data, so an exception in a frame whose code was never
+ * instrumented dereferences NULL.  Bring the fiber's code up to date as
+ * CPython does for a thread's frames. */
+static void instrument_resumed_frames(const sf_pystate *s, PyInterpreterState *interp)
+{
+    PyObject *pending = PyErr_GetRaisedException();
+    for (_PyInterpreterFrame *f = first_frame(s); f; f = frame_below(s, f)) {
+        if (f->owner >= FRAME_OWNED_BY_INTERPRETER)
+            continue;  /* a shim frame: no code of its own */
+        PyCodeObject *code = (PyCodeObject *)frame_code(f);
+        if (code->_co_instrumentation_version != interp->ceval.instrumentation_version &&
+            _Py_Instrument(code, interp) < 0)
+            Py_FatalError("stackful: out of memory instrumenting a resumed fiber's code");
+    }
+    PyErr_SetRaisedException(pending);
+}
+#endif
+
 void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
                      PyObject *const *call_top)
 {
@@ -397,6 +420,7 @@ void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
     s->base_frame = ts->base_frame;
     s->jit_exit = ts->jit_exit;
     s->generator_return_kind = impl->generator_return_kind;
+    s->instrumentation_version = ts->interp->ceval.instrumentation_version;
 #endif
     s->datastack_chunk = ts->datastack_chunk;
     s->datastack_top = ts->datastack_top;
@@ -459,6 +483,8 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
     ts->base_frame = s->base_frame;
     ts->jit_exit = s->jit_exit;
     impl->generator_return_kind = s->generator_return_kind;
+    if (s->instrumentation_version != ts->interp->ceval.instrumentation_version)
+        instrument_resumed_frames(s, ts->interp);
 #endif
     ts->datastack_chunk = s->datastack_chunk;
     ts->datastack_top = s->datastack_top;
@@ -490,6 +516,7 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
     base->frame_obj = NULL;
     base->stackpointer = base->localsplus;
     s->base_frame = s->current_frame = base;
+    s->instrumentation_version = PyThreadState_GET()->interp->ceval.instrumentation_version;
 #endif
 #if PY_VERSION_HEX < 0x030E0000
     (void)stack_base;

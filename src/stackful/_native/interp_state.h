@@ -50,6 +50,8 @@ typedef struct sf_pystate {
     void *own_base_frame[12];     /* a fresh fiber's sentinel: a copy of its thread's */
     struct _PyExitData *jit_exit; /* the JIT's pending side exit */
     int generator_return_kind;    /* yield or return, read after an eval returns */
+    uintptr_t instrumentation_version;  /* the interpreter's when the fiber left: its
+                                           frames' code was instrumented up to it */
 #endif
     _PyStackChunk *datastack_chunk;
     PyObject **datastack_top;
