@@ -113,6 +113,56 @@ def test_monitoring_callback_guard_is_per_fiber() -> None:
         mon.free_tool_id(tool)
 
 
+def lines_seen_after_resume(turn_on_while_suspended: bool) -> list[int]:
+    """Line events from a fiber's function resumed mid-call after LINE monitoring was
+    switched on (or off) while it was suspended there."""
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    tool = mon.DEBUGGER_ID
+    root = stackful.current()
+    lines: list[int] = []
+
+    def parked() -> int:
+        root.switch("parked")
+        a = 1
+        b = a + 1
+        return b
+
+    first = parked.__code__.co_firstlineno
+
+    def on_line(code: Any, line: int) -> None:
+        if code is parked.__code__:
+            lines.append(line - first)
+
+    mon.use_tool_id(tool, "stackful-test")
+    try:
+        mon.register_callback(tool, mon.events.LINE, on_line)
+        if not turn_on_while_suspended:
+            mon.set_events(tool, mon.events.LINE)
+        f = Fiber(parked)
+        assert f.switch() == "parked"
+        mon.set_events(tool, mon.events.LINE if turn_on_while_suspended else 0)
+        lines.clear()
+        assert f.switch() == 2
+        return lines
+    finally:
+        mon.set_events(tool, 0)
+        mon.register_callback(tool, mon.events.LINE, None)
+        mon.free_tool_id(tool)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+@pytest.mark.xfail(sys.version_info < (3, 15), strict=True,
+                   reason="3.12-3.14 export nothing that instruments one code object")
+def test_monitoring_turned_on_while_suspended_sees_the_resumed_lines() -> None:
+    """As a thread's running frames do when a tool turns LINE events on."""
+    assert lines_seen_after_resume(turn_on_while_suspended=True) == [2, 3, 4]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_monitoring_turned_off_while_suspended_sees_no_more_lines() -> None:
+    assert lines_seen_after_resume(turn_on_while_suspended=False) == []
+
+
 def test_repr_guard_is_per_fiber() -> None:
     root = stackful.current()
     shared: list[Any] = []
