@@ -140,6 +140,19 @@ def test_frames_resumed_after_setprofile_report_their_returns() -> None:
     assert events == {"call:generator_parked_inside"} | {f"return:{f}" for f in RESUMED_FUNCS}
 
 
+@pytest.mark.skipif(sys.version_info < (3, 13),
+                    reason="the trash can defers by C stack (not by depth) from 3.13")
+def test_resuming_stale_code_with_deferred_garbage_pending_frees_it_on_the_right_stack() -> None:
+    """A small fiber near its stack's end, with garbage the trash can deferred, switches to
+    fibers suspended before settrace: 3.15 instrumented their code before the stack switch,
+    and the deferred garbage was freed on the small stack by the resumed fiber's bounds
+    (unchecked recursion through a deep list: a segfault)."""
+    result = run_script("stale_code_resumed_with_trash_pending.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "resumed with pending", "resumed with pending", "small fiber done", "ok"]
+
+
 def test_shutdown_with_suspended_fibers_in_threads_is_clean() -> None:
     result = run_script("shutdown_with_suspended_fibers.py")
     assert result.returncode == 0, result.stderr

@@ -178,8 +178,9 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
  * watchers, the hook, then dropping the fiber we came from. */
 static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
 {
-    int context_switched = sf_pystate_landed(th->tstate, &th->previous->py);
+    int context_switched = sf_pystate_context_changed(th->tstate, &th->previous->py);
     Fiber *previous = after_switch(th);
+    sf_pystate_landed(th->tstate, &self->py);
     if (context_switched)
         sf_pystate_context_switched(th->tstate);
     if (th->switch_hook && !th->in_switch_hook)

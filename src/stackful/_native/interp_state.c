@@ -361,29 +361,6 @@ static inline int known_slots(const sf_pystate *s, _PyInterpreterFrame *f)
 /* ------------------------------------------------------------------ */
 /* Switching                                                           */
 
-#if PY_VERSION_HEX >= 0x030F0000
-/* sys.monitoring, settrace and setprofile re-instrument only the code of
- * frames on a thread's frame chain (a suspended fiber's are not on it), and
- * other code at its next RESUME (which a fiber resuming mid-call never runs).
- * 3.15 reads the RAISE, unwind and handled-exception tools from the raising
- * code's own monitoring data, so an exception in a frame whose code was never
- * instrumented dereferences NULL.  Bring the fiber's code up to date as
- * CPython does for a thread's frames. */
-static void instrument_resumed_frames(const sf_pystate *s, PyInterpreterState *interp)
-{
-    PyObject *pending = PyErr_GetRaisedException();
-    for (_PyInterpreterFrame *f = first_frame(s); f; f = frame_below(s, f)) {
-        if (f->owner >= FRAME_OWNED_BY_INTERPRETER)
-            continue;  /* a shim frame: no code of its own */
-        PyCodeObject *code = (PyCodeObject *)frame_code(f);
-        if (code->_co_instrumentation_version != interp->ceval.instrumentation_version &&
-            _Py_Instrument(code, interp) < 0)
-            Py_FatalError("stackful: out of memory instrumenting a resumed fiber's code");
-    }
-    PyErr_SetRaisedException(pending);
-}
-#endif
-
 void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
                      PyObject *const *call_top)
 {
@@ -483,8 +460,10 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
     ts->base_frame = s->base_frame;
     ts->jit_exit = s->jit_exit;
     impl->generator_return_kind = s->generator_return_kind;
-    if (s->instrumentation_version != ts->interp->ceval.instrumentation_version)
-        instrument_resumed_frames(s, ts->interp);
+    /* Instrumented on landing (sf_pystate_landed): instrumenting can free
+     * objects, which must not happen before the switch (see fiber_internal.h). */
+    s->instrumentation_stale =
+        s->instrumentation_version != ts->interp->ceval.instrumentation_version;
 #endif
     ts->datastack_chunk = s->datastack_chunk;
     ts->datastack_top = s->datastack_top;
@@ -569,6 +548,35 @@ void sf_pystate_release(sf_pystate *s)
 #endif
     repr_release(s);
 }
+
+#if PY_VERSION_HEX >= 0x030F0000
+/* sys.monitoring, settrace and setprofile re-instrument only the code of
+ * frames on a thread's frame chain (a suspended fiber's are not on it), and
+ * other code at its next RESUME (which a fiber resuming mid-call never runs).
+ * 3.15 reads the RAISE, unwind and handled-exception tools from the raising
+ * code's own monitoring data, so an exception in a frame whose code was never
+ * instrumented dereferences NULL.  Bring the fiber's code up to date as
+ * CPython does for a thread's frames.  Runs on the fiber's own stack, its
+ * state restored: instrumenting frees old instrumentation and JIT executors,
+ * and so can run any deallocation, finalizers included. */
+void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s)
+{
+    PyInterpreterState *interp = ts->interp;
+    s->instrumentation_stale = 0;
+    PyObject *pending = PyErr_GetRaisedException();
+    for (_PyInterpreterFrame *f = current_frame(ts); f && f != ts->base_frame; f = f->previous) {
+        if (f->owner >= FRAME_OWNED_BY_INTERPRETER)
+            continue;  /* a shim frame: no code of its own */
+        PyCodeObject *code = (PyCodeObject *)frame_code(f);
+        if (code->_co_instrumentation_version != interp->ceval.instrumentation_version &&
+            _Py_Instrument(code, interp) < 0)
+            Py_FatalError("stackful: out of memory instrumenting a resumed fiber's code");
+    }
+    PyErr_SetRaisedException(pending);
+}
+#else
+void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s) { (void)ts; (void)s; }
+#endif
 
 #if PY_VERSION_HEX >= 0x030E0000
 /* Only called with deferred deallocations pending: free them if this stack

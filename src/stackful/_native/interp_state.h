@@ -52,6 +52,8 @@ typedef struct sf_pystate {
     int generator_return_kind;    /* yield or return, read after an eval returns */
     uintptr_t instrumentation_version;  /* the interpreter's when the fiber left: its
                                            frames' code was instrumented up to it */
+    int instrumentation_stale;    /* restored behind the interpreter's version: its
+                                     frames' code is instrumented on landing */
 #endif
     _PyStackChunk *datastack_chunk;
     PyObject **datastack_top;
@@ -150,14 +152,32 @@ void sf_pystate_release(sf_pystate *s);
  * watchers told. */
 void sf_pystate_set_current_context(PyThreadState *ts, PyObject *ctx);
 
-/* Out of line parts of sf_pystate_landed (rare paths). */
+/* Out of line parts of the landing (rare paths). */
 void sf_pystate_trash_landed(PyThreadState *ts);
 void sf_pystate_context_switched(PyThreadState *ts);
+void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s);
 
-/* Called on every landing, right after sf_pystate_restore (hot path), with
- * `origin` the state just saved.  Returns nonzero if the landing changed the
- * current context: call sf_pystate_context_switched() once the landing's
- * bookkeeping is done (context watchers may run any code).
+/* Called on every landing, right after the switch (hot path), with `origin`
+ * the state just saved: nonzero if the landing changed the current context
+ * (call sf_pystate_context_switched() once the landing's bookkeeping is done:
+ * context watchers may run any code).  Runs nothing. */
+static inline int sf_pystate_context_changed(PyThreadState *ts, const sf_pystate *origin)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    return ts->context != origin->context;
+#else
+    (void)ts;
+    (void)origin;
+    return 0;
+#endif
+}
+
+/* Called on every landing once the switch's bookkeeping is done (hot path),
+ * on the stack of `s`, the state just restored: what may free objects, and
+ * so run code, which must not happen before the switch.
+ *
+ * 3.15: the code of its frames is brought up to the interpreter's
+ * instrumentation if it moved while the fiber was suspended.
  *
  * The trash can's list of deferred deallocations stays with the thread:
  * 3.13 defers every container deallocation while fewer than
@@ -165,21 +185,24 @@ void sf_pystate_context_switched(PyThreadState *ts);
  * only at a later deallocation with more than twice that left; 3.14+ does
  * the same by stack margins.  A fiber whose stack is small so hands its
  * garbage to the thread's list: free it as soon as a fiber with room runs. */
-static inline int sf_pystate_landed(PyThreadState *ts, const sf_pystate *origin)
+static inline void sf_pystate_landed(PyThreadState *ts, sf_pystate *s)
 {
 #if PY_VERSION_HEX >= 0x030E0000
+#  if PY_VERSION_HEX >= 0x030F0000
+    if (s->instrumentation_stale)
+        sf_pystate_instrument_landed(ts, s);
+#  else
+    (void)s;
+#  endif
     if (ts->delete_later)
         sf_pystate_trash_landed(ts);
-    return ts->context != origin->context;
 #elif PY_VERSION_HEX >= 0x030D0000
-    (void)origin;
+    (void)s;
     if (ts->delete_later && ts->c_recursion_remaining > 2 * Py_TRASHCAN_HEADROOM)
         _PyTrash_thread_destroy_chain(ts);
-    return 0;
 #else
     (void)ts;
-    (void)origin;
-    return 0;
+    (void)s;
 #endif
 }
 
