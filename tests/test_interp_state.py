@@ -411,6 +411,37 @@ def test_deep_object_graphs_freed_in_a_fiber_leave_nothing_deferred(stack_size: 
     assert freed == [True]  # a small fiber's leftovers are freed where it lands
 
 
+class SwitchesWhenFreed:
+    """Garbage whose finalizer switches to another fiber and back."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def __del__(self) -> None:
+        self.log.append(Fiber(lambda: "helper ran").switch())
+
+
+def test_deferred_garbage_freed_on_landing_may_switch_without_leaking_the_fiber_left() -> None:
+    """A small fiber's leftovers are freed where it lands; a finalizer among them that
+    switches fibers used to run before the landing had taken over its reference to the
+    fiber it came from, and the inner switch overwrote it: that fiber was never freed."""
+    log: list[str] = []
+
+    def body() -> None:
+        graph: list[Any] = [SwitchesWhenFreed(log)]
+        for _ in range(100_000):
+            graph = [graph]
+        del graph
+
+    small = Fiber(body, stack_size=stackful.MIN_STACK_SIZE)
+    small.switch()
+    assert log == ["helper ran"]
+    left = weakref.ref(small)
+    del small
+    gc.collect()
+    assert left() is None
+
+
 def test_a_fibers_c_recursion_room_does_not_depend_on_its_thread(
         deep_python_recursion: None) -> None:
     # A root that recursed deep through C before starting a fiber leaves the fiber's
