@@ -337,6 +337,11 @@ class IdleSample:
         return self.rss_kib + self.pte_kib
 
 
+# Seconds the idle connections are left alone before memory is read: past stackful's
+# trimming of parked stacks (half a second of an idle hub), the same wait for every server.
+IDLE_SETTLE = 1.0
+
+
 def measure_idle(flavour: Flavour, count: int) -> IdleSample:
     server = Server(flavour, "echo")
     try:
@@ -347,7 +352,7 @@ def measure_idle(flavour: Flavour, count: int) -> IdleSample:
         time.sleep(0.2)
         before = server.status_kib()
         conns = open_idle(server.port, count)
-        time.sleep(0.2)
+        time.sleep(IDLE_SETTLE)
         server.check_alive()
         after = server.status_kib()
         for conn in conns:

@@ -80,13 +80,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 
 @pytest.fixture(autouse=True)
-def sigint_handler_left_alone() -> Iterator[None]:
-    """A test that leaves SIGINT handled otherwise breaks Ctrl-C in every later test (an
-    interrupt then goes to the leftover handler, or nowhere): fail the test that did it."""
-    before = signal.getsignal(signal.SIGINT)
+def signal_handlers_left_alone() -> Iterator[None]:
+    """A test that leaves SIGINT or SIGTERM handled otherwise breaks Ctrl-C (or kill) in every
+    later test (the signal then goes to the leftover handler, or nowhere): fail the test."""
+    watched = (signal.SIGINT, signal.SIGTERM)
+    before = [signal.getsignal(s) for s in watched]
     yield
-    after = signal.getsignal(signal.SIGINT)
-    if after is not before:
-        signal.signal(signal.SIGINT, before)
-        pytest.fail(f"the test left SIGINT handled by {after!r} (was {before!r})",
-                    pytrace=False)
+    for signum, old in zip(watched, before, strict=True):
+        after = signal.getsignal(signum)
+        if after is not old:
+            signal.signal(signum, old)
+            pytest.fail(f"the test left {signal.Signals(signum).name} handled by {after!r} "
+                        f"(was {old!r})", pytrace=False)

@@ -882,3 +882,76 @@ def test_timer_callback_error_ends_the_run_and_reaches_no_task(where: str) -> No
     with pytest.raises(ZeroDivisionError):
         run(main, clock=clock)
     assert seen == (["Cancelled", "Cancelled"] if where == "task" else ["Cancelled"])
+
+
+def test_sigterm_winds_down_like_ctrl_c_when_asked() -> None:
+    """handle_signals=(SIGINT, SIGTERM): SIGTERM landing while the hub idles cancels every
+    task (their ``finally`` runs) and run() raises SystemExit(143); the default handler is
+    back afterwards."""
+    log: list[str] = []
+
+    def sleeper() -> None:
+        try:
+            sleep(30)
+        finally:
+            log.append("sleeper finally")
+
+    def main() -> None:
+        spawn(sleeper)
+        timer = threading.Timer(0.005, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            sleep(30)
+        finally:
+            log.append("main finally")
+            timer.join()
+
+    with pytest.raises(SystemExit) as caught:
+        run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
+    assert caught.value.code == 128 + signal.SIGTERM
+    assert sorted(log) == ["main finally", "sleeper finally"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sigterm_in_the_middle_of_running_tasks() -> None:
+    """SIGTERM raised while tasks run (user code or the scheduler's) ends the run the same way."""
+    log: list[str] = []
+
+    def victim() -> None:
+        try:
+            sleep(100)
+        finally:
+            log.append("victim finally")
+
+    def main() -> None:
+        spawn(victim)
+        yield_now()
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            yield_now()
+
+    with pytest.raises(SystemExit):
+        run(main, handle_signals=[signal.SIGTERM, signal.SIGINT])
+    assert log == ["victim finally"]
+
+
+def test_a_signal_with_a_users_handler_is_left_to_it() -> None:
+    seen: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    try:
+        def main() -> str:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(100):
+                yield_now()
+            return "done"
+
+        assert run(main, handle_signals=(signal.SIGUSR1,)) == "done"
+        assert seen == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+@pytest.mark.parametrize("bad", [0, 100_000, "SIGTERM", True, signal.SIGKILL])
+def test_handle_signals_must_be_catchable_signal_numbers(bad: Any) -> None:
+    with pytest.raises(ValueError, match="handle_signals"):
+        Runtime(handle_signals=(bad,))

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import random
 import resource
+import shutil
+import signal
 import socket as std_socket
 import ssl as std_ssl
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +25,7 @@ from stackful.runtime_api import Cancelled, Runtime, TaskExceptHookArgs
 from stackful.server import CONNECTION_STACK_SIZE, Server, serve_tcp
 
 from ._net import BOUND, needs_ipv6, run_bounded
+from ._support import child_env
 from ._tls import certificate_fixture, client_context, server_context  # noqa: F401
 
 Cert = tuple[Path, Path]
@@ -411,3 +418,106 @@ def test_bad_arguments_are_clear_errors() -> None:
             serve_tcp(echo, "127.0.0.1", 0, grace=-1)
 
     run_bounded(main)
+
+
+# -- stopping a loaded server with a signal -------------------------------------------------------
+
+GRACEFUL_SERVER = Path(__file__).parent / "_graceful_server.py"
+SIGNAL_TRIALS = 50
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt install wrk)")
+def test_a_server_under_load_stopped_by_a_signal_runs_every_handlers_finally() -> None:
+    """50 trials, SIGINT and SIGTERM in turn, each landing at a random moment while wrk (in
+    its own process) keeps 32 keep-alive connections busy: every handler that started
+    reaches its ``finally``, and run() raises the signal's exception."""
+    rng = random.Random(8)
+    served = 0
+    for trial in range(SIGNAL_TRIALS):
+        signum = signal.SIGINT if trial % 2 == 0 else signal.SIGTERM
+        server = subprocess.Popen([sys.executable, str(GRACEFUL_SERVER)], env=child_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        load = None
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            load = subprocess.Popen(["wrk", "-t1", "-c32", "-d30s",
+                                     f"http://127.0.0.1:{port}/"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.05, 0.3))
+            server.send_signal(signum)
+            out, err = server.communicate(timeout=BOUND)
+        finally:
+            if load is not None:
+                load.kill()
+                load.wait()
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        assert server.returncode == 0, err
+        counts = dict(part.split("=") for part in out.split()[:2])
+        expected = "KeyboardInterrupt" if signum == signal.SIGINT else "SystemExit(143)"
+        assert out.split()[2] == expected, (trial, out, err)
+        assert counts["started"] == counts["finished"], (trial, out, err)
+        served += int(counts["started"])
+    assert served > SIGNAL_TRIALS  # the load reached the handlers, trial after trial
+
+
+# -- many idle connections ------------------------------------------------------------------------
+
+IDLE_CONNECTIONS = 100_000
+PER_PORT = 25_000  # one listening port's share: its ephemeral port range is ~28,000
+
+
+def test_a_hundred_thousand_idle_connections() -> None:
+    """100,000 connections open at once, each with its handler task parked in recv: every
+    one is accepted, a sample answers, and closing the clients winds every handler down.
+    The test raises its own fd limit; where the hard limit is lower and cannot be raised
+    (no CAP_SYS_RESOURCE), it opens as many as that limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * IDLE_CONNECTIONS + 1000  # both ends are in this process
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+        count = IDLE_CONNECTIONS
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        count = min(IDLE_CONNECTIONS, (hard - 1000) // 2 // 1000 * 1000)
+        if count < 1000:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is too low")
+    clients: list[std_socket.socket] = []
+
+    def main() -> None:
+        servers: list[Server] = []
+        tasks = []
+        for _ in range(-(-count // PER_PORT)):
+            task, server = start(echo, backlog=4096)
+            tasks.append(task)
+            servers.append(server)
+        for index, server in enumerate(servers):
+            share = min(PER_PORT, count - index * PER_PORT)
+            for first in range(0, share, 2000):
+                for _ in range(min(2000, share - first)):
+                    c = std_socket.socket()
+                    c.setblocking(False)
+                    c.connect_ex(("127.0.0.1", server.port))
+                    clients.append(c)
+                wait_until(lambda: sum(s.connections for s in servers) == len(clients))
+        assert sum(s.connections for s in servers) == count
+        for c in clients[:: count // 50]:  # a sample, across every port
+            c.send(b"ping")
+            stackful.wait_readable(c)  # (a plain socket: recv would block the thread)
+            assert c.recv(16) == b"ping"
+        for c in clients:
+            c.close()
+        clients.clear()
+        wait_until(lambda: sum(s.connections for s in servers) == 0)
+        for server, task in zip(servers, tasks, strict=True):
+            server.close()
+            task.join()
+
+    try:
+        run_bounded(main, bound=600)
+    finally:
+        for c in clients:
+            c.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

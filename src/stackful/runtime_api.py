@@ -6,7 +6,8 @@ clear ``RuntimeError`` when called outside ``stackful.run()``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from ._core import (
@@ -38,15 +39,23 @@ __all__ = [
 ]
 
 
-def run(main: Callable[..., T], /, *args: Any, clock: Clock | None = None, **kwargs: Any) -> T:
+def run(
+    main: Callable[..., T],
+    /,
+    *args: Any,
+    clock: Clock | None = None,
+    handle_signals: Iterable[int] = (signal.SIGINT,),
+    **kwargs: Any,
+) -> T:
     """Run ``main(*args, **kwargs)`` in a fresh runtime on this thread; return its result.
 
     ``clock`` replaces the real clock (e.g. ``VirtualClock()`` for tests).  Tasks still alive
     when main returns are cancelled and wound down first.  Raises main's exception,
     :class:`DeadlockError` if every task blocks forever, or ``KeyboardInterrupt`` after
-    winding the tasks down on Ctrl-C.
+    winding the tasks down on Ctrl-C.  ``handle_signals=(signal.SIGINT, signal.SIGTERM)``
+    winds down on SIGTERM too, then raises ``SystemExit(143)`` (see :class:`Runtime`).
     """
-    result: T = Runtime(clock=clock).run(main, *args, **kwargs)
+    result: T = Runtime(clock=clock, handle_signals=handle_signals).run(main, *args, **kwargs)
     return result
 
 

@@ -22,7 +22,7 @@ import contextvars
 import signal
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
@@ -91,6 +91,14 @@ class Runtime(SchedulerCore):
     the seeds' ``MAX_THREADS``; ``excepthook`` receives the exceptions of tasks nobody joined.
     A runtime runs once: ``Runtime(...).run(main, *args, **kwargs)``.
 
+    ``handle_signals`` (main thread only; default SIGINT) are the signals that end the run
+    gracefully: SIGINT raises ``KeyboardInterrupt``, any other ``SystemExit(128 + signum)``
+    (so ``handle_signals=(SIGINT, SIGTERM)`` makes ``kill`` stop a server like Ctrl-C).  The
+    exception lands in the running task, or is deferred to its next blocking point while
+    the scheduler's own code runs; every task is then cancelled, its ``finally`` blocks
+    run, and :meth:`run` raises it.  A signal whose handler is not Python's default when
+    the run starts is left to that handler.
+
     A task gives up control only in :meth:`park` (and :meth:`yield_now`, a park of one
     round), which blocks it until :meth:`wake` or :meth:`wake_with_exception`; the caller
     has registered the task wherever its waker will find it, and ``abort`` undoes that
@@ -132,7 +140,9 @@ class Runtime(SchedulerCore):
         clock: Clock | None = None,
         max_tasks: int | None = None,
         excepthook: Callable[[TaskExceptHookArgs], object] | None = None,
+        handle_signals: Iterable[int] = (signal.SIGINT,),
     ) -> None:
+        self._handled_signals = _check_signals(handle_signals)
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ValueError(f"max_tasks must be a positive int or None, got {max_tasks!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -163,8 +173,9 @@ class Runtime(SchedulerCore):
         # The exception that ends the run early, once one happened: KeyboardInterrupt or
         # SystemExit (in a task or the hub), or whatever a timer callback raised.
         self._interrupt: BaseException | None = None
-        # Ctrl-C that arrived while the hub was busy: handled at the hub's next loop.
-        self._hub_interrupt_pending = False
+        # A handled signal (Ctrl-C...) that arrived while the hub was busy: its exception,
+        # handled at the hub's next loop.
+        self._hub_interrupt_pending: BaseException | None = None
         self._idle = False
         # How often a task handed control back to the hub (tests check yields bypass it).
         self.hub_resumptions = 0
@@ -191,12 +202,12 @@ class Runtime(SchedulerCore):
         self._thread_id = threading.get_ident()
         self._hub = current()
         set_thread_scheduler(self)  # the core's per-thread slot: yield_now() finds us there
-        old_sigint = self._install_sigint()
+        old_handlers = self._install_signal_handlers()
         try:
             self._main = main_task = self.spawn(main, args, kwargs, name="main")
             self._loop()
         finally:
-            self._restore_sigint(old_sigint)
+            self._restore_signal_handlers(old_handlers)
             self.closed = True
             set_thread_scheduler(None)
             self.timers.clear()
@@ -221,9 +232,9 @@ class Runtime(SchedulerCore):
                 or self._deadlock is not None
             ):
                 self._start_shutdown()
-            if self._hub_interrupt_pending:
-                self._hub_interrupt_pending = False
-                self._on_interrupt(KeyboardInterrupt())
+            if self._hub_interrupt_pending is not None:
+                self._on_interrupt(self._hub_interrupt_pending)
+                self._hub_interrupt_pending = None
                 continue
             nxt = self._pick_next()
             if nxt is not None:
@@ -262,8 +273,8 @@ class Runtime(SchedulerCore):
         self._idle = True
         try:
             woken = self._poll(_TRIM_AFTER if trim else timeout)  # wakes tasks whose fds are ready
-        except KeyboardInterrupt as exc:
-            # Raised by our SIGINT handler while idle: the scheduler state is consistent here.
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Raised by our signal handler while idle: the scheduler state is consistent here.
             self._idle = False
             self._on_interrupt(exc)
             return
@@ -376,8 +387,11 @@ class Runtime(SchedulerCore):
             fiber = Fiber(self._entry, name=task.name, parent=self._hub)
         else:
             fiber = Fiber(self._entry, name=task.name, stack_size=stack_size, parent=self._hub)
-        # Like asyncio, a task runs in a copy of its spawner's context.
-        fiber.context = contextvars.copy_context()
+        # Like asyncio, a task runs in a copy of its spawner's context (a copy of an empty
+        # one is no different from the fresh context a fiber without one gets when needed).
+        context = contextvars.copy_context()
+        if len(context):
+            fiber.context = context
         task._fiber = fiber
         self._live[task] = None
         self.ready.append(task)
@@ -410,7 +424,7 @@ class Runtime(SchedulerCore):
                 # Cancelled (or interrupted) before it ever ran: do not start the function.
                 self.current._pending_exc = None  # type: ignore[union-attr]
                 raise pending
-            result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs) if kwargs else fn(*args)  # the latter makes no dict
         except FiberExit:
             # The fiber is being killed (shutdown gave up on it, or it was collected): let the
             # core unwind it; the task was already marked finished.
@@ -462,9 +476,10 @@ class Runtime(SchedulerCore):
                 task._exc_retrieved = True
             else:
                 self._failed[task.id] = task
-        joiners, task._joiners = task._joiners, []
-        for joiner in joiners:
-            self.wake(joiner)
+        joiners, task._joiners = task._joiners, None
+        if joiners:
+            for joiner in joiners:
+                self.wake(joiner)
 
     # -- the unretrieved-exception hook -----------------------------------------------------------
 
@@ -628,6 +643,8 @@ class Runtime(SchedulerCore):
         deadline = NEVER if timeout is None else deadline_after(self.clock.now(), timeout)
         if task.state is not FINISHED:
             joiners = task._joiners
+            if joiners is None:
+                joiners = task._joiners = []
             joiners.append(me)
 
             def abort() -> None:
@@ -719,32 +736,60 @@ class Runtime(SchedulerCore):
         """Live tasks in spawn order."""
         return list(self._live)
 
-    # -- Ctrl-C ------------------------------------------------------------------------------------
+    # -- Ctrl-C and other handled signals ------------------------------------------------------
 
-    def _install_sigint(self) -> Any:
+    def _install_signal_handlers(self) -> list[tuple[int, Any]]:
+        """Handle each of ``handle_signals`` that still has Python's default handler (one
+        the user installed is left alone); returns what to restore."""
         if threading.current_thread() is not threading.main_thread():
-            return None
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            return None  # the user installed their own handler: leave it alone
-        signal.signal(signal.SIGINT, self._on_sigint)
-        return signal.default_int_handler
+            return []
+        installed = []
+        for signum in self._handled_signals:
+            old = signal.getsignal(signum)
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            if old is default:
+                signal.signal(signum, self._on_signal)
+                installed.append((signum, old))
+        return installed
 
-    def _restore_sigint(self, old: Any) -> None:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+    def _restore_signal_handlers(self, installed: list[tuple[int, Any]]) -> None:
+        for signum, old in installed:
+            signal.signal(signum, old)
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        # Raising KeyboardInterrupt in the middle of the scheduler's own bookkeeping could
-        # leave a task half-queued; so raise it at once only where that cannot happen (user
-        # code, or the hub idling in the poller) and otherwise defer it to the next blocking
-        # point of the running task (or the hub's next loop).
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        exc = signal_exception(signum)
+        # Raising in the middle of the scheduler's own bookkeeping could leave a task
+        # half-queued; so raise at once only where that cannot happen (user code, or the
+        # hub idling in the poller) and otherwise defer it to the next blocking point of
+        # the running task (or the hub's next loop).
         if self._idle or frame is None or not _is_stackful_frame(frame):
-            raise KeyboardInterrupt
+            raise exc
         task = self.current
         if task is None:
-            self._hub_interrupt_pending = True
+            if self._hub_interrupt_pending is None:
+                self._hub_interrupt_pending = exc
         else:
-            self.interrupt(task, KeyboardInterrupt())
+            self.interrupt(task, exc)
+
+
+def signal_exception(signum: int) -> BaseException:
+    """What a signal the runtime handles raises: ``KeyboardInterrupt`` for SIGINT, else
+    ``SystemExit(128 + signum)`` (the exit status of a process the signal killed)."""
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    return SystemExit(128 + signum)
+
+
+def _check_signals(signals: Iterable[int]) -> tuple[int, ...]:
+    valid = set(signal.valid_signals())
+    out = []
+    for signum in signals:
+        if isinstance(signum, bool) or not isinstance(signum, int) or signum not in valid:
+            raise ValueError(f"handle_signals: {signum!r} is not a signal number")
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            raise ValueError(f"handle_signals: {signal.Signals(signum).name} cannot be caught")
+        out.append(int(signum))
+    return tuple(out)
 
 
 _NOT_AN_INTERRUPTION = (0, 0)

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .._native import TASK_BLOCKED, TASK_READY, TASK_RUNNING, TaskCore
 from ._exceptions import Cancelled
 
+# What a task's call keeps once its function has started (never changed: shared).
+_NO_KWARGS: dict[str, Any] = {}
+
 if TYPE_CHECKING:
     from ._run import Runtime
     from ._timeout import TimeoutScope
@@ -83,7 +86,7 @@ class Task(TaskCore):
         # interruptions must wait: Runtime.call_shielded), _abort None, _wait_reason "".
         # The task's open TimeoutScopes, outermost first (None until it opens one).
         self._scopes: list[TimeoutScope] | None = None
-        self._joiners: list[Task] = []
+        self._joiners: list[Task] | None = None  # tasks in join(): a list from the first
         self._result: Any = None
         self._exception: BaseException | None = None
         self._exc_retrieved = False
@@ -98,7 +101,7 @@ class Task(TaskCore):
         call = (fn, self._args, self._kwargs)
         self._fn = None
         self._args = ()
-        self._kwargs = {}
+        self._kwargs = _NO_KWARGS
         return call
 
     # -- inspection --------------------------------------------------------------------------

@@ -403,30 +403,21 @@ static PyObject *fiber_label(Fiber *f)
     return name;
 }
 
-/* "Fiber-N" into cname with no allocation. */
-static void set_default_cname(Fiber *f)
+/* Name the fiber `name` (a str; a new reference) or, if NULL, "Fiber-N".  cname
+ * points into the str (its UTF-8 is kept by it: for ASCII, its own characters), so
+ * it is set before the old name may be freed. */
+static void set_name(Fiber *f, PyObject *name)
 {
-    char digits[24];
-    int n = 0;
-    unsigned long long v = f->serial;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    memcpy(f->cname, "Fiber-", 6);
-    for (int i = 0; i < n; i++)
-        f->cname[6 + i] = digits[n - 1 - i];
-    f->cname[6 + n] = 0;
-}
-
-static void set_cname(Fiber *f)
-{
-    const char *utf8 = f->name && PyUnicode_Check(f->name) ? PyUnicode_AsUTF8(f->name) : NULL;
-    if (!utf8) {
-        PyErr_Clear();
-        utf8 = "?";
+    const char *utf8 = NULL;
+    if (name) {
+        utf8 = PyUnicode_AsUTF8(name);
+        if (!utf8) {
+            PyErr_Clear();
+            utf8 = "?";
+        }
     }
-    snprintf(f->cname, sizeof f->cname, "%s", utf8);
+    f->cname = utf8;
+    Py_XSETREF(f->name, name);
 }
 
 static int check_parent(Fiber *self, PyObject *value, sf_thread *th)
@@ -509,15 +500,13 @@ static int fiber_setup(Fiber *self, PyObject *target, PyObject *name, PyObject *
         Py_XSETREF(self->parent, (Fiber *)Py_NewRef(parent));
     }
     if (!name || name == Py_None) {
-        Py_CLEAR(self->name);
         self->serial = ++fiber_counter;
-        set_default_cname(self);
+        set_name(self, NULL);
     } else if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "name must be a str, not %.100s", Py_TYPE(name)->tp_name);
         return -1;
     } else {
-        Py_XSETREF(self->name, Py_NewRef(name));
-        set_cname(self);
+        set_name(self, Py_NewRef(name));
     }
     return 0;
 }
@@ -934,8 +923,7 @@ static int Fiber_set_name(Fiber *self, PyObject *value, void *c)
         PyErr_SetString(PyExc_TypeError, "name must be a str");
         return -1;
     }
-    Py_XSETREF(self->name, Py_NewRef(value));
-    set_cname(self);
+    set_name(self, Py_NewRef(value));
     return 0;
 }
 

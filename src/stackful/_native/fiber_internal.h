@@ -83,7 +83,8 @@ typedef struct Fiber {
     PyObject *weakreflist;
     unsigned long long serial;    /* N of the default name "Fiber-N" */
     PyObject *name;               /* NULL until asked for, when it is the default */
-    char cname[64];               /* the name, readable from a signal handler */
+    const char *cname;            /* the name's UTF-8 (inside `name`, or static), readable
+                                     from a signal handler; NULL: the default "Fiber-N" */
 #ifdef SF_ASAN
     const void *asan_bottom;
     size_t asan_size;

@@ -82,7 +82,12 @@ static void on_fault(int sig, siginfo_t *info, void *ucontext)
     Fiber *f = th ? th->current : NULL;
     if (f && f->stack && is_overflow(f, info, ucontext)) {
         write_str("stackful: fiber '");
-        write_str(f->cname);
+        if (f->cname) {
+            write_str(f->cname);
+        } else {
+            write_str("Fiber-");
+            write_num((size_t)f->serial);
+        }
         write_str("' overflowed its ");
         write_num(f->stack->size / 1024);
         write_str(" KiB stack (raise stack_size, or lower sys.setrecursionlimit)\n");

@@ -106,7 +106,7 @@ sf_thread *sf_thread_create(PyThreadState *ts)
     th->refs++;
     root->state = FIBER_RUNNING;
     root->name = PyUnicode_FromString("root");
-    strcpy(root->cname, "root");
+    root->cname = "root";
     th->root = root;
     th->current = (Fiber *)Py_NewRef(root);
 #ifdef SF_ASAN

@@ -1,0 +1,51 @@
+"""A server for the signal trials in tests/test_server.py, run as a script.
+
+HTTP/1.1 keep-alive hello world on serve_tcp, in a runtime that handles SIGINT and SIGTERM.
+Prints its port once listening; when a signal has ended the run, prints how many handlers
+started, how many reached their ``finally``, and what run() raised.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import stackful
+from stackful.server import serve_tcp
+
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\n"
+            b"Hello, world!")
+counts = {"started": 0, "finished": 0}
+
+
+def handler(conn: stackful.socket.socket, addr: object) -> None:
+    counts["started"] += 1
+    try:
+        pending = b""
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            pending += data
+            while b"\r\n\r\n" in pending:
+                _, pending = pending.split(b"\r\n\r\n", 1)
+                conn.sendall(RESPONSE)
+    finally:
+        counts["finished"] += 1
+
+
+def main() -> None:
+    serve_tcp(handler, "127.0.0.1", 0, grace=2.0,
+              ready=lambda server: print(server.port, flush=True))
+
+
+if __name__ == "__main__":
+    try:
+        stackful.run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
+        outcome = "returned"
+    except KeyboardInterrupt:
+        outcome = "KeyboardInterrupt"
+    except SystemExit as exc:
+        outcome = f"SystemExit({exc.code})"
+    print(f"started={counts['started']} finished={counts['finished']} {outcome}", flush=True)
+    sys.exit(0)
