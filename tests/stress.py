@@ -2,570 +2,92 @@
 
     python -m tests.stress --ops 1000000 [--seed N] [--threads K]
 
-A pool of fibers all run one small interpreter (`serve`): whatever a fiber's
-pending switch() returns is its next command.  Commands make it report to the
-root, open a frame it stays suspended in (try/except StressError, an `except`
-block, try/finally, deep Python or Python-C-Python recursion), leave one, hop
-to another fiber with a command of its own, throw into or kill another fiber,
-set a context variable, run a recursion burst, or drive a generator or
-coroutine shared by all fibers (optionally switching away inside it).  The
-root drives: it creates fibers (random stack sizes and parents), sends
-commands with every argument packing, throws, kills, reparents, swaps
-contexts, and drops fibers so the collector kills them.
+A pool of fibers all run one small interpreter (`World.serve`, in
+tests/stress_world.py): whatever a fiber's pending switch() returns is its next
+command.  Commands make it report to the root, open a frame it stays suspended
+in, leave one, hop to another fiber with
+a command of its own, throw into or kill another fiber, set a context
+variable, run a recursion burst, look around (which hooks see it, what repr()
+of the shared lists and the shared contexts show it), or drive a generator or
+coroutine shared by all fibers (optionally switching away inside it).
 
-`Model` replays each operation abstractly and predicts exactly what the root
-gets back, which fiber receives which command (in order), which finally
-blocks run, and every fiber's state, parent, context variable and handled
-exception.  `Stress.check()` compares.  The same operations are driven by
-hypothesis in tests/test_stress.py and by a seeded `random.Random` here.
+The frames a fiber sits in: try/except StressError, an `except` block,
+try/finally, deep Python or Python-C-Python recursion, and the odd places of
+tests/stress_places.py -- inside a shared generator, Context.run, repr() of a
+shared list, a trace, profile or monitoring callback, a __del__ or gc callback
+run by a collection, or a frame that refuses FiberExit.
+
+The root drives: it creates fibers (random stack sizes and parents, some of a
+subclass with __del__), sends commands with every argument packing, throws,
+kills, reparents, swaps contexts, collects, drops fibers so the collector
+kills them (or discards those that refuse to die), and runs worker threads
+that park fibers in odd places and exit, leaving them to be dropped here.
+
+`Model` (tests/stress_model.py) predicts each outcome; `Stress.check()`
+compares after every operation.  The same operations are driven by hypothesis
+in tests/test_stress.py and by a seeded `random.Random` here.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextvars
 import functools
 import gc
 import random
+import resource
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import stackful
 from stackful import Fiber, FiberError, FiberExit
 
-ROOT = 0
-VAR: contextvars.ContextVar[str] = contextvars.ContextVar("stress_var", default="unset")
-MODES = ("one", "pair", "kw", "none")
-BIG = stackful.DEFAULT_STACK_SIZE
-WORKER_DEPTH = 100        # Python levels the worker's deepest nesting needs (bursts aside)
-MAX_FRAMES = 5            # frames a fiber may sit in at once
-MAX_DEEP = 150            # total Python levels of 'deep' frames (default-size stacks only)
-MAX_CDEEP = 12            # total Python-C-Python levels of 'cdeep' frames (likewise)
-ANY = object()            # a report field the model cannot predict
-
-
-def recursion_budget(stack_size: int) -> tuple[int, int]:
-    """How deep Python, and Python-C-Python, code may recurse in a fiber with
-    this stack: the core scales both budgets to the stack's size."""
-
-    def depth(dive: Callable[[int, Callable[[], Any]], Any]) -> int:
-        n = 1
-        while True:
-            try:
-                dive(n, lambda: None)
-            except RecursionError:
-                return n - 1
-            n += 1 if n < 32 else WORKER_DEPTH
-
-    return (Fiber(lambda: depth(dive), stack_size=stack_size).switch(),
-            Fiber(lambda: depth(cdive), stack_size=stack_size).switch())
-
-
-def worker_fits(stack_size: int) -> bool:
-    py, c = recursion_budget(stack_size)
-    return py >= WORKER_DEPTH and c >= 8   # shared-generator sends nest through C
-
-
-class StressError(Exception):
-    def __init__(self, key: int) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-class Handled(Exception):
-    """The exception an 'except' frame sits in the handler of."""
-
-    def __init__(self, key: int) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-@dataclass(frozen=True, eq=False)
-class Msg:
-    key: int
-    action: tuple[Any, ...]
-    mode: str
-
-
-@dataclass(frozen=True)
-class Result:
-    fid: int
-    key: int
-
-
-@dataclass(frozen=True)
-class Report:
-    fid: int
-    key: int | None
-    what: str
-    name: str
-    var: str
-    exc: int | None           # key of the Handled exception sys.exc_info() shows
-    extra: Any = None
-
-    def matches(self, other: Report) -> bool:
-        return all(a is ANY or b is ANY or a == b for a, b in
-                   zip(self.__dict__.values(), other.__dict__.values(), strict=True))
-
-
-class StressFiber(Fiber):
-    fid: int
-
-
-# ---------------------------------------------------------------- the fibers' side
-
-def exc_key() -> int | None:
-    exc = sys.exc_info()[1]
-    if exc is None:
-        return None
-    return exc.key if isinstance(exc, Handled) else -1
-
-
-class World:
-    """The real fibers and what they logged."""
-
-    def __init__(self) -> None:
-        self.root = stackful.current()
-        self.fibers: dict[int, StressFiber] = {}
-        self.refs: dict[int, weakref.ref[StressFiber]] = {}
-        self.received: list[tuple[int, int]] = []
-        self.finally_log: dict[int, list[int]] = {}
-        self.violations: list[str] = []
-        self.mailbox: dict[int, Msg] = {}
-        self.shared: dict[int, Any] = {}
-
-    def name(self, fid: int) -> str:
-        return "root" if fid == ROOT else f"s{fid}"
-
-    def send(self, target: Fiber, to: int, msg: Msg) -> Any:
-        """Switch to `target` carrying msg packed the way msg.mode says."""
-        if msg.mode == "one":
-            return target.switch(msg)
-        if msg.mode == "pair":
-            return target.switch(msg, msg.key)
-        if msg.mode == "kw":
-            return target.switch(msg, k=msg.key)
-        self.mailbox[to] = msg
-        return target.switch()
-
-    def unpack(self, fid: int, raw: Any) -> Any:
-        """What arrived at fid's pending switch, checked against the packing rules."""
-        if isinstance(raw, Msg):
-            if raw.mode != "one":
-                self.violations.append(f"{fid}: {raw.mode} message arrived bare")
-            return raw
-        if raw == ():
-            msg = self.mailbox.pop(fid, None)
-            if msg is None or msg.mode != "none":
-                self.violations.append(f"{fid}: () arrived with nothing in the mailbox")
-            return msg
-        if isinstance(raw, tuple) and len(raw) == 2:
-            a, b = raw
-            if isinstance(a, Msg) and b == a.key and a.mode == "pair":
-                return a
-            if (isinstance(a, tuple) and len(a) == 1 and isinstance(a[0], Msg)
-                    and b == {"k": a[0].key} and a[0].mode == "kw"):
-                return a[0]
-        if isinstance(raw, (Result, FiberExit)):
-            return raw
-        self.violations.append(f"{fid}: unexpected arrival {raw!r}")
-        return raw
-
-    def unpack_first(self, fid: int, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
-        if kw:
-            return self.unpack(fid, (args, kw))
-        if len(args) == 1:
-            return self.unpack(fid, args[0])
-        return self.unpack(fid, args)
-
-    def report(self, fid: int, key: int | None, what: str, extra: Any = None) -> Any:
-        """Tell the root; return the next thing that arrives here."""
-        rep = Report(fid, key, what, stackful.current().name, VAR.get(), exc_key(), extra)
-        return self.unpack(fid, self.root.switch(rep))
-
-    # -- what one fiber runs
-
-    def main(self, fid: int, *args: Any, **kw: Any) -> Result:
-        pop = self.serve(fid, self.unpack_first(fid, args, kw))
-        return Result(fid, pop.key)
-
-    def serve(self, fid: int, item: Any) -> Msg:
-        """Handle arrivals at one nesting level until a 'pop' command; return it."""
-        while True:
-            if not isinstance(item, Msg):
-                item = self.report(fid, None, "got", describe(item))
-                continue
-            self.received.append((fid, item.key))
-            op = item.action[0]
-            if op == "pop":
-                return item
-            item = getattr(self, "do_" + op)(fid, item)
-
-    def do_push(self, fid: int, msg: Msg) -> Any:
-        kind = msg.action[1]
-        def inside() -> Msg:
-            return self.serve(fid, self.report(fid, msg.key, "pushed"))
-
-        if kind == "catch":
-            try:
-                pop = inside()
-            except StressError as e:
-                caught = e.key
-                e.__traceback__ = None  # see Stress.expect
-            else:
-                return self.report(fid, pop.key, "popped")
-            return self.report(fid, msg.key, "caught", caught)
-        if kind == "except":
-            try:
-                raise Handled(msg.key)
-            except Handled:
-                pop = inside()
-        elif kind == "guard":
-            try:
-                pop = inside()
-            finally:
-                self.finally_log.setdefault(fid, []).append(msg.key)
-        elif kind == "deep":
-            pop = dive(msg.action[2], inside)
-        else:
-            pop = cdive(msg.action[2], inside)
-        return self.report(fid, pop.key, "popped")
-
-    def do_report(self, fid: int, msg: Msg) -> Any:
-        return self.report(fid, msg.key, "report")
-
-    def do_setvar(self, fid: int, msg: Msg) -> Any:
-        VAR.set(msg.action[1])
-        return self.report(fid, msg.key, "set")
-
-    def do_burst(self, fid: int, msg: Msg) -> Any:
-        py_levels, c_levels = msg.action[1], msg.action[2]
-        outcome = "ok"
-        try:
-            if dive(py_levels, lambda: 7) != 7:
-                self.violations.append(f"{fid}: python burst returned wrong value")
-            nested: list[Any] = []
-            for _ in range(c_levels):
-                nested = [nested]
-            if len(repr(nested)) != 2 * c_levels + 2:
-                self.violations.append(f"{fid}: C burst returned wrong value")
-        except RecursionError:
-            outcome = "limited"
-        return self.report(fid, msg.key, "burst", outcome)
-
-    def target_of(self, to: int) -> Fiber:
-        return self.root if to == ROOT else self.fibers[to]
-
-    def do_hop(self, fid: int, msg: Msg) -> Any:
-        to, inner = msg.action[1], msg.action[2]
-        target = self.target_of(to)
-        try:
-            raw = self.send(target, to, inner)
-        except FiberError as e:
-            if "finished" not in str(e):
-                raise
-            self.mailbox.pop(to, None)
-        else:
-            return self.unpack(fid, raw)
-        return self.report(fid, msg.key, "hop-failed")  # outside the handler: exc_info clean
-
-    def do_throwto(self, fid: int, msg: Msg) -> Any:
-        target = self.target_of(msg.action[1])
-        try:
-            raw = target.throw(StressError(msg.action[2]))
-        except FiberError as e:
-            if "finished" not in str(e):
-                raise
-        else:
-            return self.unpack(fid, raw)
-        return self.report(fid, msg.key, "throw-failed")
-
-    def do_killto(self, fid: int, msg: Msg) -> Any:
-        target = self.target_of(msg.action[1])
-        try:
-            got = target.kill()
-        except FiberError:
-            what = "kill-failed"
-        else:
-            return self.report(fid, msg.key, "killed", describe(got))
-        return self.report(fid, msg.key, what)
-
-    def do_gen(self, fid: int, msg: Msg) -> Any:
-        gen = self.shared[msg.action[1]]
-        try:
-            out = gen.send(("switch", fid, msg.key) if msg.action[2] else ("name",))
-        except ValueError as e:
-            if "already executing" not in str(e):
-                raise
-            out = ("busy",)
-        except StopIteration:
-            out = ("done",)
-        except RuntimeError as e:
-            if "cannot reuse already awaited coroutine" not in str(e):
-                raise
-            out = ("done",)
-        if out[0] in ("busy", "done"):
-            return self.report(fid, msg.key, "gen-" + out[0])
-        if out[0] == "name":
-            return self.report(fid, msg.key, "gen", out[1])
-        return self.unpack(fid, out[1])
-
-    # -- generators and coroutines handed between fibers
-
-    def shared_step(self, cmd: tuple[Any, ...]) -> tuple[str, Any]:
-        if cmd[0] == "name":
-            return ("name", stackful.current().name)
-        _, fid, key = cmd
-        rep = Report(fid, key, "gen-switch", stackful.current().name, VAR.get(), exc_key())
-        return ("raw", self.root.switch(rep))
-
-    def make_generator(self) -> Generator[Any, Any, None]:
-        cmd = yield None
-        while True:
-            cmd = yield self.shared_step(cmd)
-
-    async def make_coroutine(self) -> None:
-        cmd = await Suspend(None)
-        while True:
-            cmd = await Suspend(self.shared_step(cmd))
-
-
-class Suspend:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return (yield self.value)
-
-
-def describe(value: Any) -> Any:
-    if isinstance(value, FiberExit):
-        return "exit"
-    if isinstance(value, Result):
-        return ("result", value.fid, value.key)
-    return value
-
-
-def dive(levels: int, then: Callable[[], Any]) -> Any:
-    return then() if levels <= 0 else dive(levels - 1, then)
-
-
-def cdive(levels: int, then: Callable[[], Any]) -> Any:
-    """Recurse through C: map's __next__ calls the lambda from C code."""
-    return then() if levels <= 0 else next(map(lambda _: cdive(levels - 1, then), (0,)))
-
-
-# Stack sizes whose budgets hold the worker's nesting (the smallest fail on
-# 3.11, where one counter limits Python and C recursion together).
-STACK_SIZES = (None,) + tuple(
-    size for size in (stackful.MIN_STACK_SIZE, 64 * 1024, 256 * 1024, 1024 * 1024)
-    if worker_fits(size))
-
-
-# ---------------------------------------------------------------- the model
-
-@dataclass
-class MFiber:
-    fid: int
-    parent: int
-    big: bool                                   # default-size stack: deep frames allowed
-    state: str = "new"
-    frames: list[tuple[str, int, int]] = field(default_factory=list)  # (kind, key, levels)
-    var: str = "unset"
-    in_gen: int | None = None                   # suspended inside this shared generator
-    pooled: bool = True                         # still referenced by the pool
-
-    def exc(self) -> int | None:
-        for kind, key, _ in reversed(self.frames):
-            if kind == "except":
-                return key
-        return None
-
-
-@dataclass
-class MGen:
-    done: bool = False
-    busy: int | None = None
-
-
-class Model:
-    def __init__(self, root_var: str) -> None:
-        self.f: dict[int, MFiber] = {}
-        self.root_var = root_var
-        self.received: list[tuple[int, int]] = []
-        self.finally_log: dict[int, list[int]] = {}
-        self.gens: dict[int, MGen] = {}
-
-    def name(self, fid: int) -> str:
-        return "root" if fid == ROOT else f"s{fid}"
-
-    def state(self, fid: int) -> str:
-        return "running" if fid == ROOT else self.f[fid].state
-
-    def ancestors(self, fid: int) -> list[int]:
-        """The parent chain up to the root, or up to where it loops back (kill() of an
-        ancestor makes the killer its victim's parent: g -> f -> g)."""
-        out: list[int] = []
-        seen = {fid}
-        while fid != ROOT:
-            fid = self.f[fid].parent
-            if fid in seen:
-                break
-            seen.add(fid)
-            out.append(fid)
-        return out
-
-    def live_parent(self, fid: int) -> int:
-        """Where a fiber's end goes: the first ancestor not dead; the root when the chain
-        loops back without one (as the core's live_parent does)."""
-        for a in self.ancestors(fid):
-            if a == ROOT or self.f[a].state != "dead":
-                return a
-        return ROOT
-
-    def report(self, fid: int, key: int | None, what: str, extra: Any = None
-               ) -> tuple[int, tuple[str, Any]]:
-        f = self.f[fid]
-        f.state = "suspended"
-        rep = Report(fid, key, what, self.name(fid), f.var, f.exc(), extra)
-        return ROOT, ("val", ("report", rep))
-
-    def unwind(self, fid: int, exc: Any) -> int | None:
-        """Pop frames as `exc` propagates; the key of the catching frame, or None."""
-        f = self.f[fid]
-        while f.frames:
-            kind, key, _ = f.frames.pop()
-            if kind == "guard":
-                self.finally_log.setdefault(fid, []).append(key)
-            if kind == "catch" and exc != "exit":
-                return key
-        return None
-
-    def finish(self, fid: int, outcome: tuple[str, Any]) -> tuple[int, tuple[str, Any]]:
-        f = self.f[fid]
-        f.state = "dead"
-        f.frames.clear()
-        if outcome == ("exc", "exit"):
-            outcome = ("val", ("exit",))
-        return self.live_parent(fid), outcome
-
-    def deliver(self, to: int, tr: tuple[str, Any]) -> tuple[str, Any]:
-        """The running code hands `tr` to fiber `to`; what the root ends up with."""
-        while to != ROOT:
-            f = self.f[to]
-            assert f.state != "dead", (to, tr)
-            first = f.state == "new"
-            f.state = "running"
-            if f.in_gen is not None:
-                self.gens[f.in_gen].busy = None
-                if tr[0] == "exc":
-                    self.gens[f.in_gen].done = True
-                f.in_gen = None
-            if tr[0] == "exc":
-                caught = None if first else self.unwind(to, tr[1])
-                if caught is None:
-                    to, tr = self.finish(to, tr)
-                else:
-                    to, tr = self.report(to, caught, "caught", tr[1][1])
-                continue
-            to, tr = self.handle(to, tr[1])
-        return tr
-
-    def handle(self, fid: int, item: tuple[Any, ...]) -> tuple[int, tuple[str, Any]]:
-        f = self.f[fid]
-        if item[0] != "msg":
-            return self.report(fid, None, "got", "exit" if item[0] == "exit" else item)
-        msg: Msg = item[1]
-        self.received.append((fid, msg.key))
-        op = msg.action[0]
-        if op == "pop":
-            if not f.frames:
-                return self.finish(fid, ("val", ("result", fid, msg.key)))
-            kind, key, _ = f.frames.pop()
-            if kind == "guard":
-                self.finally_log.setdefault(fid, []).append(key)
-            return self.report(fid, msg.key, "popped")
-        if op == "push":
-            levels = msg.action[2] if len(msg.action) > 2 else 0
-            f.frames.append((msg.action[1], msg.key, levels))
-            return self.report(fid, msg.key, "pushed")
-        if op == "report":
-            return self.report(fid, msg.key, "report")
-        if op == "setvar":
-            f.var = msg.action[1]
-            return self.report(fid, msg.key, "set")
-        if op == "burst":
-            return self.report(fid, msg.key, "burst", ANY)
-        if op == "gen":
-            gen = self.gens[msg.action[1]]
-            if gen.done:
-                return self.report(fid, msg.key, "gen-done")
-            if gen.busy is not None:
-                return self.report(fid, msg.key, "gen-busy")
-            if not msg.action[2]:
-                return self.report(fid, msg.key, "gen", self.name(fid))
-            gen.busy = fid
-            f.in_gen = msg.action[1]
-            return self.report(fid, msg.key, "gen-switch")
-        to = msg.action[1]
-        dead = to != ROOT and self.f[to].state == "dead"
-        if op == "hop":
-            if dead:
-                return self.report(fid, msg.key, "hop-failed")
-            f.state = "suspended"
-            return to, ("val", ("msg", msg.action[2]))
-        if op == "throwto":
-            if dead:
-                return self.report(fid, msg.key, "throw-failed")
-            f.state = "suspended"
-            return to, ("exc", ("stress", msg.action[2]))
-        if op == "killto":
-            if to == ROOT:
-                return self.report(fid, msg.key, "kill-failed")
-            if to == fid:
-                return fid, ("exc", "exit")
-            victim = self.f[to]
-            if victim.state == "suspended":
-                victim.parent = fid
-                if victim.in_gen is not None:
-                    self.gens[victim.in_gen].done = True
-                    self.gens[victim.in_gen].busy = None
-                    victim.in_gen = None
-                self.unwind(to, "exit")
-            victim.state = "dead"
-            victim.frames.clear()
-            return self.report(fid, msg.key, "killed", None)
-        raise AssertionError(op)
-
-    def collected(self, fid: int) -> None:
-        """The collector killed (or freed) an unreachable fiber."""
-        f = self.f[fid]
-        if f.state == "suspended":
-            if f.in_gen is not None:
-                self.gens[f.in_gen].done = True
-                self.gens[f.in_gen].busy = None
-            self.unwind(fid, "exit")
-        del self.f[fid]
-
+from .stress_model import ROOT, MFiber, MGen, Model, Msg, Report, Result
+from .stress_places import COLLECTING, KINDS, VAR, Places, Refused, Registration
+from .stress_world import (
+    JOIN_TIMEOUT,
+    MAX_CDEEP,
+    MAX_DEEP,
+    MAX_FRAMES,
+    MODES,
+    STACK_SIZES,
+    DiscardWarnings,
+    StressDelFiber,
+    StressError,
+    StressFiber,
+    World,
+)
 
 # ---------------------------------------------------------------- operations
 
 class Stress:
     """One run: the world, its model, and the operations both rule sets call."""
 
-    def __init__(self) -> None:
+    def __init__(self, exact: bool = True) -> None:
+        """`exact`: this is the only run in the process.  Runs on several threads at once
+        share the process-wide counters (checked in total at the end) and the collection
+        (so none of them parks a fiber inside one)."""
         gc.collect()
-        self.world = World()
-        self.model = Model(VAR.get())
-        self.root_exc = sys.exc_info()[1]
+        self.exact = exact
         self.keys = 0
+        contexts, containers = [self.key(), self.key()], [self.key(), self.key()]
+        self.world = World(contexts, containers)
+        self.model = Model(VAR.get(), contexts, containers)
+        self.root_exc = sys.exc_info()[1]
         self.ops = 0
-        self.pinned = 0   # fibers only a pending call kept alive (killed in close)
+        self.pinned = 0   # fibers only a pending call kept alive (drained in close)
+        self.leaked = 0   # fibers held from a discarded fiber's C stack (see accept_leaks)
+        self.threads = 0
+        self.hooks_before = (sys.gettrace(), sys.getprofile())
+        Registration.acquire()
+        DiscardWarnings.acquire()
+        self.discards_before = stackful.discarded_fibers()
+        self.warnings_before = DiscardWarnings.count
 
     def key(self) -> int:
         self.keys += 1
@@ -587,7 +109,9 @@ class Stress:
         """A command for fiber `fid` that the model can predict."""
         m = self.model
         f = m.f[fid] if fid != ROOT else None
-        choices = ["report", "setvar", "burst", "hop", "hop", "throwto", "killto", "gen"]
+        choices = ["report", "look", "setvar", "hop", "hop", "throwto", "killto", "gen"]
+        if not m.hooks_installed():
+            choices.append("burst")
         if f is not None and (len(f.frames) < MAX_FRAMES):
             choices += ["push", "push"]
         if f is not None:
@@ -597,7 +121,7 @@ class Stress:
         op = rnd.choice(choices)
         if op == "push":
             assert f is not None
-            kinds = ["catch", "except", "guard"]
+            kinds = ["catch", "except", "guard", "odd", "odd", "odd", "odd", "odd", "odd"]
             if f.big:
                 deep = sum(lv for k, _, lv in f.frames if k == "deep")
                 cdeep = sum(lv for k, _, lv in f.frames if k == "cdeep")
@@ -605,7 +129,10 @@ class Stress:
                     kinds.append("deep")
                 if cdeep < MAX_CDEEP - 2:
                     kinds.append("cdeep")
+            kinds += ["catch", "except", "guard"]  # as likely as the odd places together
             kind = rnd.choice(kinds)
+            if kind == "odd":
+                return self.random_place(rnd)
             if kind == "deep":
                 deep = sum(lv for k, _, lv in f.frames if k == "deep")
                 return ("push", kind, rnd.randint(1, MAX_DEEP - deep))
@@ -628,12 +155,36 @@ class Stress:
                 return ("throwto", to, self.key())
             return ("killto", to)
         if op == "gen":
-            gids = [g for g, mg in m.gens.items()
-                    if mg.busy is None or mg.busy in m.f and m.f[mg.busy].pooled]
+            gids = self.steady_gens()
             if not gids:
                 return ("report",)
             return ("gen", rnd.choice(gids), rnd.random() < 0.4)
         return (op,)
+
+    def steady_gens(self) -> list[int]:
+        """Shared generators no zombie runs (one may be freed, closing it, at any point)."""
+        m = self.model
+        return [g for g, mg in m.gens.items() if mg.busy is None or not m.f[mg.busy].shaky]
+
+    def random_place(self, rnd: random.Random, guard: bool = False) -> tuple[Any, ...]:
+        """('push', kind, arg) for an odd place whose outcome the model can predict."""
+        m = self.model
+        kinds = [k for k in KINDS if k not in COLLECTING or
+                 self.exact and not m.collection_shaky()]
+        if guard:
+            kinds.append("guard")
+        kind = rnd.choice(kinds)
+        if guard and kind in COLLECTING and rnd.random() < 0.75:
+            kind = "guard"  # a worker's fiber inside a collection quarantines a stack: rarer
+        if kind == "sgen":
+            gids = self.steady_gens()
+            return ("push", kind, rnd.choice(gids)) if gids else ("push", "guard")
+        if kind == "ctx":
+            cids = [c for c in sorted(m.ctxs) if not m.shaky_holds("ctx", c)]
+            return ("push", kind, rnd.choice(cids)) if cids else ("push", "guard")
+        if kind == "repr":
+            return ("push", kind, rnd.choice(m.rids))
+        return ("push", kind)
 
     def msg(self, rnd: random.Random, action: tuple[Any, ...]) -> Msg:
         return Msg(self.key(), action, rnd.choice(MODES))
@@ -647,11 +198,19 @@ class Stress:
         kwargs: dict[str, Any] = {"name": f"s{fid}", "stack_size": size}
         if parent is not None and parent != ROOT:
             kwargs["parent"] = self.world.fibers[parent]
-        f = StressFiber(functools.partial(self.world.main, fid), **kwargs)
-        f.fid = fid
+        has_del = rnd.random() < 0.15
+        f = self.make_fiber(fid, has_del, functools.partial(self.world.main, fid), **kwargs)
         self.world.fibers[fid] = f
+        self.model.f[fid] = MFiber(fid, parent or ROOT, size is None, has_del=has_del)
+
+    def make_fiber(self, fid: int, has_del: bool, target: Callable[..., Any], **kwargs: Any
+                   ) -> StressFiber:
+        f = (StressDelFiber if has_del else StressFiber)(target, **kwargs)
+        f.fid = fid
+        if isinstance(f, StressDelFiber):
+            f.log = self.world.finally_log
         self.world.refs[fid] = weakref.ref(f)
-        self.model.f[fid] = MFiber(fid, parent or ROOT, size is None)
+        return f
 
     def op_send(self, rnd: random.Random) -> None:
         fid = self.pick(rnd, alive=True)
@@ -693,14 +252,17 @@ class Stress:
         if fid is None:
             return
         m = self.model.f[fid]
+        expected: Any = None
         if m.state == "suspended":
             m.parent = ROOT
             expected = self.model.deliver(fid, ("exc", "exit"))
-            assert expected == ("val", ("exit",)), expected
+            assert expected in (("val", ("exit",)), ("val", ("refused", fid))), expected
+            expected = None if expected[1][0] == "exit" else Refused(fid)
         elif m.state == "new":
             m.state = "dead"
+        self.ops += 1
         got = self.world.fibers[fid].kill()
-        assert got is None, got
+        assert got == expected, (got, expected)
 
     def op_drop(self, rnd: random.Random) -> None:
         fid = self.pick(rnd)
@@ -736,22 +298,153 @@ class Stress:
         fid = self.pick(rnd, alive=True)
         if fid is None:
             return
+        m = self.model
         value = f"c{rnd.randrange(1000)}"
-        ctx = contextvars.Context()
-        ctx.run(VAR.set, value)
-        self.world.fibers[fid].context = ctx
-        self.model.f[fid].var = value
+        if rnd.random() < 0.6:
+            ctx, cid = contextvars.Context(), None
+            ctx.run(VAR.set, value)
+        else:  # a shared one: others may enter it, or share it too
+            cid = rnd.choice(sorted(m.ctxs))
+            ctx = self.world.contexts[cid]
+        entered = m.context_entered(fid)
+        try:
+            self.world.fibers[fid].context = ctx
+        except RuntimeError as e:  # its context is entered: it cannot be replaced
+            assert "inside Context.run" in str(e) and entered, (e, fid)
+        else:
+            assert not entered, fid
+            m.f[fid].base = cid
+            if cid is None:
+                m.f[fid].var = value
 
     def op_shared(self, rnd: random.Random) -> None:
         gid = self.key()
         gen = self.world.make_generator() if rnd.random() < 0.5 else self.world.make_coroutine()
         gen.send(None)
         self.world.shared[gid] = gen
+        self.world.gen_frames[gid] = gen.gi_frame if hasattr(gen, "gi_frame") else gen.cr_frame
         self.model.gens[gid] = MGen()
+
+    def op_collect(self, rnd: random.Random) -> None:
+        """A fresh cycle is collected, unless a fiber sits inside a collection."""
+        holder = self.model.collection_holder()
+
+        class Cycle:
+            me: Any
+
+        was_enabled = gc.isenabled()
+        gc.disable()  # no automatic collection takes the cycle first
+        try:
+            c = Cycle()
+            c.me = c
+            del c
+            found = gc.collect(0)
+        finally:
+            if was_enabled:
+                gc.enable()
+        if self.exact:  # threads of other runs may be collecting at the same moment
+            assert (found > 0) == (holder is None), (found, holder)
+
+    def op_thread(self, rnd: random.Random) -> None:
+        """A worker thread parks fibers in odd places and exits.  Either it leaves them all
+        to be dropped here later (discarded: their thread has exited), or some are dropped
+        here while it still runs: then it kills them at its next switch ('kill') or
+        discards them quietly as it exits without one ('exit')."""
+        if len(self.world.foreign) > 6:
+            return self.op_drop_foreign(rnd)
+        w, m = self.world, self.model
+        self.threads += 1
+        mode = rnd.choice(("leave", "leave", "kill", "exit"))
+        plans: list[tuple[int, list[tuple[str, Any]], bool, int | None]] = []
+        expected: dict[int, Any] = {}
+        for _ in range(rnd.randint(1, 3)):
+            fid = self.key()
+            plan = [self.random_place(rnd, guard=True)[1:] for _ in range(rnd.randint(1, 3))]
+            plan = [(p[0], p[1] if len(p) > 1 else None) for p in plan]
+            has_del = rnd.random() < 0.2
+            plans.append((fid, plan, has_del, rnd.choice(STACK_SIZES)))
+            m.f[fid] = MFiber(fid, ROOT, False, pooled=False, has_del=has_del, foreign=True)
+            expected[fid] = m.foreign_enter(fid, plan)
+        dropped = [fid for fid, *_ in plans if mode != "leave" and rnd.random() < 0.6]
+        handoff: list[StressFiber] = []
+        parked: dict[int, Any] = {}
+        errors: list[BaseException] = []
+        ready, go = threading.Event(), threading.Event()
+
+        def worker() -> None:
+            try:
+                home = stackful.current()
+                places = Places(home, w.shared, w.contexts, w.containers)
+                for fid, plan, has_del, size in plans:
+                    f = self.make_fiber(fid, has_del, functools.partial(
+                        w.foreign_main, places, home, fid, plan), name=f"w{fid}", stack_size=size)
+                    parked[fid] = f.switch()
+                    handoff.append(f)
+                    del f
+                ready.set()
+                if mode != "leave":
+                    if not go.wait(JOIN_TIMEOUT):
+                        raise TimeoutError("the stress run never told the worker to go on")
+                    if mode == "kill":
+                        Fiber(lambda: None).switch()  # its next switch kills what was dropped
+            except BaseException as e:  # reported by the stress run's thread
+                errors.append(e)
+                ready.set()
+
+        t = threading.Thread(target=worker, name=f"stress-worker-{self.threads}")
+        t.start()
+        if mode != "leave":
+            if not ready.wait(JOIN_TIMEOUT):
+                raise TimeoutError("the worker thread never parked its fibers")
+            for f in list(handoff):
+                if f.fid in dropped:
+                    handoff.remove(f)
+                    del f   # queued for the worker
+            for fid in dropped:
+                mf = m.f[fid]
+                if mode == "kill":
+                    mf.foreign = False  # killed on its own thread, as any collected fiber
+                    m.collected(fid)
+                else:
+                    if mf.has_del:
+                        m.finally_log.setdefault(fid, []).append("del")
+                    m.discard(mf, "thread_exited", loud=False)  # freed by the exiting thread
+                    del m.f[fid]
+            go.set()
+        t.join(JOIN_TIMEOUT)
+        assert not t.is_alive(), "a worker thread did not exit"
+        if errors:
+            raise errors[0]
+        assert parked == {fid: expected[fid] for fid in parked}, (parked, expected)
+        for fid in dropped:
+            assert w.refs.pop(fid)() is None, f"dropped worker fiber {fid} still alive"
+        w.foreign += handoff
+        del handoff[:]
+        self.flush_pending_kills()  # the worker's collections queue our zombies for us
+
+    def op_drop_foreign(self, rnd: random.Random) -> None:
+        """Drop fibers of exited worker threads: they are discarded at once."""
+        w = self.world
+        if not w.foreign:
+            return
+        if rnd.random() < 0.3:
+            w.foreign.clear()
+        else:
+            w.foreign.pop(rnd.randrange(len(w.foreign)))
+        live = {f.fid for f in w.foreign}
+        for fid, mf in list(self.model.f.items()):
+            if mf.foreign and fid not in live:
+                assert w.refs[fid]() is None, f"worker fiber {fid} not freed when dropped"
+
+    def flush_pending_kills(self) -> None:
+        """Fibers of ours found unreachable by a collection on another thread are killed at
+        our next switch: make one, so that what the model predicts has happened."""
+        Fiber(lambda: None).switch()
 
     OPS: tuple[tuple[str, int], ...] = (
         ("create", 6), ("send", 30), ("throw", 5), ("kill", 3), ("drop", 3),
         ("reparent", 2), ("context", 2), ("shared", 1), ("switch_dead", 1),
+        ("collect", 1), ("thread", 1), ("drop_foreign", 1),
     )
 
     def random_op(self, rnd: random.Random) -> None:
@@ -783,13 +476,18 @@ class Stress:
             assert self.world.unpack(ROOT, got) is what[1], (what[1], got)
         elif what[0] == "exit":
             assert isinstance(got, FiberExit), got
+        elif what[0] == "refused":
+            assert got == Refused(what[1]), (what, got)
         else:
             assert got == Result(what[1], what[2]), (what, got)
 
     def collect_zombies(self) -> None:
+        if not self.exact:
+            self.flush_pending_kills()
         for fid, m in list(self.model.f.items()):
             if not m.pooled and self.world.refs[fid]() is None:
                 self.model.collected(fid)
+                self.world.places.forget(fid)
                 del self.world.refs[fid]
 
     def check(self) -> None:
@@ -811,13 +509,50 @@ class Stress:
             if mf.state != "dead":
                 ctx = f.context
                 var = "unset" if ctx is None else ctx.get(VAR, "unset")
-                assert var == mf.var, (fid, var, mf.var)
+                assert var == m.var_of(fid), (fid, var, m.var_of(fid))
             if mf.state == "suspended":
                 assert f.frame is not None and f.stack_info() is not None
         for gid, mg in m.gens.items():
             gen = w.shared[gid]
             frame = gen.gi_frame if hasattr(gen, "gi_frame") else gen.cr_frame
+            running = gen.gi_running if hasattr(gen, "gi_running") else gen.cr_running
             assert (frame is None) == mg.done, (gid, mg)
+            assert running == (mg.busy is not None), (gid, mg)
+            # Its frame object, kept from the start, leads to the frame of the fiber running
+            # it, or (once it ended by an exception) of the last one that did, or nowhere;
+            # every frame on that way is readable: none is in a freed or reused stack.
+            caller = w.gen_frames[gid].f_back
+            if mg.busy is not None or caller is not None:
+                assert mg.busy is not None or mg.done, (gid, mg, caller)
+                assert caller.f_code.co_name in ("do_gen", "enter_generator"), caller
+            for _ in range(1000):
+                if caller is None:
+                    break
+                assert isinstance(caller.f_lineno, int) and caller.f_code.co_name
+                caller = caller.f_back
+            else:
+                raise AssertionError(f"generator {gid}: its callers' frames loop")
+        seen, predicted = w.places.look(), m.look(ROOT, settled=True)
+        assert seen == predicted, (seen, predicted)
+        if self.exact:
+            self.check_counters()
+
+    def discarded(self) -> dict[str, int]:
+        """Discards (by cause), quarantined stacks and warnings since this run began."""
+        now = stackful.discarded_fibers()
+        out = {k: now[k] - self.discards_before[k] for k in now}
+        out["warnings"] = DiscardWarnings.count - self.warnings_before
+        return out
+
+    def predicted(self) -> dict[str, int]:
+        m = self.model
+        out = {cause: m.discards[cause] for cause in Model.CAUSES}
+        out["quarantined_stacks"] = m.quarantined
+        out["warnings"] = m.loud
+        return out
+
+    def check_counters(self) -> None:
+        assert self.discarded() == self.predicted(), (self.discarded(), self.predicted())
 
     @staticmethod
     def first_difference(a: list[Any], b: list[Any]) -> Any:
@@ -827,61 +562,140 @@ class Stress:
         return f"lengths {len(a)} vs {len(b)}"
 
     def close(self) -> None:
-        """Drop everything: every fiber must be collected, every finally run."""
+        """Drop everything: every fiber must be collected, every finally run; then the
+        thread must be as it was (hooks off, contexts free, collection working)."""
+        try:
+            self.wind_down()
+        finally:
+            for kind in ("trace", "profile"):
+                self.world.places.hook_users[kind].clear()
+                self.world.places.apply(kind)
+            Registration.release()
+            DiscardWarnings.release()
+
+    def wind_down(self) -> None:
         w, m = self.world, self.model
+        # Fibers of exited threads go first: one may sit inside a collection.
+        w.foreign.clear()
+        self.collect_zombies()
+        assert not [fid for fid, mf in m.f.items() if mf.foreign], "worker fibers left"
+        # A fiber inside a collection leaves it (nothing is collected until it does).
+        holder = m.collection_holder()
+        while holder is not None:
+            self.drain(holder.fid, until_free=True)
+            holder = m.collection_holder()
         for mf in m.f.values():
             mf.pooled = False
         w.fibers.clear()
         gc.collect()
         self.collect_zombies()
+        # The GC sees the operands of a switch(), throw() or kill() called straight from
+        # a Python frame, not those of a call suspended inside a generator or below a C
+        # call: fibers held only through such operands are ended here by popping their
+        # frames, and counted.
+        for fid in sorted(m.f):
+            if fid not in m.f:  # collected while an earlier one was drained
+                continue
+            f = w.refs[fid]()
+            if f is not None and f.state in ("new", "suspended"):
+                self.pinned += 1
+                del f
+                self.drain(fid)
+                gc.collect()
+                self.collect_zombies()
         for gen in w.shared.values():
             gen.close()
         w.shared.clear()
+        w.gen_frames.clear()
         gc.collect()
         self.collect_zombies()
-        # The GC sees the operands of a switch() called straight from a Python frame,
-        # not those of a call suspended inside a generator or below a C call: fibers
-        # held only through such operands are killed by hand here, and counted.
-        for fid in sorted(m.f):
-            f = w.refs[fid]()
-            if f is not None and f.state == "suspended":
-                self.pinned += 1
-                m.f[fid].parent = ROOT
-                assert f.kill() is None
-                del f
-        for fid in sorted(m.f):
-            if m.f[fid].state == "suspended":
-                m.collected(fid)
-                m.f[fid] = MFiber(fid, ROOT, False, state="dead", pooled=False)
-        gc.collect()
-        self.collect_zombies()
-        assert not m.f, f"fibers never collected: {sorted(m.f)}"
+        self.accept_leaks()
+        assert not m.f, f"fibers never collected: {self.describe_leftovers()}"
         assert w.finally_log == m.finally_log, (w.finally_log, m.finally_log)
         assert not w.violations, w.violations
         assert stackful.current() is w.root
+        assert not any(w.places.hook_users.values()), w.places.hook_users
+        assert (sys.gettrace(), sys.getprofile()) == self.hooks_before
+        assert w.places.look()[3:] == m.look(ROOT, settled=True)[3:]  # reprs, contexts free
+        if self.exact:
+            self.check_counters()
+            self.op_collect(random.Random(0))   # collection works
+
+    def accept_leaks(self) -> None:
+        """Fibers held only from a discarded fiber's C stack are leaked, never freed: what
+        the C code of a frame holds is unknown.  3.11's profiler does that: it makes a
+        temporary bound method for a call's c_call event (`target.switch`), held in the eval
+        loop's C locals while the call runs.  Accept exactly that: dead fibers held by no
+        live object but such unreferenced bound methods and each other."""
+        m, w = self.model, self.world
+        left = {fid: w.refs[fid]() for fid in m.f}
+        if not left or any(f is None or f.state != "dead" for f in left.values()):
+            return
+        ids = {id(f) for f in left.values()}
+        for f in left.values():
+            for r in gc.get_referrers(f):
+                if id(r) in ids:
+                    continue  # a parent link
+                if not (type(r).__name__ == "builtin_function_or_method"
+                        and getattr(r, "__self__", None) is f and not gc.get_referrers(r)):
+                    return
+        self.leaked += len(left)
+        for fid in list(m.f):  # dead: nothing more happens to them (a __del__ never runs)
+            del m.f[fid]
+            del w.refs[fid]
+
+    def describe_leftovers(self) -> list[str]:
+        out = []
+        for fid, mf in sorted(self.model.f.items()):
+            f = self.world.refs[fid]()
+            held = [type(r).__name__ for r in gc.get_referrers(f)] if f is not None else []
+            out.append(f"{fid}: model {mf}, real {f and f.state}, held by {held}")
+        return out
+
+    def drain(self, fid: int, until_free: bool = False) -> None:
+        """Send fiber `fid` pops until it has finished (or, `until_free`, until it is no
+        longer inside a collection)."""
+        m = self.model
+        for _ in range(MAX_FRAMES + 3):
+            mf = m.f.get(fid)
+            if mf is None or mf.state == "dead":
+                return
+            if until_free and not any(mf.holds(k) for k in COLLECTING):
+                return
+            msg = Msg(self.key(), ("pop",), "one")
+            expected = m.deliver(fid, ("val", ("msg", msg)))
+            self.expect(expected, functools.partial(self.pop_once, fid, msg))
+            self.collect_zombies()
+        raise AssertionError(f"fiber {fid} did not finish when popped")
+
+    def pop_once(self, fid: int, msg: Msg) -> Any:
+        f = self.world.refs[fid]()
+        assert f is not None, fid
+        return f.switch(msg)
 
 
 # ---------------------------------------------------------------- the long profile
 
-def run(ops: int, seed: int, restart: int = 2000, progress: bool = False) -> int:
-    """`ops` random operations, starting a fresh pool every `restart`; returns switches."""
+def run(ops: int, seed: int, restart: int = 2000, progress: bool = False,
+        exact: bool = True) -> collections.Counter[str]:
+    """`ops` random operations, starting a fresh pool every `restart`; returns counts of
+    checked transfers, pinned fibers, worker threads, and the discards the model predicted."""
     rnd = random.Random(seed)
-    done = switches = pinned = 0
+    done = 0
+    totals: collections.Counter[str] = collections.Counter()
     last = time.monotonic()
     while done < ops:
-        s = Stress()
+        s = Stress(exact)
         for _ in range(min(restart, ops - done)):
             s.random_op(rnd)
         done += min(restart, ops - done)
         s.close()
-        switches += s.ops
-        pinned += s.pinned
+        totals.update(switches=s.ops, pinned=s.pinned, threads=s.threads, leaked=s.leaked)
+        totals.update(s.predicted())
         if progress and time.monotonic() - last > 10:
             last = time.monotonic()
             print(f"  {threading.current_thread().name}: {done} ops", flush=True)
-    print(f"  {threading.current_thread().name}: {pinned} fiber(s) pinned by pending calls",
-          flush=True)
-    return switches
+    return totals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -898,11 +712,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     per = args.ops // args.threads
     errors: list[BaseException] = []
-    counts: list[int] = []
+    totals: collections.Counter[str] = collections.Counter()
+    before = stackful.discarded_fibers()
+    warned = DiscardWarnings.count
 
     def one(i: int) -> None:
         try:
-            counts.append(run(per, seed + i, progress=True))
+            totals.update(run(per, seed + i, progress=True, exact=args.threads == 1))
         except BaseException as e:  # reported below, with the seed
             errors.append(e)
             raise
@@ -917,8 +733,20 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         print(f"stress: FAILED with seed {seed}: {errors[0]!r}", flush=True)
         return 1
-    print(f"stress: {per * args.threads} operations ({sum(counts)} checked transfers) "
-          f"in {elapsed:.1f} s: ok", flush=True)
+    after = stackful.discarded_fibers()
+    discarded = {k: after[k] - before[k] for k in after}
+    discarded["warnings"] = DiscardWarnings.count - warned
+    predicted = {k: totals[k] for k in discarded}
+    if discarded != predicted:  # runs on several threads are checked in total only
+        print(f"stress: FAILED with seed {seed}: discarded {discarded}, model {predicted}",
+              flush=True)
+        return 1
+    print(f"stress: {per * args.threads} operations ({totals['switches']} checked transfers, "
+          f"{totals['threads']} worker threads, {totals['pinned']} fiber(s) pinned by pending "
+          f"calls, {totals['leaked']} held from discarded C stacks) in {elapsed:.1f} s: ok",
+          flush=True)
+    print(f"stress: discarded {discarded}; peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB", flush=True)
     return 0
 
 

@@ -81,6 +81,78 @@ def test_setrecursionlimit_inside_a_small_fiber_keeps_its_budget() -> None:
         # Python recursion is on the heap; the C budget has a counter of its own
         assert raised > free
 
+RESUMED_RESULTS = ["handled", "caught unwound", "yielded [1]", "reraised first"]
+RESUMED_FUNCS = ("caller_of_unwinder", "generator_parked_inside", "raises_after_resume",
+                 "reraises_after_resume", "runs_generator", "unwinds_after_resume")
+needs_monitoring = pytest.mark.skipif(sys.version_info < (3, 12),
+                                      reason="instrumentation per code object is 3.12+")
+stale_before_315 = pytest.mark.xfail(
+    sys.version_info < (3, 15), strict=True,
+    reason="3.12-3.14 export nothing that instruments one code object: a fiber's frames "
+           "resumed after a hook came on keep their code's old instrumentation until they "
+           "return")
+
+
+def run_turned_on_while_suspended(mode: str) -> tuple[list[str], set[str]]:
+    result = run_script("monitoring_turned_on_while_suspended.py", mode)
+    assert result.returncode == 0, result.stderr
+    *results, events = result.stdout.splitlines()
+    return results, set(events.split())
+
+
+@needs_monitoring
+def test_exceptions_in_frames_resumed_after_monitoring_came_on_are_reported() -> None:
+    """RAISE, EXCEPTION_HANDLED, PY_UNWIND and RERAISE from code first run, on each fiber,
+    before the tool was on (3.15 crashed reading the code's missing monitoring data)."""
+    results, events = run_turned_on_while_suspended("monitoring")
+    assert results == RESUMED_RESULTS
+    assert events == {
+        "raise:raises_after_resume", "handled:raises_after_resume",
+        "raise:unwinds_after_resume", "unwind:unwinds_after_resume",
+        "raise:caller_of_unwinder", "handled:caller_of_unwinder",
+        "raise:generator_parked_inside", "handled:generator_parked_inside",
+        "raise:reraises_after_resume", "reraise:reraises_after_resume",
+        "handled:reraises_after_resume"}
+
+
+@needs_monitoring
+def test_frames_resumed_after_settrace_raise_without_crashing() -> None:
+    """Frames started before settrace have no local trace function, as on a thread: only
+    the generator, started after, is traced."""
+    results, events = run_turned_on_while_suspended("settrace")
+    assert results == RESUMED_RESULTS
+    assert events == {"call:generator_parked_inside", "return:generator_parked_inside"}
+
+
+@needs_monitoring
+def test_frames_resumed_after_setprofile_raise_without_crashing() -> None:
+    results, events = run_turned_on_while_suspended("setprofile")
+    assert results == RESUMED_RESULTS
+    assert "return:unwinds_after_resume" in events
+
+
+@needs_monitoring
+@stale_before_315
+def test_frames_resumed_after_setprofile_report_their_returns() -> None:
+    """As for a thread's frames when setprofile is called: each resumed frame's return is
+    seen."""
+    _, events = run_turned_on_while_suspended("setprofile")
+    assert events == {"call:generator_parked_inside"} | {f"return:{f}" for f in RESUMED_FUNCS}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13),
+                    reason="the trash can defers by C stack (not by depth) from 3.13")
+def test_resuming_stale_code_with_deferred_garbage_pending_frees_it_on_the_right_stack() -> None:
+    """A small fiber near its stack's end, with garbage the trash can deferred, switches to
+    fibers suspended before settrace: 3.15 instrumented their code before the stack switch,
+    and the deferred garbage was freed on the small stack by the resumed fiber's bounds
+    (unchecked recursion through a deep list: a segfault)."""
+    result = run_script("stale_code_resumed_with_trash_pending.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "resumed with pending", "resumed with pending", "small fiber done", "ok"]
+
+
 def test_shutdown_with_suspended_fibers_in_threads_is_clean() -> None:
     result = run_script("shutdown_with_suspended_fibers.py")
     assert result.returncode == 0, result.stderr

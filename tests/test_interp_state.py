@@ -113,6 +113,56 @@ def test_monitoring_callback_guard_is_per_fiber() -> None:
         mon.free_tool_id(tool)
 
 
+def lines_seen_after_resume(turn_on_while_suspended: bool) -> list[int]:
+    """Line events from a fiber's function resumed mid-call after LINE monitoring was
+    switched on (or off) while it was suspended there."""
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    tool = mon.DEBUGGER_ID
+    root = stackful.current()
+    lines: list[int] = []
+
+    def parked() -> int:
+        root.switch("parked")
+        a = 1
+        b = a + 1
+        return b
+
+    first = parked.__code__.co_firstlineno
+
+    def on_line(code: Any, line: int) -> None:
+        if code is parked.__code__:
+            lines.append(line - first)
+
+    mon.use_tool_id(tool, "stackful-test")
+    try:
+        mon.register_callback(tool, mon.events.LINE, on_line)
+        if not turn_on_while_suspended:
+            mon.set_events(tool, mon.events.LINE)
+        f = Fiber(parked)
+        assert f.switch() == "parked"
+        mon.set_events(tool, mon.events.LINE if turn_on_while_suspended else 0)
+        lines.clear()
+        assert f.switch() == 2
+        return lines
+    finally:
+        mon.set_events(tool, 0)
+        mon.register_callback(tool, mon.events.LINE, None)
+        mon.free_tool_id(tool)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+@pytest.mark.xfail(sys.version_info < (3, 15), strict=True,
+                   reason="3.12-3.14 export nothing that instruments one code object")
+def test_monitoring_turned_on_while_suspended_sees_the_resumed_lines() -> None:
+    """As a thread's running frames do when a tool turns LINE events on."""
+    assert lines_seen_after_resume(turn_on_while_suspended=True) == [2, 3, 4]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_monitoring_turned_off_while_suspended_sees_no_more_lines() -> None:
+    assert lines_seen_after_resume(turn_on_while_suspended=False) == []
+
+
 def test_repr_guard_is_per_fiber() -> None:
     root = stackful.current()
     shared: list[Any] = []
@@ -199,6 +249,36 @@ def test_an_entered_context_is_per_object() -> None:
         ctx.run(lambda: None)
     assert f.switch() == "left"
     assert ctx.run(lambda: 5) == 5
+
+
+def test_the_context_of_a_fiber_inside_context_run_cannot_be_replaced() -> None:
+    """Replacing it would leave the entered context entered for good (the run() could never
+    exit: the thread state would reference another context): refused, for a suspended
+    fiber and for the running one, and the context stays usable."""
+    root = stackful.current()
+    ctx = contextvars.Context()
+    f = Fiber(lambda: ctx.run(lambda: root.switch("inside run")) or "left")
+    assert f.switch() == "inside run"
+    with pytest.raises(RuntimeError, match=r"inside Context\.run"):
+        f.context = contextvars.Context()
+    with pytest.raises(RuntimeError, match=r"inside Context\.run"):
+        f.context = None
+    assert f.context is ctx
+    assert f.switch() == "left"
+    assert ctx.run(lambda: 5) == 5
+
+    def replace_own() -> str:
+        with pytest.raises(RuntimeError, match=r"inside Context\.run"):
+            stackful.current().context = contextvars.Context()
+        return "refused"
+
+    assert Fiber(lambda: ctx.run(replace_own)).switch() == "refused"
+    assert ctx.run(lambda: 6) == 6
+    g = Fiber(lambda: root.switch("outside run") or "done")
+    assert g.switch() == "outside run"
+    g.context = ctx  # not inside run(): allowed
+    assert g.context is ctx
+    assert g.switch() == "done"
 
 
 def test_exception_state_and_recursion_depth_stay_per_fiber() -> None:
@@ -329,6 +409,37 @@ def test_deep_object_graphs_freed_in_a_fiber_leave_nothing_deferred(stack_size: 
     if frees_inside(stack_size):
         assert freed_inside  # ...and frees it again on the way back up
     assert freed == [True]  # a small fiber's leftovers are freed where it lands
+
+
+class SwitchesWhenFreed:
+    """Garbage whose finalizer switches to another fiber and back."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def __del__(self) -> None:
+        self.log.append(Fiber(lambda: "helper ran").switch())
+
+
+def test_deferred_garbage_freed_on_landing_may_switch_without_leaking_the_fiber_left() -> None:
+    """A small fiber's leftovers are freed where it lands; a finalizer among them that
+    switches fibers used to run before the landing had taken over its reference to the
+    fiber it came from, and the inner switch overwrote it: that fiber was never freed."""
+    log: list[str] = []
+
+    def body() -> None:
+        graph: list[Any] = [SwitchesWhenFreed(log)]
+        for _ in range(100_000):
+            graph = [graph]
+        del graph
+
+    small = Fiber(body, stack_size=stackful.MIN_STACK_SIZE)
+    small.switch()
+    assert log == ["helper ran"]
+    left = weakref.ref(small)
+    del small
+    gc.collect()
+    assert left() is None
 
 
 def test_a_fibers_c_recursion_room_does_not_depend_on_its_thread(

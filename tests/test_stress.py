@@ -2,7 +2,9 @@
 
 Each rule is one kind of operation; its random choices come from a seeded
 `random.Random` that hypothesis draws, so a failure shrinks to a short list
-of operations and replays.  The long profile is `python -m tests.stress`.
+of operations and replays.  The odd places fibers sit in (tests/stress_places.py) come
+through `send`; worker threads that exit with parked fibers through `thread`.  The long
+profile is `python -m tests.stress`.
 """
 
 from __future__ import annotations
@@ -69,6 +71,19 @@ class FiberMachine(RuleBasedStateMachine):
     @rule(rnd=randoms)
     def switch_dead(self, rnd: random.Random) -> None:
         self.s.op_switch_dead(rnd)
+
+    @rule(rnd=randoms)
+    def collect(self, rnd: random.Random) -> None:
+        self.s.op_collect(rnd)
+
+    @rule(rnd=randoms)
+    def thread(self, rnd: random.Random) -> None:
+        self.s.op_thread(rnd)
+
+    @precondition(lambda self: bool(self.s.world.foreign))
+    @rule(rnd=randoms)
+    def drop_foreign(self, rnd: random.Random) -> None:
+        self.s.op_drop_foreign(rnd)
 
     @invariant()
     def matches_model(self) -> None:

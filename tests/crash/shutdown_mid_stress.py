@@ -16,7 +16,7 @@ lock = threading.Lock()
 
 
 def run(seed: int) -> None:
-    s = Stress()
+    s = Stress(exact=False)  # several runs at once: counters are shared
     rnd = random.Random(seed)
     for _ in range(400):
         s.random_op(rnd)

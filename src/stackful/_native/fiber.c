@@ -178,8 +178,9 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
  * watchers, the hook, then dropping the fiber we came from. */
 static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
 {
-    int context_switched = sf_pystate_landed(th->tstate, &th->previous->py);
+    int context_switched = sf_pystate_context_changed(th->tstate, &th->previous->py);
     Fiber *previous = after_switch(th);
+    sf_pystate_landed(th->tstate, &self->py);
     if (context_switched)
         sf_pystate_context_switched(th->tstate);
     if (th->switch_hook && !th->in_switch_hook)
@@ -656,6 +657,16 @@ static Fiber *switch_destination(sf_thread *th, Fiber *self)
     return NULL;
 }
 
+/* Called from Python code, a method's arguments sit on top of the caller's
+ * value stack, just above the object it was called on: where they end is
+ * where the caller's live stack ends while it is suspended in the call (what
+ * the GC sees, and a discard releases).  switch(), throw() and kill(). */
+static inline void mark_call_top(sf_thread *th, PyObject *const *args, Py_ssize_t n)
+{
+    if (args)
+        th->call_top = args + n;
+}
+
 PyDoc_STRVAR(switch_doc,
 "switch(*args, **kwargs)\n--\n\n"
 "Suspend the running fiber and run this one.\n\n"
@@ -683,10 +694,7 @@ static PyObject *Fiber_switch(Fiber *self, PyObject *const *args, size_t nargsf,
     }
     if (transfer_from_call(&th->transfer, args, nargsf, kwnames) < 0)
         return NULL;
-    /* Called from Python code, the arguments sit on top of the caller's value
-     * stack: where they end is where its live stack ends (GC, discard). */
-    if (args)
-        th->call_top = args + PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    mark_call_top(th, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0));
     return switch_prepared(th, target);
 }
 
@@ -736,8 +744,10 @@ static PyObject *make_exception(PyObject *typ, PyObject *val, PyObject *tb)
 static PyObject *throw_into(sf_thread *th, Fiber *self, PyObject *exc)  /* steals exc */
 {
     sf_transfer t = {.kind = TRANSFER_THROW, .value = exc};
-    if (self == th->current)
+    if (self == th->current) {
+        th->call_top = NULL;
         return switch_to_self(th, &t);
+    }
     return sf_switch_to(th, self, t);
 }
 
@@ -795,6 +805,7 @@ static PyObject *Fiber_throw(Fiber *self, PyObject *const *args, Py_ssize_t narg
                                    nargs > 2 ? args[2] : NULL);
     if (!exc)
         return NULL;
+    mark_call_top(th, args, nargs);
     return throw_into(th, target, exc);
 }
 
@@ -806,8 +817,12 @@ PyDoc_STRVAR(kill_doc,
 "caught FiberExit and switched here instead.  An exception other than\n"
 "FiberExit that escapes it is raised here.");
 
-static PyObject *Fiber_kill(Fiber *self, PyObject *Py_UNUSED(ignored))
+static PyObject *Fiber_kill(Fiber *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs) {
+        PyErr_Format(PyExc_TypeError, "kill() takes no arguments (%zd given)", nargs);
+        return NULL;
+    }
     sf_thread *th = current_thread();
     if (!th)
         return NULL;
@@ -830,6 +845,7 @@ static PyObject *Fiber_kill(Fiber *self, PyObject *Py_UNUSED(ignored))
     if (self != th->current) {
         Py_SETREF(self->parent, (Fiber *)Py_NewRef(th->current));
     }
+    mark_call_top(th, args, 0);
     PyObject *result = throw_into(th, self, exc);
     if (result && self->state == FIBER_DEAD && PyObject_TypeCheck(result, (PyTypeObject *)FiberExit)) {
         Py_DECREF(result);
@@ -887,7 +903,7 @@ static PyObject *Fiber_stack_info(Fiber *self, PyObject *Py_UNUSED(ignored))
 static PyMethodDef Fiber_methods[] = {
     {"switch", (PyCFunction)(void (*)(void))Fiber_switch, METH_FASTCALL | METH_KEYWORDS, switch_doc},
     {"throw", (PyCFunction)(void (*)(void))Fiber_throw, METH_FASTCALL, throw_doc},
-    {"kill", (PyCFunction)Fiber_kill, METH_NOARGS, kill_doc},
+    {"kill", (PyCFunction)(void (*)(void))Fiber_kill, METH_FASTCALL, kill_doc},
     {"stack_info", (PyCFunction)Fiber_stack_info, METH_NOARGS, stack_info_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -1009,7 +1025,16 @@ static int Fiber_set_context(Fiber *self, PyObject *value, void *c)
     sf_thread *th = own_thread(self, "context");
     if (!th)
         return -1;
+    /* Inside Context.run(c) the fiber's context is c, entered: replacing it would
+     * make run()'s exit fail and leave c entered for good. */
+    if (sf_context_entered(self == th->current ? th->tstate->context : self->py.context)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot replace the context of a fiber inside Context.run()");
+        return -1;
+    }
     PyObject *ctx = value == Py_None ? NULL : Py_NewRef(value);
+    if (self->state != FIBER_NEW)  /* a new one takes its context as base when it starts */
+        sf_pystate_set_base_context(&self->py, ctx);
     if (self == th->current) {
         sf_pystate_set_current_context(th->tstate, ctx);
     } else {
@@ -1030,7 +1055,8 @@ static PyGetSetDef Fiber_getset[] = {
     {"frame", (getter)Fiber_get_frame, NULL,
      "the innermost Python frame of a suspended or running fiber, else None", NULL},
     {"context", (getter)Fiber_get_context, (setter)Fiber_set_context,
-     "the contextvars.Context the fiber runs in (None until it needs one)", NULL},
+     "the contextvars.Context the fiber runs in (None until it needs one); not "
+     "replaceable while the fiber is inside Context.run() (RuntimeError)", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

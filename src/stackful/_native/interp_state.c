@@ -352,7 +352,7 @@ static inline int known_slots(const sf_pystate *s, _PyInterpreterFrame *f)
     if (f->stacktop >= 0)
         return f->stacktop;
     if (f == top_frame(s) && s->top_live_slots >= 0)
-        return s->top_live_slots;  /* up to the arguments of the pending switch() */
+        return s->top_live_slots;  /* up to the arguments of the pending call */
 #endif
     PyObject *code = frame_code(f);
     return PyCode_Check(code) ? ((PyCodeObject *)code)->co_nlocalsplus : 0;
@@ -397,6 +397,7 @@ void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
     s->base_frame = ts->base_frame;
     s->jit_exit = ts->jit_exit;
     s->generator_return_kind = impl->generator_return_kind;
+    s->instrumentation_version = ts->interp->ceval.instrumentation_version;
 #endif
     s->datastack_chunk = ts->datastack_chunk;
     s->datastack_top = ts->datastack_top;
@@ -459,6 +460,10 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
     ts->base_frame = s->base_frame;
     ts->jit_exit = s->jit_exit;
     impl->generator_return_kind = s->generator_return_kind;
+    /* Instrumented on landing (sf_pystate_landed): instrumenting can free
+     * objects, which must not happen before the switch (see fiber_internal.h). */
+    s->instrumentation_stale =
+        s->instrumentation_version != ts->interp->ceval.instrumentation_version;
 #endif
     ts->datastack_chunk = s->datastack_chunk;
     ts->datastack_top = s->datastack_top;
@@ -490,6 +495,7 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
     base->frame_obj = NULL;
     base->stackpointer = base->localsplus;
     s->base_frame = s->current_frame = base;
+    s->instrumentation_version = PyThreadState_GET()->interp->ceval.instrumentation_version;
 #endif
 #if PY_VERSION_HEX < 0x030E0000
     (void)stack_base;
@@ -542,6 +548,35 @@ void sf_pystate_release(sf_pystate *s)
 #endif
     repr_release(s);
 }
+
+#if PY_VERSION_HEX >= 0x030F0000
+/* sys.monitoring, settrace and setprofile re-instrument only the code of
+ * frames on a thread's frame chain (a suspended fiber's are not on it), and
+ * other code at its next RESUME (which a fiber resuming mid-call never runs).
+ * 3.15 reads the RAISE, unwind and handled-exception tools from the raising
+ * code's own monitoring data, so an exception in a frame whose code was never
+ * instrumented dereferences NULL.  Bring the fiber's code up to date as
+ * CPython does for a thread's frames.  Runs on the fiber's own stack, its
+ * state restored: instrumenting frees old instrumentation and JIT executors,
+ * and so can run any deallocation, finalizers included. */
+void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s)
+{
+    PyInterpreterState *interp = ts->interp;
+    s->instrumentation_stale = 0;
+    PyObject *pending = PyErr_GetRaisedException();
+    for (_PyInterpreterFrame *f = current_frame(ts); f && f != ts->base_frame; f = f->previous) {
+        if (f->owner >= FRAME_OWNED_BY_INTERPRETER)
+            continue;  /* a shim frame: no code of its own */
+        PyCodeObject *code = (PyCodeObject *)frame_code(f);
+        if (code->_co_instrumentation_version != interp->ceval.instrumentation_version &&
+            _Py_Instrument(code, interp) < 0)
+            Py_FatalError("stackful: out of memory instrumenting a resumed fiber's code");
+    }
+    PyErr_SetRaisedException(pending);
+}
+#else
+void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s) { (void)ts; (void)s; }
+#endif
 
 #if PY_VERSION_HEX >= 0x030E0000
 /* Only called with deferred deallocations pending: free them if this stack
@@ -740,12 +775,36 @@ static void close_running_generator(const sf_pystate *s, _PyInterpreterFrame *f)
     Py_CLEAR(gen->gi_exc_state.exc_value);
 }
 
+/* Is `base` (entered) in the chain of contexts entered below it?  Then the
+ * fiber entered its base context itself (base.run() while base was current,
+ * directly or inside another context's run); otherwise another fiber, whose
+ * context it shares, is inside base.run().  The chain may loop (a context
+ * entered while current points back to itself): a slow pointer catches that. */
+static int base_entered_by_own_chain(PyContext *base)
+{
+    PyContext *slow = base, *c = base->ctx_prev;
+    int step = 0;
+    while (c && c->ctx_entered) {
+        if (c == base)
+            return 1;
+        c = c->ctx_prev;
+        if (step++ & 1) {
+            slow = slow->ctx_prev;
+            if (slow == c)
+                return 0;
+        }
+    }
+    return c == base;
+}
+
 /* Exit the contexts the fiber entered with Context.run, innermost first, down
- * to the one it started in: their run() calls will never return. */
+ * to its base context: their run() calls will never return.  The base itself
+ * is exited only if the fiber entered it. */
 static void exit_entered_contexts(sf_pystate *s)
 {
-    PyContext *ctx = (PyContext *)s->context;
-    while (ctx && ctx->ctx_entered && (PyObject *)ctx != s->entry_context) {
+    PyContext *ctx = (PyContext *)s->context, *base = (PyContext *)s->entry_context;
+    int own_base = base && base->ctx_entered && base_entered_by_own_chain(base);
+    while (ctx && ctx->ctx_entered && (ctx != base || own_base)) {
         PyContext *outer = ctx->ctx_prev;  /* the reference moves to s->context */
         ctx->ctx_prev = NULL;
         ctx->ctx_entered = 0;
@@ -753,6 +812,16 @@ static void exit_entered_contexts(sf_pystate *s)
         Py_DECREF(ctx);
         ctx = outer;
     }
+}
+
+int sf_context_entered(PyObject *ctx)
+{
+    return ctx && ((PyContext *)ctx)->ctx_entered;
+}
+
+void sf_pystate_set_base_context(sf_pystate *s, PyObject *ctx)
+{
+    Py_XSETREF(s->entry_context, Py_XNewRef(ctx));
 }
 
 void sf_pystate_discard(sf_pystate *s, void *own_chunk)

@@ -50,6 +50,10 @@ typedef struct sf_pystate {
     void *own_base_frame[12];     /* a fresh fiber's sentinel: a copy of its thread's */
     struct _PyExitData *jit_exit; /* the JIT's pending side exit */
     int generator_return_kind;    /* yield or return, read after an eval returns */
+    uintptr_t instrumentation_version;  /* the interpreter's when the fiber left: its
+                                           frames' code was instrumented up to it */
+    int instrumentation_stale;    /* restored behind the interpreter's version: its
+                                     frames' code is instrumented on landing */
 #endif
     _PyStackChunk *datastack_chunk;
     PyObject **datastack_top;
@@ -69,8 +73,9 @@ typedef struct sf_pystate {
     int tracing_what;             /* the event being traced, with it */
     PyObject **repr_items;        /* this fiber's repr() guard entries while suspended */
     Py_ssize_t repr_size, repr_allocated;
-    PyObject *entry_context;      /* the context it started in (strong), or NULL: where the
-                                     contexts it entered with Context.run end */
+    PyObject *entry_context;      /* its base context (strong), or NULL: the one it started
+                                     in or was given later, outside any Context.run; where
+                                     the contexts it entered with Context.run end */
 } sf_pystate;
 
 /* Thread-level state swapped per fiber although CPython keeps it outside the
@@ -88,8 +93,9 @@ void sf_pythread_clear(sf_pythread *t);
  * allocate nothing and run no Python code, so the GC cannot run in between.
  *
  * `call_top`, if not NULL, is the end of the arguments of the call the
- * innermost Python frame is suspended in (switch() called straight from
- * Python code receives its arguments in place on that frame's value stack).
+ * innermost Python frame is suspended in (switch(), throw() or kill()
+ * called straight from Python code receive their arguments in place on that
+ * frame's value stack).
  * Before 3.14 a frame in a call does not record its stack pointer (CPython
  * keeps it in a C local of the eval loop); knowing it lets the GC see, and a
  * discard release, the call's operands, not just the frame's locals.  3.14+
@@ -130,6 +136,13 @@ PyObject *sf_pystate_top_frame(const sf_pystate *s, PyThreadState *ts);
  * (unknown while it is suspended in a call) are leaked, never freed twice. */
 void sf_pystate_discard(sf_pystate *s, void *own_chunk);
 
+/* Is `ctx` (a contextvars.Context, or NULL) entered by a Context.run() call? */
+int sf_context_entered(PyObject *ctx);
+
+/* A started fiber was given `ctx` (or NULL) as its context, outside any
+ * Context.run: that is now where the contexts it enters end. */
+void sf_pystate_set_base_context(sf_pystate *s, PyObject *ctx);
+
 /* Drop what the saved state of a fiber that finished (or died unrun) still
  * holds: context, exception state, repr entries, asyncio's loop (3.14+). */
 void sf_pystate_release(sf_pystate *s);
@@ -139,14 +152,32 @@ void sf_pystate_release(sf_pystate *s);
  * watchers told. */
 void sf_pystate_set_current_context(PyThreadState *ts, PyObject *ctx);
 
-/* Out of line parts of sf_pystate_landed (rare paths). */
+/* Out of line parts of the landing (rare paths). */
 void sf_pystate_trash_landed(PyThreadState *ts);
 void sf_pystate_context_switched(PyThreadState *ts);
+void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s);
 
-/* Called on every landing, right after sf_pystate_restore (hot path), with
- * `origin` the state just saved.  Returns nonzero if the landing changed the
- * current context: call sf_pystate_context_switched() once the landing's
- * bookkeeping is done (context watchers may run any code).
+/* Called on every landing, right after the switch (hot path), with `origin`
+ * the state just saved: nonzero if the landing changed the current context
+ * (call sf_pystate_context_switched() once the landing's bookkeeping is done:
+ * context watchers may run any code).  Runs nothing. */
+static inline int sf_pystate_context_changed(PyThreadState *ts, const sf_pystate *origin)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    return ts->context != origin->context;
+#else
+    (void)ts;
+    (void)origin;
+    return 0;
+#endif
+}
+
+/* Called on every landing once the switch's bookkeeping is done (hot path),
+ * on the stack of `s`, the state just restored: what may free objects, and
+ * so run code, which must not happen before the switch.
+ *
+ * 3.15: the code of its frames is brought up to the interpreter's
+ * instrumentation if it moved while the fiber was suspended.
  *
  * The trash can's list of deferred deallocations stays with the thread:
  * 3.13 defers every container deallocation while fewer than
@@ -154,21 +185,24 @@ void sf_pystate_context_switched(PyThreadState *ts);
  * only at a later deallocation with more than twice that left; 3.14+ does
  * the same by stack margins.  A fiber whose stack is small so hands its
  * garbage to the thread's list: free it as soon as a fiber with room runs. */
-static inline int sf_pystate_landed(PyThreadState *ts, const sf_pystate *origin)
+static inline void sf_pystate_landed(PyThreadState *ts, sf_pystate *s)
 {
 #if PY_VERSION_HEX >= 0x030E0000
+#  if PY_VERSION_HEX >= 0x030F0000
+    if (s->instrumentation_stale)
+        sf_pystate_instrument_landed(ts, s);
+#  else
+    (void)s;
+#  endif
     if (ts->delete_later)
         sf_pystate_trash_landed(ts);
-    return ts->context != origin->context;
 #elif PY_VERSION_HEX >= 0x030D0000
-    (void)origin;
+    (void)s;
     if (ts->delete_later && ts->c_recursion_remaining > 2 * Py_TRASHCAN_HEADROOM)
         _PyTrash_thread_destroy_chain(ts);
-    return 0;
 #else
     (void)ts;
-    (void)origin;
-    return 0;
+    (void)s;
 #endif
 }
 
