@@ -312,7 +312,10 @@ class Stress:
         except RuntimeError as e:  # its context is entered: it cannot be replaced
             assert "inside Context.run" in str(e) and entered, (e, fid)
         else:
-            assert not entered, fid
+            mf = m.f[fid]
+            assert not entered, ("the model has its context entered", fid, mf.frames, mf.base,
+                                 [(h.fid, h.state, h.foreign) for h in m.holders("ctx", mf.base)]
+                                 if mf.base is not None else None)
             m.f[fid].base = cid
             if cid is None:
                 m.f[fid].var = value
