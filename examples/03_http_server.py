@@ -1,6 +1,6 @@
 """03: an HTTP/1.1 keep-alive "hello world" server, written as blocking code.
 
-    python examples/03_http_server.py           # serve on 127.0.0.1:8080 until Ctrl-C
+    python examples/03_http_server.py           # serve on 127.0.0.1:8080 until Ctrl-C/SIGTERM
     python examples/03_http_server.py --demo    # serve, send requests on one connection, stop
 
 Each connection is a task that reads requests and answers them in a loop; keep-alive and
@@ -8,6 +8,7 @@ pipelining fall out of the loop (answers to requests that arrived together go in
 Try it with `curl -v http://127.0.0.1:8080/` or `wrk -c 100 http://127.0.0.1:8080/`.
 """
 
+import signal
 import sys
 from typing import BinaryIO
 
@@ -102,8 +103,10 @@ if __name__ == "__main__":
     if "--demo" in sys.argv:
         stackful.run(demo)
     else:
-        print("HTTP server on http://127.0.0.1:8080/ (Ctrl-C to stop)")
+        print("HTTP server on http://127.0.0.1:8080/ (Ctrl-C or kill to stop)")
         try:
-            stackful.run(serve_tcp, http, "127.0.0.1", 8080)
-        except KeyboardInterrupt:
-            pass
+            # SIGTERM too (a process manager's stop): handlers finish, then run() raises.
+            stackful.run(serve_tcp, http, "127.0.0.1", 8080,
+                         handle_signals=(signal.SIGINT, signal.SIGTERM))
+        except (KeyboardInterrupt, SystemExit):
+            print("stopped: every connection's handler has finished")
