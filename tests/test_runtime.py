@@ -673,7 +673,17 @@ def test_keyboard_interrupt_in_a_task_cancels_others_and_propagates() -> None:
     assert sorted(log) == ["main finally", "victim finally"]
 
 
-def test_real_sigint_while_tasks_run() -> None:
+# (signal, what run() raises, the handler back afterwards): SIGTERM is handled when asked.
+HANDLED_SIGNALS = [
+    pytest.param(signal.SIGINT, KeyboardInterrupt, signal.default_int_handler, id="SIGINT"),
+    pytest.param(signal.SIGTERM, SystemExit, signal.SIG_DFL, id="SIGTERM"),
+]
+
+
+@pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
+def test_real_signal_while_tasks_run(signum: int, raised: type, default: Any) -> None:
+    """The signal lands between bytecodes of a task (or the scheduler): every task is
+    cancelled and wound down, run() raises the signal's exception."""
     log: list[str] = []
 
     def victim() -> None:
@@ -685,21 +695,31 @@ def test_real_sigint_while_tasks_run() -> None:
     def main() -> None:
         spawn(victim)
         yield_now()
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signum)
         for _ in range(1000):  # the signal arrives between bytecodes of this loop
             yield_now()
 
-    with pytest.raises(KeyboardInterrupt):
-        vrun(main)
+    with pytest.raises(raised):
+        run(main, clock=VirtualClock(), handle_signals=(signal.SIGINT, signal.SIGTERM))
     assert log == ["victim finally"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signum) is default
 
 
-def test_real_sigint_while_the_hub_is_idle() -> None:
+@pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
+def test_real_signal_while_the_hub_is_idle(signum: int, raised: type, default: Any) -> None:
+    """The signal lands while the hub sleeps in the poller: the same, and SIGTERM's
+    ``SystemExit`` carries 128 + its number (a killed process's status)."""
     log: list[str] = []
 
+    def sleeper() -> None:
+        try:
+            sleep(30)
+        finally:
+            log.append("sleeper finally")
+
     def main() -> None:
-        timer = threading.Timer(0.005, os.kill, (os.getpid(), signal.SIGINT))
+        spawn(sleeper)
+        timer = threading.Timer(0.005, os.kill, (os.getpid(), signum))
         timer.start()
         try:
             sleep(30)  # real clock: the hub blocks in the poller until the signal
@@ -707,9 +727,24 @@ def test_real_sigint_while_the_hub_is_idle() -> None:
             log.append("main finally")
             timer.join()
 
-    with pytest.raises(KeyboardInterrupt):
-        run(main)
-    assert log == ["main finally"]
+    with pytest.raises(raised) as caught:
+        run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
+    if raised is SystemExit:
+        assert caught.value.code == 128 + signum
+    assert sorted(log) == ["main finally", "sleeper finally"]
+    assert signal.getsignal(signum) is default
+
+
+def test_sigint_alone_is_handled_by_default() -> None:
+    """Without handle_signals, SIGTERM keeps its default action: the runtime leaves it be."""
+    seen = []
+
+    def main() -> None:
+        seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+
+    run(main)
+    assert seen[0][0] is not signal.default_int_handler
+    assert seen[0][1] is signal.SIG_DFL
 
 
 # -- introspection and limits ----------------------------------------------------------------------
@@ -882,57 +917,6 @@ def test_timer_callback_error_ends_the_run_and_reaches_no_task(where: str) -> No
     with pytest.raises(ZeroDivisionError):
         run(main, clock=clock)
     assert seen == (["Cancelled", "Cancelled"] if where == "task" else ["Cancelled"])
-
-
-def test_sigterm_winds_down_like_ctrl_c_when_asked() -> None:
-    """handle_signals=(SIGINT, SIGTERM): SIGTERM landing while the hub idles cancels every
-    task (their ``finally`` runs) and run() raises SystemExit(143); the default handler is
-    back afterwards."""
-    log: list[str] = []
-
-    def sleeper() -> None:
-        try:
-            sleep(30)
-        finally:
-            log.append("sleeper finally")
-
-    def main() -> None:
-        spawn(sleeper)
-        timer = threading.Timer(0.005, os.kill, (os.getpid(), signal.SIGTERM))
-        timer.start()
-        try:
-            sleep(30)
-        finally:
-            log.append("main finally")
-            timer.join()
-
-    with pytest.raises(SystemExit) as caught:
-        run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
-    assert caught.value.code == 128 + signal.SIGTERM
-    assert sorted(log) == ["main finally", "sleeper finally"]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-
-
-def test_sigterm_in_the_middle_of_running_tasks() -> None:
-    """SIGTERM raised while tasks run (user code or the scheduler's) ends the run the same way."""
-    log: list[str] = []
-
-    def victim() -> None:
-        try:
-            sleep(100)
-        finally:
-            log.append("victim finally")
-
-    def main() -> None:
-        spawn(victim)
-        yield_now()
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(1000):
-            yield_now()
-
-    with pytest.raises(SystemExit):
-        run(main, handle_signals=[signal.SIGTERM, signal.SIGINT])
-    assert log == ["victim finally"]
 
 
 def test_a_signal_with_a_users_handler_is_left_to_it() -> None:
