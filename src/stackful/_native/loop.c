@@ -26,6 +26,8 @@
 
 static PyObject *str_end_batch, *str_name;
 
+static void list_for_trim(SchedulerCore *s, TaskCore *task);
+
 #define MAX_PARKED_TO_TRIM (1 << 20)  /* past that, tasks parking in I/O are not listed */
 
 /* ---- switching away ---- */
@@ -317,9 +319,8 @@ static PyObject *wait_io(SchedulerCore *s, int fd, int direction, int persistent
     }
     w->fd = fd;
     w->direction = direction;
-    if (!task->trim_listed && s->parked_io->len < MAX_PARKED_TO_TRIM &&
-        rq_push(s->parked_io, (PyObject *)task) == 0)
-        task->trim_listed = 1;  /* its stack is trimmed if the runtime idles */
+    if (!task->trim_listed)
+        list_for_trim(s, task);  /* its stack is trimmed if the runtime idles */
     PyObject *r = block_and_switch(s, task, (PyObject *)w, (PyObject *)w);
     return r;
 }
@@ -461,8 +462,7 @@ static PyObject *mod_wait_writable(PyObject *m, PyObject *fd)
  * poll saw nothing for Runtime's _TRIM_AFTER seconds), the stacks of the
  * listed tasks still parked in I/O are trimmed, one madvise each: an idle
  * connection then costs the page it rests on.  A busy runtime never idles
- * that long and pays nothing but the listing; each short poll sweeps a few
- * entries, dropping tasks that moved on. */
+ * that long and pays nothing but the listing (and, amortized, its sweeps). */
 
 static inline int parked_in_io(TaskCore *task)
 {
@@ -489,7 +489,20 @@ static Py_ssize_t sweep_parked(SchedulerCore *s, Py_ssize_t count, int trim)
     }
     PyErr_Clear();  /* a failed re-push just drops the entry */
     s->trims += trimmed;
+    s->sweep_at = 2 * s->parked_io->len + 64;
     return trimmed;
+}
+
+/* List a task about to park in an I/O wait.  Tasks that moved on (woken, or
+ * finished: the list would keep them alive) are dropped by a sweep of the
+ * whole list each time it has doubled since the last: O(1) per listing. */
+static void list_for_trim(SchedulerCore *s, TaskCore *task)
+{
+    if (s->parked_io->len >= s->sweep_at)
+        sweep_parked(s, s->parked_io->len, 0);
+    if (s->parked_io->len < MAX_PARKED_TO_TRIM && rq_push(s->parked_io, (PyObject *)task) == 0)
+        task->trim_listed = 1;
+    PyErr_Clear();
 }
 
 PyDoc_STRVAR(trim_parked_doc,
@@ -537,8 +550,6 @@ static PyObject *Sched_poll(SchedulerCore *s, PyObject *arg)
     }
     Py_ssize_t woken;
     Py_INCREF(s);
-    if (timeout != 0)
-        sweep_parked(s, 256, 0);  /* about to sleep: forget tasks that moved on */
     if (sf_is_epoll_poller(s->io)) {
         woken = sf_poller_poll((sf_poller *)s->io, timeout, wake_waiter, s);
     } else {

@@ -42,14 +42,6 @@ Py_ssize_t sf_poller_poll(sf_poller *p, double timeout, int (*wake)(PyObject *, 
 /* Is `obj` the native poller (else the Python fallback's)? */
 int sf_is_epoll_poller(PyObject *obj);
 
-/* The owner of a persistent `fd` read it and found it empty for `direction`
- * (a stream socket's recv returned less than asked): until an edge comes, it
- * is known to have nothing, and the next read can wait first instead of
- * failing with EAGAIN.  A no-op for an fd that is not persistent. */
-void sf_poller_mark_empty(sf_poller *p, int fd, int direction);
-/* Nothing has come for `direction` since the fd was marked empty. */
-int sf_poller_known_empty(const sf_poller *p, int fd, int direction);
-
 /* How many fds somebody waits on. */
 Py_ssize_t sf_poller_waiting(const sf_poller *p);
 

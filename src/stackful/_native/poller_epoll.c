@@ -6,10 +6,7 @@
  * - one-shot (persistent == 0): interest is exactly the directions somebody
  *   waits for (level-triggered), so nobody waiting means not registered;
  * - persistent: interest is IN|OUT|RDHUP, edge-triggered, until forgotten;
- *   ready[d] records an edge that arrived while nobody waited for d;
- *   empty[d] says the owner found nothing for d and no edge came since;
- *   hangup records a hang-up or error seen (a read then never waits first:
- *   it returns the end of the stream or the error, with no edge to come).
+ *   ready[d] records an edge that arrived while nobody waited for d.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -37,8 +34,6 @@ typedef struct {
     uint32_t interest;        /* what epoll holds for this fd; 0: not registered */
     unsigned char persistent;
     unsigned char ready[2];   /* persistent only: an edge nobody waited for */
-    unsigned char empty[2];   /* persistent only: read empty, no edge since */
-    unsigned char hangup;     /* persistent only: EPOLLRDHUP, HUP or ERR seen */
 } fd_record;
 
 struct sf_poller {
@@ -161,8 +156,6 @@ int sf_poller_wait(sf_poller *p, int fd, int direction, PyObject *waiter, int pe
             return -1;
         r->persistent = 1;
         r->ready[0] = r->ready[1] = 0;
-        r->empty[0] = r->empty[1] = 0;
-        r->hangup = 0;
     }
     if (r->persistent && r->ready[direction]) {
         r->ready[direction] = 0;
@@ -202,22 +195,6 @@ void sf_poller_cancel(sf_poller *p, int fd, int direction, PyObject *waiter)
 }
 
 Py_ssize_t sf_poller_waiting(const sf_poller *p) { return p->waiting; }
-
-void sf_poller_mark_empty(sf_poller *p, int fd, int direction)
-{
-    if (fd < 0 || fd >= p->nrecords || !p->records[fd].persistent || p->records[fd].hangup)
-        return;
-    /* Every edge harvested so far came before the read that found the fd
-     * empty (the hub harvests only while the reader is not running). */
-    p->records[fd].ready[direction] = 0;
-    p->records[fd].empty[direction] = 1;
-}
-
-int sf_poller_known_empty(const sf_poller *p, int fd, int direction)
-{
-    return fd >= 0 && fd < p->nrecords && p->records[fd].persistent &&
-           p->records[fd].empty[direction];
-}
 
 int sf_is_epoll_poller(PyObject *obj) { return obj && Py_IS_TYPE(obj, &PollerType); }
 
@@ -281,12 +258,9 @@ Py_ssize_t sf_poller_poll(sf_poller *p, double timeout, int (*wake)(PyObject *, 
         if (fd < 0 || fd >= p->nrecords)
             continue;
         fd_record *r = &p->records[fd];
-        if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-            r->hangup = 1;
         for (int d = 0; d < 2; d++) {
             if (!(ev & (d == SF_READ ? READ_EVENTS : WRITE_EVENTS)))
                 continue;
-            r->empty[d] = 0;
             PyObject *w = take_waiter(p, r, d);
             if (w) {
                 woken++;
@@ -467,8 +441,6 @@ static PyObject *Poller_forget(sf_poller *p, PyObject *arg)
     r->interest = 0;
     r->persistent = 0;
     r->ready[0] = r->ready[1] = 0;
-    r->empty[0] = r->empty[1] = 0;
-    r->hangup = 0;
     for (int d = 0; d < 2; d++) {
         PyObject *w = take_waiter(p, r, d);
         if (!w)

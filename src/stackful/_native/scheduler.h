@@ -55,6 +55,7 @@ typedef struct {
     ReadyQueue *parked_io;   /* tasks that parked in I/O waits, each once: their stacks are
                                 trimmed when the runtime has been idle a while (loop.c) */
     Py_ssize_t trims;        /* stacks trimmed that way, in all */
+    Py_ssize_t sweep_at;     /* parked_io's length that makes it drop tasks that moved on */
 } SchedulerCore;
 
 extern PyTypeObject ReadyQueueType, TaskCoreType, SchedulerCoreType;

@@ -21,22 +21,15 @@
 
 static PyObject *str_fileno, *str_accept;
 
-/* The stdlib's socket object keeps its fd right after the object head, then
- * its family and type (its PySocketSockObject has begun so since Python 2).
- * That is checked on real sockets at start-up; if it ever does not hold,
- * fileno() is called instead, and no socket counts as a stream. */
+/* The stdlib's socket object keeps its fd right after the object head (its
+ * PySocketSockObject has begun so since Python 2).  That is checked on a real
+ * socket at start-up; if it ever does not hold, fileno() is called instead. */
 static PyTypeObject *std_socket_type;
-static int fd_after_head, type_after_fd;
+static int fd_after_head;
 
 static inline int *fd_slot(PyObject *sock)
 {
     return (int *)((char *)sock + sizeof(PyObject));
-}
-
-static inline int is_stream(PyObject *sock)
-{
-    return type_after_fd && PyObject_TypeCheck(sock, std_socket_type) &&
-           (fd_slot(sock)[2] & 0xf) == SOCK_STREAM;
 }
 
 static int socket_fd(PyObject *sock, int *fd)
@@ -93,42 +86,6 @@ static int wait_ready(int fd, int direction)
     }
 }
 
-/* The running runtime's epoll poller, or NULL (no runtime, or the fallback). */
-static sf_poller *running_poller(void)
-{
-    PyObject **slot = sf_thread_scheduler_slot();
-    if (!slot) {
-        PyErr_Clear();
-        return NULL;
-    }
-    PyObject *io = *slot ? ((SchedulerCore *)*slot)->io : NULL;
-    return sf_is_epoll_poller(io) ? (sf_poller *)io : NULL;
-}
-
-/* A stream's read: a read that came back short emptied the socket, and until
- * the poller sees an edge nothing more is there; the read after it then waits
- * first, sparing the recv that would fail with EAGAIN (one system call of
- * about three per request of a request-reply protocol).  Only for flags 0:
- * MSG_PEEK and the like leave the data where it is. */
-static int wait_if_known_empty(PyObject *sock, int *fd, int flags)
-{
-    if (flags || !is_stream(sock))
-        return 0;
-    sf_poller *p = running_poller();
-    if (!p || !sf_poller_known_empty(p, *fd, SF_READ))
-        return 0;
-    return wait_ready(*fd, SF_READ) < 0 || socket_fd(sock, fd) < 0 ? -1 : 0;
-}
-
-static void note_read(PyObject *sock, int fd, int flags, Py_ssize_t got, Py_ssize_t asked)
-{
-    if (got > 0 && got < asked && !flags && is_stream(sock)) {
-        sf_poller *p = running_poller();
-        if (p)
-            sf_poller_mark_empty(p, fd, SF_READ);
-    }
-}
-
 /* After a system call failed with `errno`: 1 to retry (after waiting if it
  * would have blocked), 0 with an exception set otherwise. */
 static int should_retry(int fd, int direction)
@@ -162,14 +119,10 @@ static char scratch[SCRATCH_SIZE];
 
 static PyObject *recv_via_scratch(PyObject *sock, int fd, Py_ssize_t size, int flags)
 {
-    if (wait_if_known_empty(sock, &fd, flags) < 0)
-        return NULL;
     for (;;) {
         ssize_t n = recv(fd, scratch, (size_t)size, flags);
-        if (n >= 0) {
-            note_read(sock, fd, flags, n, size);
+        if (n >= 0)
             return PyBytes_FromStringAndSize(scratch, n);
-        }
         if (!should_retry(fd, SF_READ) || socket_fd(sock, &fd) < 0)
             return NULL;
     }
@@ -252,14 +205,9 @@ static PyObject *mod_sock_recv_into(PyObject *m, PyObject *const *args, Py_ssize
         return NULL;
     }
     PyObject *result = NULL;
-    if (wait_if_known_empty(args[0], &fd, flags) < 0) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
     for (;;) {
         ssize_t n = recv(fd, view.buf, (size_t)nbytes, flags);
         if (n >= 0) {
-            note_read(args[0], fd, flags, n, nbytes);
             result = PyLong_FromSsize_t(n);
             break;
         }
@@ -358,14 +306,20 @@ static PyMethodDef socket_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
-/* Does a socket of `kind` made for the purpose hold fd, family and type
- * where fd_slot() says?  1 if so (the fd checked only when `fd_only`). */
-static int layout_holds(PyObject *type, int kind, int fd_only)
+/* Check, on a socket made for the purpose, that the fd sits where socket_fd()
+ * reads it; any doubt leaves fileno() in use. */
+static void check_fd_layout(void)
 {
-    PyObject *sock = PyObject_CallFunction(type, "ii", AF_INET, kind);
+    PyObject *mod = PyImport_ImportModule("_socket");
+    PyObject *type = mod ? PyObject_GetAttrString(mod, "socket") : NULL;
+    PyObject *sock = type ? PyObject_CallNoArgs(type) : NULL;
     PyObject *fileno = sock ? PyObject_CallMethodNoArgs(sock, str_fileno) : NULL;
-    int holds = fileno && PyLong_AsLong(fileno) == fd_slot(sock)[0] && fd_slot(sock)[0] >= 0 &&
-                (fd_only || (fd_slot(sock)[1] == AF_INET && (fd_slot(sock)[2] & 0xf) == kind));
+    if (fileno && PyType_Check(type) &&
+        ((PyTypeObject *)type)->tp_basicsize >= (Py_ssize_t)(sizeof(PyObject) + sizeof(int)) &&
+        PyLong_AsLong(fileno) == *fd_slot(sock) && *fd_slot(sock) >= 0) {
+        std_socket_type = (PyTypeObject *)Py_NewRef(type);
+        fd_after_head = 1;
+    }
     if (sock) {
         PyObject *r = PyObject_CallMethod(sock, "close", NULL);
         Py_XDECREF(r);
@@ -373,23 +327,6 @@ static int layout_holds(PyObject *type, int kind, int fd_only)
     PyErr_Clear();
     Py_XDECREF(fileno);
     Py_XDECREF(sock);
-    return holds;
-}
-
-/* Check, on sockets made for the purpose, where the fd (and the type) sit;
- * any doubt leaves fileno() in use (and no socket taken for a stream). */
-static void check_fd_layout(void)
-{
-    PyObject *mod = PyImport_ImportModule("_socket");
-    PyObject *type = mod ? PyObject_GetAttrString(mod, "socket") : NULL;
-    if (type && PyType_Check(type) &&
-        ((PyTypeObject *)type)->tp_basicsize >= (Py_ssize_t)(sizeof(PyObject) + 3 * sizeof(int)) &&
-        layout_holds(type, SOCK_STREAM, 1)) {
-        std_socket_type = (PyTypeObject *)Py_NewRef(type);
-        fd_after_head = 1;
-        type_after_fd = layout_holds(type, SOCK_STREAM, 0) && layout_holds(type, SOCK_DGRAM, 0);
-    }
-    PyErr_Clear();
     Py_XDECREF(type);
     Py_XDECREF(mod);
 }
