@@ -40,6 +40,7 @@ import resource
 import sys
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -651,7 +652,7 @@ class Stress:
         out = []
         for fid, mf in sorted(self.model.f.items()):
             f = self.world.refs[fid]()
-            held = [type(r).__name__ for r in gc.get_referrers(f)] if f is not None else []
+            held = _referrer_chains(f) if f is not None else []
             out.append(f"{fid}: model {mf}, real {f and f.state}, held by {held}")
         return out
 
@@ -675,6 +676,34 @@ class Stress:
         f = self.world.refs[fid]()
         assert f is not None, fid
         return f.switch(msg)
+
+
+def _referrer_chains(obj: object, depth: int = 4) -> list[str]:
+    """Who holds `obj`, and who holds them, `depth` levels up: type names (and a frame's
+    function), enough to tell a leak's shape from a failure report."""
+    def name(o: object) -> str:
+        if isinstance(o, types.FrameType):
+            return f"frame {o.f_code.co_qualname}"
+        return type(o).__name__
+
+    out: list[str] = []
+    ours: set[int] = {id(out)}  # the walk's own lists refer to what they list
+
+    def walk(o: object, path: list[str], seen: set[int]) -> None:
+        raw = gc.get_referrers(o)
+        refs: list[object] = []
+        ours.update((id(raw), id(refs)))
+        for r in raw:
+            if id(r) not in seen and id(r) not in ours:
+                refs.append(r)
+        if not refs or len(path) >= depth:
+            out.append(" <- ".join(path) + ("" if refs else " <- (nothing)"))
+            return
+        for r in refs[:4]:
+            walk(r, [*path, name(r)], seen | {id(r)})
+
+    walk(obj, [name(obj)], {id(obj)})
+    return out
 
 
 # ---------------------------------------------------------------- the long profile
