@@ -99,6 +99,12 @@ _CONNECTING = frozenset({_errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR})
 # The stdlib keeps timeouts as int64 nanoseconds: larger ones are an OverflowError there too.
 _MAX_TIMEOUT = (2**63 - 1) / 1e9
 _GLOBAL_DEFAULT_TIMEOUT: Any = _std._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+# The stdlib's own, taken now: stackful.monkey may later put ours in their place in the
+# socket module, and these must not then call themselves.
+_StdSocket = _std.socket
+_std_getaddrinfo = _std.getaddrinfo
+_std_getnameinfo = _std.getnameinfo
+_std_create_server = _std.create_server
 
 
 def _check_timeout_value(value: object) -> float | None:
@@ -152,7 +158,7 @@ def _poll_thread(fd: int, events: int, deadline: float | None) -> None:
         raise TimeoutError("timed out")
 
 
-class socket(_std.socket):
+class socket(_StdSocket):
     """A socket whose blocking calls park the running task (see the module docstring).
 
     It *is* a ``socket.socket`` (a subclass), so libraries that check
@@ -177,12 +183,12 @@ class socket(_std.socket):
             asked_nonblocking = type != -1 and type & _NONBLOCK
             if type == -1:
                 type = SOCK_STREAM
-            _std.socket.__init__(self, family, type | _NONBLOCK, proto)
+            _StdSocket.__init__(self, family, type | _NONBLOCK, proto)
             if not _NONBLOCK:
                 _ss_setblocking(self, False)
         else:
             asked_nonblocking = type != -1 and type & _NONBLOCK
-            _std.socket.__init__(self, family, type, proto, fileno)
+            _StdSocket.__init__(self, family, type, proto, fileno)
             _ss_setblocking(self, False)  # an fd we did not create: make it non-blocking
         self._timeout = 0.0 if asked_nonblocking else getdefaulttimeout()
 
@@ -603,7 +609,7 @@ def getaddrinfo(
     Everything here (``create_connection``) resolves through this one function.
     """
     result: list[tuple[AddressFamily, SocketKind, int, str, Any]]
-    result = _std.getaddrinfo(host, port, family, type, proto, flags)  # type: ignore[assignment]
+    result = _std_getaddrinfo(host, port, family, type, proto, flags)  # type: ignore[assignment]
     return result
 
 
@@ -612,7 +618,7 @@ def getnameinfo(sockaddr: tuple[Any, ...], flags: int, /) -> tuple[str, str]:
 
     TODO(issue 9): inside a runtime, run it on the thread pool so the task parks instead.
     """
-    return _std.getnameinfo(sockaddr, flags)
+    return _std_getnameinfo(sockaddr, flags)
 
 
 def create_connection(
@@ -670,7 +676,8 @@ def create_server(
     ``dualstack_ipv6=True`` accepts IPv4 too (see ``has_dualstack_ipv6()``); an
     ``AF_UNIX`` path works as well.
     """
-    sock = _std.create_server(address, family=family, backlog=backlog,
+    sock = _std_create_server(address, family=family, backlog=backlog,
                               reuse_port=reuse_port, dualstack_ipv6=dualstack_ipv6)
-    return from_stdlib_socket(sock)
+    # Ours already when stackful.monkey has patched the socket module.
+    return sock if isinstance(sock, socket) else from_stdlib_socket(sock)
 

@@ -726,6 +726,10 @@ class Runtime(SchedulerCore):
         """
         fd = fileno_of(obj)
         for task, what in self.io.forget(fd):
+            if task.state is not BLOCKED:
+                # Woken already by another of the fds it waits on at once (a cooperative
+                # select()): it drops this registration itself when it runs.
+                continue
             self.wake_with_exception(
                 task, ClosedResourceError(f"fd {fd} was closed while a task waited for it "
                                           f"to become {what}"))

@@ -1,0 +1,211 @@
+"""Make existing blocking code cooperative: ``stackful.monkey.patch_all()``.
+
+After ``patch_all()`` a library written for threads -- ``urllib``, ``http.client``, ``smtplib``,
+redis-py, a pure-Python database driver -- runs unchanged inside tasks, and its waits park the
+task instead of the thread::
+
+    import stackful, stackful.monkey
+    stackful.monkey.patch_all()          # once, at start-up, before the libraries make objects
+
+Every patched callable **dispatches**: called in a task of the runtime running on this thread,
+it parks the task; called anywhere else -- a plain thread, the scheduler itself, a thread with
+no runtime -- it does exactly what the stdlib's does.  Threads stay real OS threads (unlike
+gevent, ``threading.Thread`` is not replaced), so code in other threads keeps working, and
+objects shared between tasks and threads (a ``threading.Lock``, a ``queue.Queue``) serve both.
+
+What each patch replaces (``patch_X()`` applies one, ``is_patched("X")`` tells):
+
+* ``time``: ``time.sleep``.
+* ``socket``: ``socket.socket`` (the class: stackful's cooperative subclass),
+  ``create_connection``, ``create_server``, ``socketpair``, ``fromfd``.
+* ``ssl``: every ``ssl.SSLContext``'s ``sslsocket_class`` (so ``wrap_socket`` makes
+  cooperative TLS sockets), ``ssl.create_connection``.
+* ``select``: ``select.select``, ``select.poll``, ``select.epoll``, and the stdlib objects
+  ``selectors.PollSelector``/``EpollSelector`` (``DefaultSelector``) build on.
+
+Only objects made after the patch are cooperative: a socket or selector made before it stays
+the stdlib's.  :func:`unpatch_all` puts the originals back (for tests).
+"""
+
+from __future__ import annotations
+
+import _thread
+import operator
+import select as _select
+import selectors as _selectors
+import socket as _socket
+import ssl as _ssl
+import sys
+import time as _time
+from collections.abc import Callable
+from typing import Any
+
+from . import _monkey_select, _sockets
+from . import ssl as _stackful_ssl
+from ._native import get_thread_scheduler
+
+__all__ = [
+    "is_patched", "patch_all", "patch_select", "patch_socket", "patch_ssl", "patch_time",
+    "unpatch", "unpatch_all",
+]
+
+_MISSING = object()
+_guard = _thread.allocate_lock()
+# name -> what it replaced, as (owner, attribute, original or _MISSING), in the order applied.
+_applied: dict[str, list[tuple[Any, str, Any]]] = {}
+_NAMES = ("time", "socket", "ssl", "select")
+
+
+def _apply(name: str, changes: Callable[[], list[tuple[Any, str, Any]]]) -> None:
+    """Apply ``changes()`` (owner, attribute, new value) under ``name``, once."""
+    with _guard:
+        if name in _applied:
+            return
+        saved: list[tuple[Any, str, Any]] = []
+        try:
+            for owner, attr, value in changes():
+                saved.append((owner, attr, vars(owner).get(attr, _MISSING)))
+                setattr(owner, attr, value)
+        except BaseException:
+            _restore(saved)
+            raise
+        _applied[name] = saved
+
+
+def _restore(saved: list[tuple[Any, str, Any]]) -> None:
+    for owner, attr, original in reversed(saved):
+        if original is _MISSING:
+            delattr(owner, attr)
+        else:
+            setattr(owner, attr, original)
+
+
+def is_patched(name: str) -> bool:
+    """True if the patch ``name`` (``"time"``, ``"socket"``, ...) is applied."""
+    if name not in _NAMES:
+        raise ValueError(f"no patch named {name!r}; the patches are {', '.join(_NAMES)}")
+    return name in _applied
+
+
+def unpatch(name: str) -> None:
+    """Put back what the patch ``name`` replaced (a no-op if it is not applied).
+
+    Objects made while it was applied (cooperative sockets, hybrid locks) stay what they are.
+    """
+    is_patched(name)  # checks the name
+    with _guard:
+        saved = _applied.pop(name, None)
+        if saved is not None:
+            _restore(saved)
+
+
+def unpatch_all() -> None:
+    """Put back everything the patches replaced, newest first."""
+    for name in reversed(list(_applied)):
+        unpatch(name)
+
+
+def patch_all(*, time: bool = True, socket: bool = True, ssl: bool = True,
+              select: bool = True) -> None:
+    """Apply every patch (or those left True); each is applied once however often called."""
+    if time:
+        patch_time()
+    if socket:
+        patch_socket()
+    if select:
+        patch_select()
+    if ssl:
+        patch_ssl()
+
+
+# -- time -----------------------------------------------------------------------------------------
+
+_std_sleep = _time.sleep
+
+
+def sleep(secs: float, /) -> None:
+    """``time.sleep``: in a task of this thread's runtime, ``stackful.sleep`` (the task parks,
+    on the runtime's clock); elsewhere the stdlib's."""
+    rt = get_thread_scheduler()
+    if rt is None or rt.current is None:
+        return _std_sleep(secs)
+    if isinstance(secs, float):
+        seconds = float(secs)
+    else:
+        try:
+            seconds = float(operator.index(secs))
+        except TypeError:
+            return _std_sleep(secs)  # raises the stdlib's TypeError
+    if not 0.0 <= seconds < _monkey_select._MAX_SECONDS:
+        return _std_sleep(secs)  # raises the stdlib's ValueError or OverflowError
+    rt.sleep(seconds)
+    return None
+
+
+def patch_time() -> None:
+    """``time.sleep`` parks a task (see :func:`sleep`)."""
+    _apply("time", lambda: [(_time, "sleep", sleep)])
+
+
+# -- socket ---------------------------------------------------------------------------------------
+
+
+def patch_socket() -> None:
+    """``socket.socket`` and its constructors make cooperative sockets (:mod:`stackful.socket`).
+
+    The stdlib's own helpers look ``socket`` up in their module when called, so
+    ``http.client``, ``urllib``, ``smtplib``, ``ftplib`` and ``socketserver`` get cooperative
+    sockets; a socket outside a task blocks the thread exactly like the stdlib's, so code in
+    plain threads (and ``asyncio``, whose sockets are non-blocking) is unaffected.
+    """
+    _apply("socket", lambda: [
+        (_socket, "socket", _sockets.socket),
+        (_socket, "create_connection", _sockets.create_connection),
+        (_socket, "create_server", _sockets.create_server),
+        (_socket, "socketpair", _sockets.socketpair),
+        (_socket, "fromfd", _sockets.fromfd),
+    ])
+
+
+# -- ssl ------------------------------------------------------------------------------------------
+
+
+def patch_ssl() -> None:
+    """``SSLContext.wrap_socket`` makes cooperative TLS sockets (:mod:`stackful.ssl`).
+
+    ``ssl.create_connection`` (which ``ssl.get_server_certificate`` uses) is stackful's too.
+    Memory-BIO TLS (``wrap_bio``, what asyncio uses) does no I/O and is left alone.
+    """
+    _apply("ssl", lambda: [
+        (_ssl.SSLContext, "sslsocket_class", _stackful_ssl.SSLSocket),
+        (_ssl, "create_connection", _sockets.create_connection),
+    ])
+
+
+# -- select ---------------------------------------------------------------------------------------
+
+
+def patch_select() -> None:
+    """``select.select``, ``select.poll`` and ``select.epoll`` park a task (see
+    :mod:`stackful._monkey_select`), and so do the selectors made afterwards
+    (``selectors.DefaultSelector``, ``PollSelector``, ``SelectSelector``)."""
+
+    def changes() -> list[tuple[Any, str, Any]]:
+        out: list[tuple[Any, str, Any]] = [
+            (_select, "select", _monkey_select.select),
+            (_select, "poll", _monkey_select.poll),
+            (_select, "epoll", _monkey_select.epoll),
+            # Bound when selectors was imported.
+            (_selectors.PollSelector, "_selector_cls", _monkey_select.poll),
+            (_selectors.EpollSelector, "_selector_cls", _monkey_select.epoll),
+        ]
+        if vars(_selectors.SelectSelector).get("_select") is _monkey_select.std_select:
+            # A builtin there is no method; a staticmethod keeps ours one too.
+            out.append((_selectors.SelectSelector, "_select",
+                        staticmethod(_monkey_select.select)))
+        pty = sys.modules.get("pty")  # did `from select import select`
+        if pty is not None and getattr(pty, "select", None) is _monkey_select.std_select:
+            out.append((pty, "select", _monkey_select.select))
+        return out
+
+    _apply("select", changes)
