@@ -520,8 +520,11 @@ static int wake_waiter(PyObject *waiter, void *arg)
 {
     SchedulerCore *s = arg;
     if (!PyObject_TypeCheck(waiter, &TaskCoreType)) {
-        PyErr_Format(PyExc_RuntimeError, "the poller held %R, not a task", waiter);
-        return -1;
+        /* The runtime's own callbacks (the thread bridge's wake-up fd): a call
+         * that only records the event -- the poller is mid-iteration. */
+        PyObject *r = PyObject_CallNoArgs(waiter);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
     }
     TaskCore *task = (TaskCore *)waiter;
     if (task->state != STATE_BLOCKED)
