@@ -56,7 +56,9 @@ from ._native import sock_recv as _c_recv
 from ._native import sock_recv_into as _c_recv_into
 from ._native import sock_send as _c_send
 from ._native import sock_sendall as _c_sendall
+from ._core import to_thread as _to_thread
 from .lowlevel import current_time as _runtime_time
+from .lowlevel import in_task as _in_task
 from .runtime_api import notify_closing as _notify_closing
 from .runtime_api import sleep as _runtime_sleep
 from .runtime_api import wait_readable as _runtime_wait_readable
@@ -589,6 +591,25 @@ def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:
     return socket(family, type, proto, _os.dup(fd))
 
 
+# The stdlib's resolvers, kept from import time (patch_all() may later put ours in their place).
+_blocking_getaddrinfo = _std.getaddrinfo
+_blocking_getnameinfo = _std.getnameinfo
+
+
+def _is_ip_literal(host: bytes | str | None) -> bool:
+    """None or a numeric address: resolving it asks no name server."""
+    if host is None:
+        return True
+    text = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            _socket.inet_pton(family, text.partition("%")[0])  # an IPv6 zone index aside
+            return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
 def getaddrinfo(
     host: bytes | str | None,
     port: bytes | str | int | None,
@@ -597,22 +618,29 @@ def getaddrinfo(
     proto: int = 0,
     flags: int = 0,
 ) -> list[tuple[AddressFamily, SocketKind, int, str, Any]]:
-    """The stdlib's ``getaddrinfo``: it still blocks the thread.
+    """The stdlib's ``getaddrinfo``; in a task a name is resolved on a worker thread
+    (``stackful.to_thread``), so the task parks while the name server answers.
 
-    TODO(issue 9): inside a runtime, run it on the thread pool so the task parks instead.
-    Everything here (``create_connection``) resolves through this one function.
+    An IP literal (or None) resolves at once, asking nobody.  Cancelling the task stops its
+    wait; the lookup itself finishes on its thread.  Everything here (``create_connection``)
+    resolves through this one function.
     """
     result: list[tuple[AddressFamily, SocketKind, int, str, Any]]
-    result = _std.getaddrinfo(host, port, family, type, proto, flags)  # type: ignore[assignment]
+    if _in_task() and not _is_ip_literal(host):
+        result = _to_thread(_blocking_getaddrinfo, host, port, family, type, proto, flags)
+    else:
+        result = _blocking_getaddrinfo(  # type: ignore[assignment]
+            host, port, family, type, proto, flags)
     return result
 
 
 def getnameinfo(sockaddr: tuple[Any, ...], flags: int, /) -> tuple[str, str]:
-    """The stdlib's ``getnameinfo``: it still blocks the thread.
-
-    TODO(issue 9): inside a runtime, run it on the thread pool so the task parks instead.
-    """
-    return _std.getnameinfo(sockaddr, flags)
+    """The stdlib's ``getnameinfo``; in a task it runs on a worker thread (a reverse lookup
+    asks a name server), so the task parks meanwhile."""
+    if _in_task():
+        result: tuple[str, str] = _to_thread(_blocking_getnameinfo, sockaddr, flags)
+        return result
+    return _blocking_getnameinfo(sockaddr, flags)
 
 
 def create_connection(
