@@ -49,6 +49,7 @@ from socket import (
 from typing import Any
 
 from ._core import current_runtime_or_none as _runtime_or_none
+from ._core import to_thread as _to_thread
 from ._native import _wait_readable as _persistent_wait_readable
 from ._native import _wait_writable as _persistent_wait_writable
 from ._native import sock_accept as _c_accept
@@ -56,7 +57,6 @@ from ._native import sock_recv as _c_recv
 from ._native import sock_recv_into as _c_recv_into
 from ._native import sock_send as _c_send
 from ._native import sock_sendall as _c_sendall
-from ._core import to_thread as _to_thread
 from .lowlevel import current_time as _runtime_time
 from .lowlevel import in_task as _in_task
 from .runtime_api import notify_closing as _notify_closing
