@@ -543,14 +543,9 @@ PyDoc_STRVAR(poll_doc,
 
 static PyObject *Sched_poll(SchedulerCore *s, PyObject *arg)
 {
-    double timeout = -1;
-    if (arg != Py_None) {
-        timeout = PyFloat_AsDouble(arg);
-        if (timeout == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (timeout < 0)
-            timeout = 0;
-    }
+    double timeout;
+    if (sf_poll_timeout(arg, &timeout) < 0)
+        return NULL;
     Py_ssize_t woken;
     Py_INCREF(s);
     if (sf_is_epoll_poller(s->io)) {
