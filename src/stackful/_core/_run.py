@@ -34,6 +34,7 @@ from .._native import (
     get_thread_scheduler,
     set_thread_scheduler,
 )
+from ._bridge import ThreadBridge
 from ._clock import Clock, SystemClock
 from ._exceptions import Cancelled, ClosedResourceError, DeadlockError, TooManyTasksError
 from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of
@@ -185,6 +186,8 @@ class Runtime(SchedulerCore):
         self._reported: set[int] = set()
         # The target of every task fiber, bound once.
         self._entry = self._task_body
+        # How other threads post to this runtime: made on first use (to_thread, a token).
+        self._bridge: ThreadBridge | None = None
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -209,6 +212,8 @@ class Runtime(SchedulerCore):
         finally:
             self._restore_signal_handlers(old_handlers)
             self.closed = True
+            if self._bridge is not None:
+                self._bridge.close()
             set_thread_scheduler(None)
             self.timers.clear()
             self.io.close()
@@ -247,7 +252,16 @@ class Runtime(SchedulerCore):
                 continue
             if not self._live:
                 return
-            if self.timers.active or self.io.waiting:
+            bridge = self._bridge
+            if bridge is None:
+                if self.timers.active or self.io.waiting:
+                    self._wait_for_events()
+                    continue
+            elif bridge.pending:
+                bridge.run_posted()
+                continue
+            elif (self.timers.active or self.io.waiting > bridge.armed
+                  or bridge.expecting):
                 self._wait_for_events()
                 continue
             # Nothing is ready and nothing can ever make a task ready.
@@ -288,6 +302,9 @@ class Runtime(SchedulerCore):
         if not woken and deadline is not None:
             self.clock.idle_expired(deadline)
         self.timers.fire_due(self.clock.now(), self._on_interrupt)
+        bridge = self._bridge
+        if bridge is not None and bridge.pending:
+            bridge.run_posted()
         self._countdown = self._batch_size()
 
     def _batch_size(self) -> int:
@@ -303,6 +320,9 @@ class Runtime(SchedulerCore):
             self.timers.fire_due(self.clock.now(), self._on_interrupt)
         if self.io.waiting:
             self._poll(0)
+        bridge = self._bridge
+        if bridge is not None and bridge.pending:
+            bridge.run_posted()
         self._countdown = self._batch_size()
 
     def _end_batch(self) -> bool:
@@ -733,6 +753,18 @@ class Runtime(SchedulerCore):
             self.wake_with_exception(
                 task, ClosedResourceError(f"fd {fd} was closed while a task waited for it "
                                           f"to become {what}"))
+
+    # -- other threads -------------------------------------------------------------------------
+
+    def thread_bridge(self) -> ThreadBridge:
+        """The queue through which other threads reach this runtime (made on first use, on the
+        runtime's thread while it runs)."""
+        bridge = self._bridge
+        if bridge is None:
+            self.check_thread("reaching the runtime from other threads")
+            bridge = self._bridge = ThreadBridge(self)
+            bridge.arm()
+        return bridge
 
     # -- introspection ---------------------------------------------------------------------------
 

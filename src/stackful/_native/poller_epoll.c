@@ -466,16 +466,23 @@ PyDoc_STRVAR(poll_doc,
 "Wait up to `timeout` seconds (None: forever) and return the waiters whose fd\n"
 "is ready.  The GIL is released while it blocks.");
 
+int sf_poll_timeout(PyObject *arg, double *timeout)
+{
+    *timeout = -1;
+    if (arg == Py_None)
+        return 0;
+    double t = PyFloat_AsDouble(arg);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    *timeout = t < 0 ? 0 : t;  /* a deadline already past: just look */
+    return 0;
+}
+
 static PyObject *Poller_poll(sf_poller *p, PyObject *arg)
 {
-    double timeout = -1;
-    if (arg != Py_None) {
-        timeout = PyFloat_AsDouble(arg);
-        if (timeout == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (timeout < 0)
-            timeout = 0;
-    }
+    double timeout;
+    if (sf_poll_timeout(arg, &timeout) < 0)
+        return NULL;
     PyObject *woken = PyList_New(0);
     if (!woken)
         return NULL;
