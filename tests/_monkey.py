@@ -28,6 +28,11 @@ PATCHED_NAMES = {
                ("selectors.PollSelector", "_selector_cls"),
                ("selectors.EpollSelector", "_selector_cls"),
                ("selectors.SelectSelector", "_select")],
+    "dns": [("socket", n) for n in ("getaddrinfo", "getnameinfo", "gethostbyname",
+                                    "gethostbyname_ex", "gethostbyaddr")],
+    "threading": [("threading", "Lock"), ("threading", "_allocate_lock"), ("threading", "RLock"),
+                  ("threading.Thread", "join")],
+    "queue": [("queue", "SimpleQueue")],
 }
 
 

@@ -18,10 +18,19 @@ What each patch replaces (``patch_X()`` applies one, ``is_patched("X")`` tells):
 * ``time``: ``time.sleep``.
 * ``socket``: ``socket.socket`` (the class: stackful's cooperative subclass),
   ``create_connection``, ``create_server``, ``socketpair``, ``fromfd``.
+* ``dns``: ``socket.getaddrinfo``, ``getnameinfo``, ``gethostbyname``, ``gethostbyname_ex``,
+  ``gethostbyaddr`` (and so ``getfqdn``) run on a worker thread (``stackful.to_thread``).
 * ``ssl``: every ``ssl.SSLContext``'s ``sslsocket_class`` (so ``wrap_socket`` makes
   cooperative TLS sockets), ``ssl.create_connection``.
 * ``select``: ``select.select``, ``select.poll``, ``select.epoll``, and the stdlib objects
   ``selectors.PollSelector``/``EpollSelector`` (``DefaultSelector``) build on.
+* ``threading``: ``threading.Lock`` (and ``_allocate_lock``) and ``RLock`` become hybrid locks
+  (:mod:`stackful._hybrid_locks`) that park a task and block a thread, correct when tasks of
+  any runtimes and plain threads share one; ``Condition``, ``Event``, ``Semaphore``,
+  ``BoundedSemaphore``, ``Barrier`` and ``Timer`` are the stdlib's code on top of them.
+  ``Thread.join`` in a task waits on a worker thread.
+* ``queue``: ``queue.SimpleQueue`` becomes hybrid; ``Queue``, ``LifoQueue`` and
+  ``PriorityQueue`` are built on ``threading``'s locks, so this patch applies ``threading`` too.
 
 Only objects made after the patch are cooperative: a socket or selector made before it stays
 the stdlib's.  :func:`unpatch_all` puts the originals back (for tests).
@@ -30,30 +39,34 @@ the stdlib's.  :func:`unpatch_all` puts the originals back (for tests).
 from __future__ import annotations
 
 import _thread
+import functools
 import operator
+import queue as _queue
 import select as _select
 import selectors as _selectors
 import socket as _socket
 import ssl as _ssl
 import sys
+import threading as _threading
 import time as _time
 from collections.abc import Callable
 from typing import Any
 
-from . import _monkey_select, _sockets
+from . import _hybrid_locks, _monkey_select, _sockets
 from . import ssl as _stackful_ssl
+from ._core import to_thread
 from ._native import get_thread_scheduler
 
 __all__ = [
-    "is_patched", "patch_all", "patch_select", "patch_socket", "patch_ssl", "patch_time",
-    "unpatch", "unpatch_all",
+    "is_patched", "patch_all", "patch_dns", "patch_queue", "patch_select", "patch_socket",
+    "patch_ssl", "patch_threading", "patch_time", "unpatch", "unpatch_all",
 ]
 
 _MISSING = object()
 _guard = _thread.allocate_lock()
 # name -> what it replaced, as (owner, attribute, original or _MISSING), in the order applied.
 _applied: dict[str, list[tuple[Any, str, Any]]] = {}
-_NAMES = ("time", "socket", "ssl", "select")
+_NAMES = ("time", "socket", "dns", "ssl", "select", "threading", "queue")
 
 
 def _apply(name: str, changes: Callable[[], list[tuple[Any, str, Any]]]) -> None:
@@ -105,17 +118,23 @@ def unpatch_all() -> None:
         unpatch(name)
 
 
-def patch_all(*, time: bool = True, socket: bool = True, ssl: bool = True,
-              select: bool = True) -> None:
+def patch_all(*, time: bool = True, socket: bool = True, dns: bool = True, ssl: bool = True,
+              select: bool = True, threading: bool = True, queue: bool = True) -> None:
     """Apply every patch (or those left True); each is applied once however often called."""
     if time:
         patch_time()
     if socket:
         patch_socket()
+    if dns:
+        patch_dns()
     if select:
         patch_select()
     if ssl:
         patch_ssl()
+    if threading:
+        patch_threading()
+    if queue:
+        patch_queue()
 
 
 # -- time -----------------------------------------------------------------------------------------
@@ -209,3 +228,62 @@ def patch_select() -> None:
         return out
 
     _apply("select", changes)
+
+
+# -- dns ------------------------------------------------------------------------------------------
+
+
+def _on_worker_thread(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``original`` run by ``to_thread`` in a task of this thread's runtime, else directly."""
+
+    @functools.wraps(original)
+    def call(*args: Any) -> Any:
+        rt = get_thread_scheduler()
+        if rt is None or rt.current is None:
+            return original(*args)
+        return to_thread(original, *args)
+
+    return call
+
+
+def patch_dns() -> None:
+    """Host name lookups park a task while a worker thread asks the name server.
+
+    ``getaddrinfo``/``getnameinfo`` are :mod:`stackful.socket`'s (an IP literal resolves at
+    once); ``gethostbyname``, ``gethostbyname_ex`` and ``gethostbyaddr`` (which ``getfqdn``
+    calls) go to ``stackful.to_thread`` likewise.  Outside a task they are the stdlib's.
+    """
+    _apply("dns", lambda: [
+        (_socket, "getaddrinfo", _sockets.getaddrinfo),
+        (_socket, "getnameinfo", _sockets.getnameinfo),
+        *[(_socket, name, _on_worker_thread(getattr(_socket, name)))
+          for name in ("gethostbyname", "gethostbyname_ex", "gethostbyaddr")],
+    ])
+
+
+# -- threading and queue --------------------------------------------------------------------------
+
+
+def patch_threading() -> None:
+    """``threading``'s locks become hybrid (see :mod:`stackful._hybrid_locks`).
+
+    ``threading.Lock``, ``_allocate_lock`` and ``RLock`` are replaced; everything the stdlib
+    builds on them (``Condition``, ``Event``, ``Semaphore``, ``BoundedSemaphore``, ``Barrier``,
+    ``Timer``, ``Thread.start``'s wait, ``queue.Queue``, ``concurrent.futures.Future``) waits
+    cooperatively in a task once made after this call.  ``Thread.join`` in a task waits on a
+    worker thread.  Threads stay OS threads; ``threading.local`` and ``current_thread()`` are
+    per thread, so tasks of one thread share them.
+    """
+    _apply("threading", lambda: [
+        (_threading, "Lock", _hybrid_locks.Lock),
+        (_threading, "_allocate_lock", _hybrid_locks.Lock),
+        (_threading, "RLock", _hybrid_locks.RLock),
+        (_threading.Thread, "join", _hybrid_locks.thread_join(_threading.Thread.join)),
+    ])
+
+
+def patch_queue() -> None:
+    """``queue.SimpleQueue`` becomes hybrid; applies :func:`patch_threading` (which
+    ``queue.Queue``, ``LifoQueue`` and ``PriorityQueue`` are built on) too."""
+    patch_threading()
+    _apply("queue", lambda: [(_queue, "SimpleQueue", _hybrid_locks.SimpleQueue)])

@@ -18,7 +18,6 @@ import _queue
 import _thread
 import contextvars
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -101,8 +100,10 @@ class WorkerPool:
         if not start:
             return  # a waiting worker takes it, or the next busy one to finish
         try:
-            thread = threading.Thread(target=self._work, name="stackful-worker", daemon=True)
-            thread.start()
+            # Not threading.Thread: under patch_all() its start() waits on a hybrid Event,
+            # which parks the task -- and a job that finished meanwhile (another worker's)
+            # would wake it there, out of the wrong wait.
+            _thread.start_new_thread(self._work, ())
         except BaseException:
             with self._lock:
                 self._threads -= 1
