@@ -10,6 +10,7 @@ import math
 import smtplib
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import urllib.request
@@ -23,7 +24,7 @@ from stackful import monkey
 from stackful import socket as coop_socket
 from stackful import ssl as coop_ssl
 
-from ._monkey import PATCHED_NAMES, http_server, line_server, patched_fixture, snapshot
+from ._monkey import PATCHED_NAMES, Gate, http_server, line_server, patched_fixture, snapshot
 from ._net import BOUND, run_bounded
 from ._support import vrun
 from ._tls import certificate_fixture, client_context, server_context
@@ -329,3 +330,72 @@ def test_ssl_get_server_certificate_goes_through_the_cooperative_connection(
     with http_server(1, server_context(certificate)) as port:
         pem = run_bounded(lambda: ssl.get_server_certificate(("127.0.0.1", port), timeout=BOUND))
     assert pem.strip() == certificate[0].read_text().strip()
+
+
+# -- dns -----------------------------------------------------------------------------------------
+
+
+def test_host_name_lookups_in_tasks_run_on_worker_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A resolver that only returns once all n lookups are in at once: n tasks got there only
+    # if each parked while its lookup ran on a worker thread.
+    n = 10
+    gate = Gate(n)
+    callers: list[bool] = []
+
+    def slow_gethostbyaddr(name: str) -> tuple[str, list[str], list[str]]:
+        callers.append(stackful.lowlevel.in_task())
+        assert gate.wait()
+        return (name, [], ["127.0.0.1"])
+
+    monkeypatch.setattr(socket, "gethostbyaddr", slow_gethostbyaddr)
+    monkey.patch_dns()
+    try:
+        assert socket.gethostbyaddr is not slow_gethostbyaddr
+
+        def main() -> list[str]:
+            tasks = [stackful.spawn(socket.getfqdn, f"host{i}") for i in range(n)]
+            return [t.join() for t in tasks]
+
+        assert run_bounded(main) == [f"host{i}" for i in range(n)]
+        assert callers == [False] * n  # not one ran in a task: each on a worker thread
+    finally:
+        monkey.unpatch("dns")
+    assert socket.gethostbyaddr is slow_gethostbyaddr
+
+
+def test_resolvers_give_the_stdlibs_answers(patched: None) -> None:
+    def lookups() -> tuple[object, ...]:
+        return (socket.gethostbyname("localhost"),
+                sorted(socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)),
+                socket.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST))
+
+    assert run_bounded(lookups) == lookups()
+
+
+# -- what the patches reach without being aimed at it -------------------------------------------
+
+
+def test_subprocess_communicate_parks_the_task(patched: None, tmp_path: Path) -> None:
+    # communicate() waits on its pipes through selectors.PollSelector, which is cooperative:
+    # every task must be in it at once before the flag that ends the children exists.
+    n = 10
+    flag = tmp_path / "flag"
+    waiting = [0]
+    script = f"while [ ! -e '{flag}' ]; do sleep 0.01; done; echo done"
+
+    def one() -> bytes:
+        with subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE) as child:
+            waiting[0] += 1
+            out, _ = child.communicate(timeout=BOUND)
+            return out
+
+    def main() -> list[bytes]:
+        tasks = [stackful.spawn(one) for _ in range(n)]
+        with stackful.timeout(BOUND):
+            while waiting[0] < n:
+                stackful.sleep(0.01)
+        flag.touch()
+        return [t.join() for t in tasks]
+
+    assert run_bounded(main) == [b"done\n"] * n
