@@ -399,3 +399,33 @@ def test_subprocess_communicate_parks_the_task(patched: None, tmp_path: Path) ->
         return [t.join() for t in tasks]
 
     assert run_bounded(main) == [b"done\n"] * n
+
+
+def test_a_stdlib_http_server_in_a_task_serves_client_tasks(patched: None) -> None:
+    # serve_forever's selector, accept and reads all park: clients in the same runtime get
+    # their answers (a blocking server would hold the thread, and nobody would connect).
+    import http.server
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  (the stdlib's name)
+            body = self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    def main() -> list[str]:
+        server = http.server.HTTPServer(("127.0.0.1", 0), Hello)
+        port = server.server_address[1]
+        serving = stackful.spawn(server.serve_forever, 0.05)
+        clients = [stackful.spawn(_http_client_get, port, f"/{i}") for i in range(20)]
+        answers = [c.join() for c in clients]
+        server.shutdown()  # parks this task until serve_forever has returned
+        serving.join()
+        server.server_close()
+        return answers
+
+    assert run_bounded(main) == [f"/{i}" for i in range(20)]

@@ -562,3 +562,62 @@ def _no_threads_left_behind() -> Iterator[None]:
             return
         time.sleep(0.01)
     raise AssertionError(f"threads left running: {left}")
+
+
+def test_randomized_lock_traffic_with_cancels_and_timeouts(
+        lock_factory: Callable[[], Any]) -> None:
+    # Tasks of two runtimes and two plain threads hammer one lock with random timeouts while a
+    # task cancels its neighbours at random: never two holders, the lock free at the end.
+    import random
+
+    lock = lock_factory()
+    guard = _thread.allocate_lock()
+    holders = [0]
+    taken = [0]
+    rounds = 60
+
+    def hold() -> None:
+        with guard:
+            holders[0] += 1
+            assert holders[0] == 1, "two holders at once"
+            taken[0] += 1
+        try:
+            time.sleep(0)  # tasks yield here (and may be cancelled), threads give up the GIL
+        finally:
+            with guard:
+                holders[0] -= 1
+
+    def worker(rng: random.Random) -> None:
+        for _ in range(rounds):
+            timeout = rng.choice([-1, 0, 0.0005, 0.002])
+            if lock.acquire(timeout=timeout):
+                try:
+                    hold()
+                finally:
+                    lock.release()
+
+    def runtime_of_tasks(seed: int) -> None:
+        rng = random.Random(seed)
+
+        def main() -> None:
+            tasks = [stackful.spawn(worker, random.Random(rng.random())) for _ in range(8)]
+
+            def canceller() -> None:
+                while any(t.state != "finished" for t in tasks):
+                    stackful.sleep(rng.choice([0.0005, 0.001]))
+                    rng.choice(tasks).cancel()
+
+            stackful.spawn(canceller).join()
+            for t in tasks:
+                try:
+                    t.join()
+                except stackful.Cancelled:
+                    pass
+
+        run_bounded(main)
+
+    with (thread(lambda: runtime_of_tasks(1)), thread(lambda: worker(random.Random(2))),
+          thread(lambda: worker(random.Random(3)))):
+        runtime_of_tasks(4)
+    assert taken[0] > 0 and holders[0] == 0
+    assert not lock.locked()
