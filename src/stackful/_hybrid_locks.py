@@ -36,6 +36,7 @@ from types import GenericAlias
 from typing import Any
 
 from ._core import BLOCKED, FINISHED, Runtime, Task, TimeoutScope
+from ._core._bridge import ThreadWait
 from ._native import get_thread_scheduler
 
 _allocate = _thread.allocate_lock
@@ -43,7 +44,7 @@ _get_ident = _thread.get_ident
 TIMEOUT_MAX = _thread.TIMEOUT_MAX
 
 
-class _Waiter:
+class _Waiter(ThreadWait):
     """One waiting caller: a task (``task`` set) or a thread (``event``, a held lock)."""
 
     __slots__ = ("event", "gone", "granted", "owner", "task", "value")
@@ -58,6 +59,11 @@ class _Waiter:
         self.granted = False
         self.gone = False  # the waiter stopped waiting: nothing may be delivered to it
         self.value: Any = None
+
+    def lost_in_fork(self) -> None:
+        """A forked child's task keeps waiting: a task of its runtime may still release.
+        (A thread that held the object at the fork is gone for good, as with the stdlib's
+        own locks.)"""
 
 
 def _grant(w: _Waiter, value: Any) -> bool:
@@ -129,7 +135,7 @@ def _wait(owner: Any, w: _Waiter, timeout: float, reason: str) -> bool:
 
     bridge = runtime._bridge
     assert bridge is not None  # made before the waiter was queued
-    bridge.jobs_in_flight += 1  # another thread may wake it: not a deadlock
+    bridge.waits.add(w)  # another thread may wake it: not a deadlock
     try:
         if timeout < 0:
             park_until_granted()
@@ -144,7 +150,7 @@ def _wait(owner: Any, w: _Waiter, timeout: float, reason: str) -> bool:
             raise
         return True
     finally:
-        bridge.jobs_in_flight -= 1
+        bridge.waits.discard(w)
 
 
 def _wait_thread(owner: Any, w: _Waiter, timeout: float) -> bool:
