@@ -410,6 +410,24 @@ def test_semaphores_between_tasks_and_threads(patched: None) -> None:
         sem.release()
 
 
+def test_barrier_of_tasks_and_a_thread(patched: None) -> None:
+    barrier = threading.Barrier(3, timeout=BOUND)
+    passed: list[str] = []
+
+    def cross(who: str) -> None:
+        barrier.wait()
+        passed.append(who)
+
+    def main() -> None:
+        tasks = [stackful.spawn(cross, f"task{i}") for i in range(2)]
+        for t in tasks:
+            t.join()
+
+    with thread(lambda: cross("thread")):
+        run_bounded(main)
+    assert sorted(passed) == ["task0", "task1", "thread"]
+
+
 def test_queue_from_a_producer_thread_to_consumer_tasks(patched: None) -> None:
     q: queue.Queue[int | None] = queue.Queue(maxsize=5)
     n, consumers = 1000, 10
@@ -467,7 +485,7 @@ def test_simple_queue_both_ways_and_timeouts(patched: None) -> None:
 
     def main() -> None:
         with pytest.raises(queue.Empty):
-            to_tasks.get_nowait() if to_tasks.empty() else (_ for _ in ()).throw(queue.Empty)
+            queue.SimpleQueue().get_nowait()
         for _ in range(50):
             to_thread.put(to_tasks.get(timeout=BOUND) + 1000)
         with pytest.raises(queue.Empty):
@@ -527,8 +545,6 @@ def test_thread_start_and_join_park_the_task(patched: None) -> None:
     def errors() -> None:
         with pytest.raises(RuntimeError, match="before it is started"):
             threading.Thread(target=lambda: None).join()
-        threading.main_thread().join(0.001) if threading.current_thread() is not (
-            threading.main_thread()) else None
         with pytest.raises(RuntimeError, match="current thread"):
             threading.current_thread().join()
 
