@@ -43,7 +43,10 @@ _open_pipes: weakref.WeakValueDictionary[int, PipeIO] = weakref.WeakValueDiction
 
 def pipe_of_fd(fd: int) -> PipeIO | None:
     """The open :class:`PipeIO` that owns ``fd``, if any."""
-    return _open_pipes.get(fd)
+    pipe = _open_pipes.get(fd)
+    if pipe is None or pipe._file.closed:
+        return None
+    return pipe
 
 
 def _poll_thread(fd: int, events: int) -> None:
