@@ -147,6 +147,8 @@ def test_pipes_have_the_stdlib_layers(bufsize: int, mode: dict[str, Any]) -> Non
             for attr in ("encoding", "errors", "line_buffering", "write_through", "mode"):
                 if hasattr(f, attr):
                     out.append((attr, getattr(f, attr)))
+            if isinstance(f, io.BufferedReader | io.BufferedWriter):
+                out.append(("buffer size", sys.getsizeof(f)))  # counts the buffer in C
             f = getattr(f, "buffer", None) or getattr(f, "raw", None)
         return out
 

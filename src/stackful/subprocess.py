@@ -184,9 +184,6 @@ class _Popen(_std.Popen[AnyStr]):
     outside one; ``poll``, ``send_signal``, ``terminate`` and ``kill`` never block.
     """
 
-    # Invariant: _exit_watcher is the one task waiting on the pidfd (or polling) for this
-    # child, or None; other tasks waiting for the exit park in _exit_waiters, woken when the
-    # watcher stops watching.  Only the runtime's side closes the pidfd, never while watched.
     _binding: _RuntimeBinding
     # The stdlib's own state, which communicate() shares with it (a call timed out inside a
     # task may be taken up again outside one).
@@ -195,6 +192,9 @@ class _Popen(_std.Popen[AnyStr]):
     _fileobj2output: dict[Any, list[bytes]]
     _input: Any
     _input_offset: int
+    # Invariant: _exit_watcher is the one task waiting on the pidfd (or polling) for this
+    # child, or None; other tasks waiting for the exit park in _exit_waiters, woken when the
+    # watcher stops watching.  Only the runtime's side closes the pidfd, never while watched.
     _exit_watcher: Task | None
     _exit_waiters: _WaitQueue
     _pidfd: _PidFD | None
