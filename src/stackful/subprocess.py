@@ -19,7 +19,9 @@ How it works.
 * ``wait()`` notices the child's exit through a pidfd (``os.pidfd_open``, Linux 5.3+) waited
   readable; where the kernel or a sandbox refuses pidfds it polls ``waitpid(WNOHANG)``, sleeping
   1 ms, 2 ms, ... up to 50 ms in between (no SIGCHLD handler: the process's signal handling is
-  left alone).  Several tasks may wait for one child: one watches, the others queue behind it.
+  left alone; no blocking ``waitpid`` through ``to_thread`` either: it would hold a worker of
+  the shared pool for the child's whole life, and a cancellation could not stop it).
+  Several tasks may wait for one child: one watches, the others queue behind it.
 * ``communicate()`` multiplexes the pipes in one task, through a private epoll instance that the
   task waits readable on; it keeps the stdlib's rules (input written then stdin closed, output
   read to end of file, ``TimeoutExpired`` carrying what was read so far, a later call going on
