@@ -33,6 +33,8 @@ PATCHED_NAMES = {
     "threading": [("threading", "Lock"), ("threading", "_allocate_lock"), ("threading", "RLock"),
                   ("threading.Thread", "join")],
     "queue": [("queue", "SimpleQueue")],
+    "subprocess": [("subprocess", n) for n in ("Popen", "run", "call", "check_call",
+                                               "check_output", "getoutput", "getstatusoutput")],
 }
 
 

@@ -7,6 +7,7 @@ import asyncio
 import ftplib
 import http.client
 import math
+import os
 import smtplib
 import socket
 import ssl
@@ -23,6 +24,7 @@ import stackful.lowlevel
 from stackful import monkey
 from stackful import socket as coop_socket
 from stackful import ssl as coop_ssl
+from stackful._core import BLOCKED
 
 from ._monkey import PATCHED_NAMES, Gate, http_server, line_server, patched_fixture, snapshot
 from ._net import BOUND, run_bounded
@@ -376,29 +378,50 @@ def test_resolvers_give_the_stdlibs_answers(patched: None) -> None:
 # -- what the patches reach without being aimed at it -------------------------------------------
 
 
-def test_subprocess_communicate_parks_the_task(patched: None, tmp_path: Path) -> None:
-    # communicate() waits on its pipes through selectors.PollSelector, which is cooperative:
-    # every task must be in it at once before the flag that ends the children exists.
+@pytest.mark.parametrize("how", ["run", "communicate", "os.popen"])
+def test_subprocesses_park_the_task(patched: None, tmp_path: Path, how: str) -> None:
+    # Every task must be waiting on its child at once before the flag that ends the children
+    # exists: a wait that held the thread would stop the others from starting theirs.
     n = 10
     flag = tmp_path / "flag"
-    waiting = [0]
-    script = f"while [ ! -e '{flag}' ]; do sleep 0.01; done; echo done"
+    started = [0]
+    # The children give up BOUND seconds from now, all at once (a bug fails the test instead of
+    # hanging it).
+    give_up = int(time.time() + BOUND)
+    script = (f"while [ ! -e '{flag}' ] && [ $(date +%s) -lt {give_up} ]; do sleep 0.01; "
+              f"done; if [ -e '{flag}' ]; then echo done; else echo alone; fi")
 
     def one() -> bytes:
-        with subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE) as child:
-            waiting[0] += 1
-            out, _ = child.communicate(timeout=BOUND)
-            return out
+        started[0] += 1
+        if how == "run":
+            return subprocess.run(["sh", "-c", script], capture_output=True,
+                                  timeout=BOUND).stdout
+        if how == "communicate":
+            with subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE) as child:
+                return child.communicate(timeout=BOUND)[0]
+        with os.popen(script) as pipe:
+            return pipe.read().encode()
 
     def main() -> list[bytes]:
         tasks = [stackful.spawn(one) for _ in range(n)]
         with stackful.timeout(BOUND):
-            while waiting[0] < n:
+            while started[0] < n or not all(t.state is BLOCKED for t in tasks):
                 stackful.sleep(0.01)
         flag.touch()
         return [t.join() for t in tasks]
 
     assert run_bounded(main) == [b"done\n"] * n
+
+
+def test_asyncio_subprocesses_still_work_after_patch_all(patched: None) -> None:
+    async def main() -> bytes:
+        child = await asyncio.create_subprocess_exec(
+            "sh", "-c", "read line; echo got $line", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await child.communicate(b"it\n")
+        return out
+
+    assert asyncio.run(asyncio.wait_for(main(), BOUND)) == b"got it\n"
 
 
 def test_a_stdlib_http_server_in_a_task_serves_client_tasks(patched: None) -> None:

@@ -31,6 +31,8 @@ What each patch replaces (``patch_X()`` applies one, ``is_patched("X")`` tells):
   ``Thread.join`` in a task waits on a worker thread.
 * ``queue``: ``queue.SimpleQueue`` becomes hybrid; ``Queue``, ``LifoQueue`` and
   ``PriorityQueue`` are built on ``threading``'s locks, so this patch applies ``threading`` too.
+* ``subprocess``: ``subprocess.Popen``, ``run``, ``call``, ``check_call``, ``check_output``,
+  ``getoutput`` and ``getstatusoutput`` are :mod:`stackful.subprocess`'s (``os.popen`` follows).
 
 Only objects made after the patch are cooperative: a socket or selector made before it stays
 the stdlib's.  :func:`unpatch_all` puts the originals back (for tests).
@@ -46,6 +48,7 @@ import select as _select
 import selectors as _selectors
 import socket as _socket
 import ssl as _ssl
+import subprocess as _subprocess
 import sys
 import threading as _threading
 import time as _time
@@ -54,19 +57,20 @@ from typing import Any
 
 from . import _hybrid_locks, _monkey_select, _sockets
 from . import ssl as _stackful_ssl
+from . import subprocess as _stackful_subprocess
 from ._core import to_thread
 from ._native import get_thread_scheduler
 
 __all__ = [
     "is_patched", "patch_all", "patch_dns", "patch_queue", "patch_select", "patch_socket",
-    "patch_ssl", "patch_threading", "patch_time", "unpatch", "unpatch_all",
+    "patch_ssl", "patch_subprocess", "patch_threading", "patch_time", "unpatch", "unpatch_all",
 ]
 
 _MISSING = object()
 _guard = _thread.allocate_lock()
 # name -> what it replaced, as (owner, attribute, original or _MISSING), in the order applied.
 _applied: dict[str, list[tuple[Any, str, Any]]] = {}
-_NAMES = ("time", "socket", "dns", "ssl", "select", "threading", "queue")
+_NAMES = ("time", "socket", "dns", "ssl", "select", "threading", "queue", "subprocess")
 
 
 def _apply(name: str, changes: Callable[[], list[tuple[Any, str, Any]]]) -> None:
@@ -119,7 +123,8 @@ def unpatch_all() -> None:
 
 
 def patch_all(*, time: bool = True, socket: bool = True, dns: bool = True, ssl: bool = True,
-              select: bool = True, threading: bool = True, queue: bool = True) -> None:
+              select: bool = True, threading: bool = True, queue: bool = True,
+              subprocess: bool = True) -> None:
     """Apply every patch (or those left True); each is applied once however often called."""
     if time:
         patch_time()
@@ -135,6 +140,8 @@ def patch_all(*, time: bool = True, socket: bool = True, dns: bool = True, ssl: 
         patch_threading()
     if queue:
         patch_queue()
+    if subprocess:
+        patch_subprocess()
 
 
 # -- time -----------------------------------------------------------------------------------------
@@ -287,3 +294,20 @@ def patch_queue() -> None:
     ``queue.Queue``, ``LifoQueue`` and ``PriorityQueue`` are built on) too."""
     patch_threading()
     _apply("queue", lambda: [(_queue, "SimpleQueue", _hybrid_locks.SimpleQueue)])
+
+
+# -- subprocess -----------------------------------------------------------------------------------
+
+_SUBPROCESS_NAMES = ("Popen", "run", "call", "check_call", "check_output", "getoutput",
+                     "getstatusoutput")
+
+
+def patch_subprocess() -> None:
+    """``subprocess.Popen`` and its helpers are :mod:`stackful.subprocess`'s: waits, pipes and
+    ``communicate`` park a task; outside a runtime they block the thread like the stdlib's.
+
+    ``os.popen`` looks ``subprocess.Popen`` up when called, so it follows.  A ``Popen`` made
+    before the patch stays the stdlib's.
+    """
+    _apply("subprocess", lambda: [(_subprocess, name, getattr(_stackful_subprocess, name))
+                                  for name in _SUBPROCESS_NAMES])
