@@ -1,0 +1,160 @@
+"""asyncio and plain functions, bridged on fibers.
+
+:func:`run_sync` runs a plain function on a fiber of its own, inside the asyncio task that
+awaits it; anywhere below that function, at any depth, :func:`await_` hands an awaitable to
+the task and suspends the fiber until it completes::
+
+    import asyncio
+    import stackful.aio
+
+    def fetch_all(urls):                      # plain code, no async/await colour
+        return [stackful.aio.await_(fetch(u)) for u in urls]
+
+    async def main():
+        return await stackful.aio.run_sync(fetch_all, ["a", "b"])
+
+The coroutine driving the fiber awaits each awaitable on the fiber's behalf, in the task, and
+switches back with the result or the exception: one fiber switch each way, no thread, no copy
+of the stack.
+
+Rules (the bridged function behaves as if its code ran in the coroutine itself):
+
+* **Cancellation.** Cancelling the task raises :class:`asyncio.CancelledError` in the fiber at
+  its pending :func:`await_` (asyncio delivers it there, as at an ``await``).  If the function
+  lets it escape, ``run_sync`` raises it and the task is cancelled; if it catches it and goes
+  on, so does the task, exactly as a coroutine that swallows a cancellation.  ``asyncio.timeout``
+  around ``run_sync`` works the same way.  Between two ``await_`` calls the function runs
+  without interruption: a function that never calls ``await_`` holds the event loop.
+* **Context.** The fiber runs in the task's :class:`contextvars.Context` itself (not a copy):
+  what the task set is visible in the function, and what the function sets stays set after
+  ``run_sync`` returns.  The running loop and ``asyncio.current_task()`` are the task's too.
+* **Exceptions** cross both ways with their tracebacks: one escaping the function is raised by
+  ``run_sync`` (its frames in the traceback), one raised by an awaitable is raised by
+  ``await_`` (the coroutine's frames in the traceback).
+* **Closing.** If the coroutine that runs ``run_sync`` is closed while the function waits
+  (``GeneratorExit``), that is raised in the function; an ``await_`` after it raises
+  ``RuntimeError`` (nothing can be awaited any more) and the awaitable is closed.
+* ``await_`` outside a fiber started by ``run_sync`` raises ``RuntimeError``.  In a coroutine,
+  use ``await``; in a task of stackful's own runtime, the runtime must be hosted on an asyncio
+  loop for that (not available yet).
+
+SQLAlchemy's ``greenlet_spawn(fn, *args, **kwargs)`` / ``await_only(awaitable)`` pair is
+``run_sync`` / ``await_``, one to one (``in_greenlet()`` is :func:`in_bridge`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, ParamSpec, TypeVar
+
+from ._core import current_runtime_or_none
+from ._native import Fiber, current
+
+__all__ = ["asyncify", "await_", "in_bridge", "run_sync"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_current: Final = current
+
+
+class _BridgedFiber(Fiber):
+    """The fiber ``run_sync`` runs a function on.
+
+    Invariant: while the function runs or waits in :func:`await_`, ``parent`` is the fiber
+    running the driving coroutine (``run_sync``), where ``await_`` switches to.
+    """
+
+    __slots__ = ()
+
+
+async def run_sync(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run ``fn(*args, **kwargs)`` on a new fiber inside the running task; return its result.
+
+    The function, and anything it calls, may wait for an awaitable with :func:`await_`; this
+    coroutine awaits it in the task meanwhile.  An exception escaping ``fn`` is raised here.
+    """
+    driver = _current()
+    fiber = _BridgedFiber(fn, name=getattr(fn, "__qualname__", None))
+    # The function runs in the task's context object itself, like code called directly.
+    fiber.context = driver.context
+    request: Any = fiber.switch(*args, **kwargs)
+    while not fiber.dead:
+        # The fiber is suspended in await_(request).
+        try:
+            value = await request
+        except GeneratorExit as exc:
+            request = _close_fiber(fiber, exc)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes to the fiber
+            driver = _current()
+            if fiber.parent is not driver:  # resumed on another fiber than it left
+                fiber.parent = driver
+            request = fiber.throw(exc)
+        else:
+            driver = _current()
+            if fiber.parent is not driver:
+                fiber.parent = driver
+            request = fiber.switch(value)
+    return request  # type: ignore[no-any-return]
+
+
+def _close_fiber(fiber: Fiber, exit_exc: GeneratorExit) -> Any:
+    """The coroutine driving ``fiber`` is being closed: let the function unwind."""
+    fiber.parent = _current()
+    request = fiber.throw(exit_exc)
+    while not fiber.dead:
+        _discard(request)
+        request = fiber.throw(RuntimeError(
+            "await_() while the coroutine running this bridge is being closed"))
+    return request
+
+
+def _discard(awaitable: object) -> None:
+    """Close a coroutine that will never be awaited (no 'never awaited' warning)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+
+
+def await_(awaitable: Awaitable[T]) -> T:
+    """Wait for ``awaitable`` in the task that runs this function; return its result.
+
+    Only inside a function run by :func:`run_sync` (at any depth below it): the fiber is
+    suspended, the task awaits ``awaitable``, and its result is returned here or its
+    exception (cancellation included) raised here.
+    """
+    fiber = _current()
+    if type(fiber) is _BridgedFiber:
+        return fiber.parent.switch(awaitable)  # type: ignore[union-attr, no-any-return]
+    _discard(awaitable)
+    raise RuntimeError(_outside_bridge_message())
+
+
+def _outside_bridge_message() -> str:
+    runtime = current_runtime_or_none()
+    if runtime is not None and runtime.current is not None:
+        return ("await_() in a task of stackful's own runtime needs the runtime hosted on "
+                "an asyncio loop, which is not available yet; await_() works in functions "
+                "run by stackful.aio.run_sync()")
+    return ("await_() outside a function run by stackful.aio.run_sync(): in a coroutine, "
+            "use 'await'; from plain code, start it with 'await stackful.aio.run_sync(fn)'")
+
+
+def in_bridge() -> bool:
+    """Can :func:`await_` be called here (in a function run by :func:`run_sync`)?"""
+    return type(_current()) is _BridgedFiber
+
+
+def asyncify(fn: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn a plain function into a coroutine function that runs it with :func:`run_sync`.
+
+    ``await asyncify(fn)(*args)`` is ``await run_sync(fn, *args)``; inside, ``fn`` may call
+    :func:`await_`.  Usable as a decorator.
+    """
+    @functools.wraps(fn)
+    async def bridged(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await run_sync(fn, *args, **kwargs)
+
+    return bridged
