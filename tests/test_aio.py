@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import gc
 import inspect
+import sys
 import traceback
 import warnings
 from collections.abc import Callable, Coroutine
@@ -23,10 +24,10 @@ T = TypeVar("T")
 LIMIT = 10.0
 
 
-def arun(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """asyncio.run(main()) with the whole run bounded by LIMIT."""
+def arun(main: Callable[[], Coroutine[Any, Any, T]], limit: float = LIMIT) -> T:
+    """asyncio.run(main()) with the whole run bounded by `limit` seconds."""
     async def bounded() -> T:
-        async with asyncio.timeout(LIMIT):
+        async with asyncio.timeout(limit):
             return await main()
     return asyncio.run(bounded())
 
@@ -404,7 +405,7 @@ def test_ten_thousand_concurrent_bridged_calls() -> None:
         results = await asyncio.gather(*tasks)
         return waiting, sum(results)
 
-    waiting, total = arun(main)
+    waiting, total = arun(main, limit=30 * LIMIT)  # room for sanitizer builds
     assert waiting == n
     assert total == 3 * sum(range(n))
 
@@ -476,3 +477,116 @@ def test_no_fiber_or_coroutine_is_left_behind() -> None:
         assert arun(main) == 2
     gc.collect()
     assert refs[0]() is None
+
+
+def test_asyncios_pure_python_running_loop_is_per_fiber_too() -> None:
+    # asyncio's fallback (_py__get_running_loop, a threading.local underneath) follows the
+    # fiber once stackful.aio is imported, as the C one does.
+    from asyncio import events
+
+    get, put = events._py__get_running_loop, events._py__set_running_loop  # type: ignore[attr-defined]
+    root = stackful.current()
+    marker = object()
+
+    def in_fiber() -> Any:
+        put(marker)
+        root.switch()
+        return get()
+
+    f = Fiber(in_fiber)
+    f.switch()
+    assert get() is None
+    assert f.switch() is marker
+    assert get() is None
+
+    async def main() -> tuple[Any, Any]:
+        put(marker)  # as the pure-Python loop would while running
+        try:
+            return await run_sync(get), Fiber(get).switch()
+        finally:
+            put(None)
+
+    assert arun(main) == (marker, None)  # a bridged fiber sees its task's, a plain one none
+
+
+# -- asyncio's state follows the fiber -------------------------------------------------------
+
+
+def test_the_function_sees_the_tasks_loop_and_task() -> None:
+    async def main() -> tuple[bool, bool, bool]:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        hooks = sys.get_asyncgen_hooks()
+
+        def body() -> tuple[bool, bool, bool]:
+            return (asyncio.get_running_loop() is loop, asyncio.current_task() is task,
+                    sys.get_asyncgen_hooks() == hooks)
+
+        return await run_sync(body)
+
+    assert arun(main) == (True, True, True)
+
+
+def test_an_async_generator_started_in_the_function_is_finalized_by_the_loop() -> None:
+    closed: list[str] = []
+
+    async def numbers() -> Any:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            closed.append("closed")
+
+    kept: list[Any] = []
+
+    def body() -> int:
+        agen = numbers()
+        kept.append(agen)  # alive after the run: only the loop can close it
+        first = await_(agen.__anext__())  # the loop's firstiter hook sees it here
+        return first
+
+    async def main() -> int:
+        return await run_sync(body)
+
+    # asyncio.run's shutdown_asyncgens closed it: the loop knew about it.
+    assert arun(main) == 0
+    assert closed == ["closed"] and kept
+
+
+def test_asyncio_run_in_two_stackful_tasks_at_once() -> None:
+    def in_task(label: str) -> tuple[str, bool, bool]:
+        async def main() -> tuple[str, bool, bool]:
+            loop = asyncio.get_running_loop()
+            # The task parks inside its loop: the other task runs its own meanwhile.
+            stackful.sleep(0.01)
+            same_in_bridge = await run_sync(
+                lambda: (stackful.sleep(0.01), asyncio.get_running_loop() is loop)[1])
+            await asyncio.sleep(0)
+            return label, asyncio.get_running_loop() is loop, same_in_bridge
+
+        return asyncio.run(main())
+
+    def main() -> list[tuple[str, bool, bool]]:
+        tasks = [stackful.spawn(in_task, label) for label in "ab"]
+        return [t.join() for t in tasks]
+
+    assert stackful.run(main) == [("a", True, True), ("b", True, True)]
+
+
+def test_run_until_complete_in_two_fibers_at_once() -> None:
+    root = stackful.current()
+
+    async def step(label: str) -> str:
+        root.switch(label)
+        await asyncio.sleep(0)
+        return label
+
+    def in_fiber(label: str) -> str:
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(step(label))
+        finally:
+            loop.close()
+
+    a, b = Fiber(in_fiber), Fiber(in_fiber)
+    assert (a.switch("a"), b.switch("b")) == ("a", "b")  # both suspended inside their loop
+    assert (a.switch(), b.switch()) == ("a", "b")

@@ -44,10 +44,13 @@ SQLAlchemy's ``greenlet_spawn(fn, *args, **kwargs)`` / ``await_only(awaitable)``
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.events
 import functools
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
 from ._core import current_runtime_or_none
 from ._native import Fiber, current
@@ -68,6 +71,8 @@ class _BridgedFiber(Fiber):
     """
 
     __slots__ = ()
+    # It starts with the task's running loop, current task and async generator hooks.
+    __fiber_inherits_asyncio__: ClassVar[bool] = True
 
 
 async def run_sync(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -145,6 +150,50 @@ def _outside_bridge_message() -> str:
 def in_bridge() -> bool:
     """Can :func:`await_` be called here (in a function run by :func:`run_sync`)?"""
     return type(_current()) is _BridgedFiber
+
+
+class _RunningLoopPerFiber:
+    """``asyncio.events._running_loop`` per fiber, as the native core keeps the C one.
+
+    asyncio's pure-Python ``_get_running_loop``/``_set_running_loop`` (used where the
+    ``_asyncio`` extension is missing, and kept as ``_py__get_running_loop``...) read a
+    ``threading.local``'s ``loop_pid``.  This stand-in keeps it per fiber; a fiber that
+    inherits asyncio's state (a bridged one, a greenlet) sees its starter's until it sets
+    its own.
+    """
+
+    __slots__ = ("_by_fiber",)
+
+    def __init__(self, initial: tuple[Any, Any]) -> None:
+        self._by_fiber: weakref.WeakKeyDictionary[Fiber, tuple[Any, Any]] = (
+            weakref.WeakKeyDictionary())
+        if initial != (None, None):
+            self._by_fiber[_current()] = initial
+
+    @property
+    def loop_pid(self) -> tuple[Any, Any]:
+        fiber: Fiber | None = _current()
+        while fiber is not None:
+            found = self._by_fiber.get(fiber)
+            if found is not None:
+                return found
+            if not getattr(type(fiber), "__fiber_inherits_asyncio__", False):
+                break
+            fiber = fiber.parent
+        return (None, None)
+
+    @loop_pid.setter
+    def loop_pid(self, value: tuple[Any, Any]) -> None:
+        self._by_fiber[_current()] = value
+
+
+def _install_running_loop_per_fiber() -> None:
+    events: Any = asyncio.events  # typeshed does not list the private holder
+    if not isinstance(events._running_loop, _RunningLoopPerFiber):
+        events._running_loop = _RunningLoopPerFiber(events._running_loop.loop_pid)
+
+
+_install_running_loop_per_fiber()
 
 
 def asyncify(fn: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:

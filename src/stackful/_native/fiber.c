@@ -147,7 +147,7 @@ static inline Fiber *after_switch(sf_thread *th)
     return previous;
 }
 
-static PyObject *str_switch, *str_throw, *str_dead_to_parent_attr;
+static PyObject *str_switch, *str_throw, *str_dead_to_parent_attr, *str_inherits_asyncio_attr;
 
 /* The thread's switch hook sees every landing, on the target's stack, as
  * hook(event, (origin, target)); if it raises, its exception replaces what
@@ -190,8 +190,10 @@ static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
 
 static void fiber_entry(void *value, void *arg);
 
-/* Give a new fiber its stack and its first context.  May fail (MemoryError). */
-static int fiber_prepare(Fiber *f)
+/* Give a new fiber its stack and its first context.  May fail (MemoryError).
+ * `by_running`: the fiber starting it is still running (not finishing), so
+ * what the new one inherits from it is in the thread state. */
+static int fiber_prepare(Fiber *f, int by_running)
 {
     if (!f->target) {
         PyErr_SetString(FiberError, "cannot start a fiber whose __init__ was never called");
@@ -207,6 +209,8 @@ static int fiber_prepare(Fiber *f)
                           sf_stack_base(stack), stack->size);
     if (f->c_budget_override)
         sf_pystate_set_c_budget(&f->py, f->c_budget_override);
+    if (f->inherits_asyncio && by_running)
+        sf_pystate_inherit_asyncio(&f->py, f->thread->tstate, &f->thread->pythread);
     f->ctx = sf_make_context(sf_stack_top(stack), fiber_entry, f);
 #ifdef SF_ASAN
     f->asan_bottom = sf_stack_base(stack);
@@ -222,7 +226,7 @@ static int fiber_prepare(Fiber *f)
  * store-forwarding stall measured on the switch path.) */
 static PyObject *switch_prepared(sf_thread *th, Fiber *target)
 {
-    if (target->state == FIBER_NEW && fiber_prepare(target) < 0) {
+    if (target->state == FIBER_NEW && fiber_prepare(target, 1) < 0) {
         transfer_clear(&th->transfer);
         th->call_top = NULL;
         return NULL;
@@ -310,7 +314,7 @@ static _Noreturn void fiber_finish(Fiber *self, sf_thread *th, sf_transfer t)
      * since dropping it here could run code on a fiber already marked dead. */
     sf_pystate_save(&self->py, ts, &th->pythread, NULL);
 
-    if (parent->state == FIBER_NEW && fiber_prepare(parent) < 0) {
+    if (parent->state == FIBER_NEW && fiber_prepare(parent, 0) < 0) {
         /* Cannot start the parent: hand the MemoryError to the root. */
         transfer_clear(&t);
         t.kind = TRANSFER_THROW;
@@ -507,6 +511,13 @@ static int fiber_setup(Fiber *self, PyObject *target, PyObject *name, PyObject *
         return -1;
     } else {
         set_name(self, Py_NewRef(name));
+    }
+    if (Py_TYPE(self) != &FiberType) {
+        PyObject *flag = _PyType_Lookup(Py_TYPE(self), str_inherits_asyncio_attr);  /* borrowed */
+        int inherits = flag ? PyObject_IsTrue(flag) : 0;
+        if (inherits < 0)
+            return -1;
+        self->inherits_asyncio = inherits;
     }
     return 0;
 }
@@ -1124,7 +1135,9 @@ int sf_fiber_init_type(PyObject *m)
     str_switch = PyUnicode_InternFromString("switch");
     str_throw = PyUnicode_InternFromString("throw");
     str_dead_to_parent_attr = PyUnicode_InternFromString("__fiber_dead_switch_to_parent__");
-    if (!str_switch || !str_throw || !str_dead_to_parent_attr || !StackInfoType || !FiberExit ||
+    str_inherits_asyncio_attr = PyUnicode_InternFromString("__fiber_inherits_asyncio__");
+    if (!str_switch || !str_throw || !str_dead_to_parent_attr || !str_inherits_asyncio_attr ||
+        !StackInfoType || !FiberExit ||
         !FiberError ||
         PyModule_AddObjectRef(m, "Fiber", (PyObject *)&FiberType) < 0 ||
         PyModule_AddObjectRef(m, "StackInfo", (PyObject *)StackInfoType) < 0 ||

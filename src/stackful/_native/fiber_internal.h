@@ -78,6 +78,8 @@ typedef struct Fiber {
     int state;
     int c_budget_override;        /* 0, or the budget a test asked for */
     int refused_exit;             /* it caught FiberExit and switched away when collected */
+    int inherits_asyncio;         /* its class sets __fiber_inherits_asyncio__: it starts
+                                     with the asyncio state of the fiber that starts it */
     sf_pystate py;
     PyObject *dict;
     PyObject *weakreflist;
