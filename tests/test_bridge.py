@@ -14,6 +14,8 @@ import stackful
 from stackful import Cancelled, DeadlockError
 from stackful.lowlevel import RuntimeToken, current_token, in_task
 
+from ._support import child_status, in_forked_child
+
 LIMIT = 10.0
 
 
@@ -292,3 +294,42 @@ def race_the_end_once() -> str:
     stackful.run(main)
     outcome: str = join()
     return outcome
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_in_a_forked_child_a_runtime_of_another_thread_refuses_calls() -> None:
+    """Only the forking thread survives fork(): a runtime that ran on another thread never
+    runs again in the child, so calling into it must fail at once, not wait forever."""
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    tokens: list[RuntimeToken] = []
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def server_main() -> None:
+        tokens.append(current_token())
+        ready.set()
+        stackful.to_thread(stop.wait, LIMIT)
+
+    server = threading.Thread(target=stackful.run, args=(server_main,))
+    server.start()
+    try:
+        assert ready.wait(LIMIT)
+        token = tokens[0]
+        assert token.run_sync(lambda: 5) == 5
+
+        def child() -> None:
+            with pytest.raises(RuntimeError, match="finished"):
+                token.run_sync(int)
+            with pytest.raises(RuntimeError, match="finished"):
+                token.call_soon(print)
+
+        pid = in_forked_child(child)
+        assert child_status(pid) == 0
+        assert token.run_sync(lambda: 6) == 6  # the parent's runtime is untouched
+    finally:
+        stop.set()
+        server.join(LIMIT)
+        tokens.clear()

@@ -417,6 +417,32 @@ def test_a_name_is_resolved_on_a_worker_thread_while_other_tasks_run(monkeypatch
     assert lookups == [("::1", threading.get_ident())]
 
 
+def test_connect_and_sendto_resolve_a_host_name_on_a_worker_thread(monkeypatch: Any) -> None:
+    lookups: list[tuple[Any, int]] = []
+    real = std_socket.getaddrinfo
+
+    def resolver(host: Any, port: Any, *args: Any) -> Any:
+        lookups.append((host, threading.get_ident()))
+        return real("127.0.0.1", port, *args)
+
+    monkeypatch.setattr("stackful._sockets._blocking_getaddrinfo", resolver)
+
+    def main() -> bytes:
+        with socket.create_server(("127.0.0.1", 0)) as server, \
+                socket.socket() as client, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            client.connect(("tcp-peer.test", server.getsockname()[1]))
+            rx.bind(("127.0.0.1", 0))
+            tx.sendto(b"datagram", ("udp-peer.test", rx.getsockname()[1]))
+            data, _ = rx.recvfrom(100)
+            return data
+
+    assert run_bounded(main) == b"datagram"
+    assert [host for host, _ in lookups] == ["tcp-peer.test", "udp-peer.test"]
+    assert all(ident != threading.get_ident() for _, ident in lookups)
+
+
 def test_getnameinfo_in_a_task_runs_on_a_worker_thread(monkeypatch: Any) -> None:
     threads: list[int] = []
 

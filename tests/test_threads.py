@@ -13,6 +13,8 @@ import stackful
 from stackful import Cancelled, timeout
 from stackful._core._threads import pool
 
+from ._support import child_status, in_forked_child
+
 # Every wait on another thread in these tests is bounded by this.
 LIMIT = 10.0
 
@@ -196,3 +198,25 @@ def test_the_pool_works_in_a_forked_child() -> None:
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_job_in_flight_at_fork_is_an_error_in_the_child_not_a_hang() -> None:
+    release = threading.Event()
+
+    def child(waiter: stackful.Task) -> None:
+        with pytest.raises(RuntimeError, match="did not survive fork"):
+            with timeout(5):
+                waiter.join()
+        assert stackful.to_thread(abs, -3) == 3  # the child's own pool works
+
+    def main() -> None:
+        waiter = stackful.spawn(stackful.to_thread, release.wait, LIMIT)
+        stackful.sleep(0.02)
+        pid = in_forked_child(lambda: child(waiter))
+        release.set()
+        assert waiter.join() is True  # the parent's job was not disturbed
+        assert child_status(pid) == 0
+
+    stackful.run(main)

@@ -3,8 +3,9 @@
 Layers: the native core (``Fiber``, ``current``), the runtime (``run``, ``spawn``,
 ``sleep``, ``wait_readable``, ...), user primitives on top of it (``Lock``, ``Queue``,
 ``Channel``, ``select``, ``timeout``), ``stackful.lowlevel`` for writing new
-primitives, the network (``stackful.socket``, ``stackful.ssl``, ``stackful.server``: imported
-on demand), and ``stackful.greenlet``, a greenlet-compatible face.
+primitives, the network (``stackful.socket``, ``stackful.ssl``, ``stackful.server``) and
+``stackful.subprocess`` (imported on demand), and ``stackful.greenlet``, a greenlet-compatible
+face.
 
 Every fiber runs Python code on its own mmap'ed C stack with a guard page;
 one assembly routine switches between them, and the interpreter's per-thread

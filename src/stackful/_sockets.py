@@ -408,9 +408,10 @@ class socket(_std.socket):
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None, /) -> int:
         """``sendto(data, address)`` or ``sendto(data, flags, address)``; return the count."""
         if address is None:
-            return self._write_retry(_ss_sendto, data, flags_or_address)  # type: ignore[no-any-return]
+            return self._write_retry(  # type: ignore[no-any-return]
+                _ss_sendto, data, self._resolved(flags_or_address))
         return self._write_retry(  # type: ignore[no-any-return]
-            _ss_sendto, data, flags_or_address, address)
+            _ss_sendto, data, flags_or_address, self._resolved(address))
 
     def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:
         """``sendmsg(2)``: ``sendmsg(buffers[, ancdata[, flags[, address]]])``."""
@@ -432,9 +433,25 @@ class socket(_std.socket):
     def _now(self) -> float:
         return _monotonic() if _runtime_or_none() is None else _runtime_time()
 
+    def _resolved(self, address: Any) -> Any:
+        """``address`` with a host name replaced by its first address, looked up on a worker
+        thread in a task (the C calls would look it up themselves, blocking the thread)."""
+        if (not _in_task() or type(address) is not tuple or len(address) < 2
+                or not isinstance(address[0], (str, bytes)) or _is_ip_literal(address[0])):
+            return address
+        family = _ss_family(self)
+        if family not in (_socket.AF_INET, _socket.AF_INET6):
+            return address
+        infos = getaddrinfo(address[0], address[1], family, _ss_type(self), _ss_proto(self))
+        if not infos:
+            raise OSError(f"getaddrinfo found no address for {address[0]!r}")
+        sockaddr = infos[0][4]
+        if family == _socket.AF_INET6 and len(address) > 2:
+            sockaddr = (sockaddr[0], sockaddr[1], *address[2:])  # the caller's flowinfo, scope
+        return sockaddr
+
     def _connect(self, address: Any, timeout_as_errno: bool = False) -> int:
-        # TODO(issue 9): resolve a host name in `address` off the runtime's thread here (the C
-        # connect below resolves it itself, blocking the thread).
+        address = self._resolved(address)
         err = _ss_connect_ex(self, address)
         if err == 0 or self._timeout == 0.0:
             return err

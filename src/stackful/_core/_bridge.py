@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -55,10 +56,12 @@ class ThreadBridge:
         self._rfd, self._wfd = _make_wakeup_fds()
         self._armed = False
         self._fired = False
-        # Why the hub should wait for other threads rather than report a deadlock: jobs in
-        # flight for tasks (hub thread only) and live tokens (any thread, under the lock).
-        self.jobs_in_flight = 0
+        # Why the hub should wait for other threads rather than report a deadlock: tasks
+        # waiting for another thread's answer (to_thread jobs, replies; hub thread only) and
+        # live tokens (any thread, under the lock).
+        self.waits: set[ThreadWait] = set()
         self.live_tokens = 0
+        _bridges.add(self)
 
     # -- any thread ------------------------------------------------------------------------------
 
@@ -105,7 +108,7 @@ class ThreadBridge:
     @property
     def expecting(self) -> bool:
         """Might another thread still post something the tasks wait for?"""
-        return self.jobs_in_flight > 0 or self.live_tokens > 0 or bool(self._posted)
+        return bool(self.waits) or self.live_tokens > 0 or bool(self._posted)
 
     @property
     def armed(self) -> bool:
@@ -163,9 +166,61 @@ class ThreadBridge:
         if self._armed:
             self._runtime.io.forget(self._rfd)
             self._armed = False
+        self._close_fds()
+
+
+    # -- fork ------------------------------------------------------------------------------------
+
+    def after_fork_in_child(self) -> None:
+        """The runtime goes on in a forked child: a wake-up fd of its own (the inherited one
+        is shared with the parent), and every task waiting on another thread -- which did not
+        survive the fork -- gets an error rather than waiting forever."""
+        self._lock = _thread.RLock()  # another thread may have held it at the fork
+        if self.closed:
+            return
+        io = self._runtime.io
+        io.forget(self._rfd)
+        self._close_fds()
+        self._rfd, self._wfd = _make_wakeup_fds()
+        self._armed = False
+        self.arm()
+        for wait in list(self.waits):
+            wait.lost_in_fork()
+
+    def orphan(self) -> None:
+        """In a forked child, for a runtime whose thread did not survive: refuse posts."""
+        self._lock = _thread.RLock()
+        if not self.closed:
+            self.closed = True
+            self._close_fds()  # the child's copies: the parent's runtime keeps its own
+
+    def _close_fds(self) -> None:
         os.close(self._rfd)
         if self._wfd != self._rfd:
             os.close(self._wfd)
+
+
+_bridges: weakref.WeakSet[ThreadBridge] = weakref.WeakSet()
+
+LOST_IN_FORK = ("the thread that was to answer did not survive fork() (in the child only the "
+                "forking thread lives on)")
+
+
+def orphan_bridges(keep: object) -> None:
+    """After fork, in the child: every bridge but that of ``keep`` (the forking thread's
+    runtime) belongs to a runtime that will never run again."""
+    for bridge in list(_bridges):
+        if bridge._runtime is not keep:
+            bridge.orphan()
+
+
+class ThreadWait:
+    """A task waiting for another thread's answer (a to_thread job, a reply)."""
+
+    __slots__ = ()
+
+    def lost_in_fork(self) -> None:
+        raise NotImplementedError
 
 
 class RuntimeToken:
@@ -301,7 +356,7 @@ def _stop_run(runtime: Runtime) -> None:
         runtime.cancel(main)
 
 
-class Reply:
+class Reply(ThreadWait):
     """A one-shot result handed from one thread to another: the waiter blocks its thread, or
     parks if it is a task (its own runtime's bridge then delivers the wake)."""
 
@@ -351,17 +406,21 @@ class Reply:
         else:
             runtime = task._runtime
             bridge = runtime.thread_bridge()
-            bridge.jobs_in_flight += 1
+            bridge.waits.add(self)
             try:
                 while not self._done:
                     runtime.park(self._what, None)
             finally:
-                bridge.jobs_in_flight -= 1
+                bridge.waits.discard(self)
                 self._task = None  # a late _finish (after a cancel) then wakes nobody
         if self._error is not None:
             error, self._error = self._error, None
             raise error
         return self._value
+
+
+    def lost_in_fork(self) -> None:
+        self.fail(RuntimeError(f"{self._what}: {LOST_IN_FORK}"))
 
 
 def _wake_reply_waiter(task: Task, reply: Reply) -> None:

@@ -19,6 +19,7 @@ Principles (the seeds' ``Runtime`` grown up):
 from __future__ import annotations
 
 import contextvars
+import os
 import signal
 import threading
 import weakref
@@ -34,7 +35,7 @@ from .._native import (
     get_thread_scheduler,
     set_thread_scheduler,
 )
-from ._bridge import ThreadBridge
+from ._bridge import ThreadBridge, orphan_bridges
 from ._clock import Clock, SystemClock
 from ._exceptions import Cancelled, ClosedResourceError, DeadlockError, TooManyTasksError
 from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of
@@ -762,6 +763,15 @@ class Runtime(SchedulerCore):
             bridge.arm()
         return bridge
 
+    def _after_fork_in_child(self) -> None:
+        """This process is a child forked by one of this runtime's tasks, and the runtime
+        goes on here: its poller and its bridge get descriptors of their own (shared ones
+        would hand the parent's events to the child and the child's to the parent)."""
+        for fd in self.io._after_fork():
+            self.notify_closing(fd)  # closed in the child by an at-fork hook: wake its waiters
+        if self._bridge is not None:
+            self._bridge.after_fork_in_child()
+
     # -- introspection ---------------------------------------------------------------------------
 
     def tasks(self) -> list[Task]:
@@ -802,6 +812,18 @@ class Runtime(SchedulerCore):
                 self._hub_interrupt_pending = exc
         else:
             self.interrupt(task, exc)
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread lives on in the child: its runtime, if it has one, goes on;
+    # runtimes of other threads never run again, and their bridges refuse every post.
+    runtime = get_thread_scheduler()
+    orphan_bridges(runtime)
+    if isinstance(runtime, Runtime) and not runtime.closed:
+        runtime._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def signal_exception(signum: int) -> BaseException:

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._bridge import LOST_IN_FORK, ThreadWait
 from ._run import get_task
 from ._task import BLOCKED
 
@@ -31,7 +32,7 @@ _IDLE_EXIT = 10.0
 _DEFAULT_MAX_WORKERS = 40
 
 
-class _Job:
+class _Job(ThreadWait):
     __slots__ = ("abandoned", "args", "context", "fn", "kwargs", "task")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -57,6 +58,15 @@ class _Job:
         bridge = task._runtime._bridge
         # False when the run has ended: the task is gone, and so is the outcome.
         bridge.post_if_running(_deliver, (self, outcome))
+
+
+    def lost_in_fork(self) -> None:
+        """In a forked child: the worker running this job is gone, the task must not wait."""
+        task = self.task
+        if self.abandoned or task is None or task.state is not BLOCKED:
+            return
+        self.abandoned = True
+        task._runtime.wake_with_exception(task, RuntimeError(f"to_thread(): {LOST_IN_FORK}"))
 
 
 def _deliver(job: _Job, outcome: tuple[bool, Any]) -> None:
@@ -172,8 +182,8 @@ def to_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
 
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     pool.submit(job)
-    bridge.jobs_in_flight += 1
+    bridge.waits.add(job)
     try:
         return runtime.park(f"to_thread({name})", abort)
     finally:
-        bridge.jobs_in_flight -= 1
+        bridge.waits.discard(job)
