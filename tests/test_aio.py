@@ -590,3 +590,60 @@ def test_run_until_complete_in_two_fibers_at_once() -> None:
     a, b = Fiber(in_fiber), Fiber(in_fiber)
     assert (a.switch("a"), b.switch("b")) == ("a", "b")  # both suspended inside their loop
     assert (a.switch(), b.switch()) == ("a", "b")
+
+
+# -- async with / async for from plain code --------------------------------------------------
+
+
+class Resource:
+    def __init__(self, log: list[str], suppress: bool = False) -> None:
+        self.log, self.suppress = log, suppress
+
+    async def __aenter__(self) -> str:
+        await asyncio.sleep(0)
+        self.log.append("enter")
+        return "value"
+
+    async def __aexit__(self, typ: Any, exc: Any, tb: Any) -> bool:
+        await asyncio.sleep(0)
+        self.log.append(f"exit {typ.__name__ if typ else None}")
+        return self.suppress
+
+
+def test_sync_with_enters_and_exits_like_async_with() -> None:
+    from stackful.aio import sync_with
+
+    log: list[str] = []
+
+    def body() -> str:
+        with sync_with(Resource(log)) as value:
+            log.append(f"body {value}")
+        with pytest.raises(Boom):
+            with sync_with(Resource(log)):
+                raise Boom
+        with sync_with(Resource(log, suppress=True)):
+            raise Boom
+        return "ok"
+
+    async def main() -> str:
+        return await run_sync(body)
+
+    assert arun(main) == "ok"
+    assert log == ["enter", "body value", "exit None", "enter", "exit Boom", "enter", "exit Boom"]
+
+
+def test_sync_iter_walks_an_async_iterator() -> None:
+    from stackful.aio import sync_iter
+
+    async def numbers(n: int) -> Any:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    def body() -> list[int]:
+        return [i * i for i in sync_iter(numbers(5))]
+
+    async def main() -> list[int]:
+        return await run_sync(body)
+
+    assert arun(main) == [0, 1, 4, 9, 16]

@@ -38,6 +38,10 @@ Rules (the bridged function behaves as if its code ran in the coroutine itself):
   use ``await``; in a task of stackful's own runtime, the runtime must be hosted on an asyncio
   loop for that (not available yet).
 
+Plain code also gets ``async with`` and ``async for``: :func:`sync_with` and :func:`sync_iter`.
+Since the running loop and task are the task's, libraries that ask which event loop runs
+(sniffio, and anyio-based ones such as httpx) see asyncio in bridged code.
+
 SQLAlchemy's ``greenlet_spawn(fn, *args, **kwargs)`` / ``await_only(awaitable)`` pair is
 ``run_sync`` / ``await_``, one to one (``in_greenlet()`` is :func:`in_bridge`).
 """
@@ -46,16 +50,18 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.events
+import contextlib
 import functools
 import inspect
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
 from ._core import current_runtime_or_none
 from ._native import Fiber, current
 
-__all__ = ["asyncify", "await_", "in_bridge", "run_sync"]
+__all__ = ["asyncify", "await_", "in_bridge", "run_sync", "sync_iter", "sync_with"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -194,6 +200,42 @@ def _install_running_loop_per_fiber() -> None:
 
 
 _install_running_loop_per_fiber()
+
+
+@contextlib.contextmanager
+def sync_with(manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
+    """``async with manager as x`` for plain code: ``with sync_with(manager) as x``.
+
+    Its ``__aenter__`` and ``__aexit__`` are awaited with :func:`await_`; an exception
+    in the body reaches ``__aexit__`` as it would in ``async with`` (and is suppressed if
+    that returns true).
+    """
+    enter, leave = type(manager).__aenter__, type(manager).__aexit__
+    value = await_(enter(manager))
+    try:
+        yield value
+    except BaseException as exc:
+        if not await_(leave(manager, type(exc), exc, exc.__traceback__)):
+            raise
+    else:
+        await_(leave(manager, None, None, None))
+
+
+def sync_iter(iterable: AsyncIterable[T]) -> Iterator[T]:
+    """``async for x in iterable`` for plain code: ``for x in sync_iter(iterable)``.
+
+    Each ``__anext__`` is awaited with :func:`await_`.  Breaking out of the loop early
+    leaves an async generator open: close it with ``await_(agen.aclose())`` if it holds
+    something.
+    """
+    iterator = aiter(iterable)
+    next_item = type(iterator).__anext__
+    while True:
+        try:
+            item = await_(next_item(iterator))
+        except StopAsyncIteration:
+            return
+        yield item
 
 
 def asyncify(fn: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
