@@ -77,8 +77,10 @@ class _BridgedFiber(Fiber):
     """
 
     __slots__ = ()
-    # It starts with the task's running loop, current task and async generator hooks.
+    # It starts with the task's running loop, current task and async generator hooks, in
+    # the task's contextvars.Context itself.
     __fiber_inherits_asyncio__: ClassVar[bool] = True
+    __fiber_inherits_context__: ClassVar[bool] = True
 
 
 async def run_sync(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -87,10 +89,7 @@ async def run_sync(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> 
     The function, and anything it calls, may wait for an awaitable with :func:`await_`; this
     coroutine awaits it in the task meanwhile.  An exception escaping ``fn`` is raised here.
     """
-    driver = _current()
-    fiber = _BridgedFiber(fn, name=getattr(fn, "__qualname__", None))
-    # The function runs in the task's context object itself, like code called directly.
-    fiber.context = driver.context
+    fiber = _BridgedFiber(fn)
     request: Any = fiber.switch(*args, **kwargs)
     while not fiber.dead:
         # The fiber is suspended in await_(request).
