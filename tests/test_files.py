@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -116,3 +117,33 @@ def test_many_tasks_write_their_own_files(tmp_path: Path) -> None:
 
     stackful.run(main)
     assert all((tmp_path / f"f{i}").read_text() == str(i) * 100 for i in range(50))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs mkfifo")
+def test_a_fifo_goes_through_the_poller_not_worker_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    lines = [f"line {i}\n" for i in range(2000)]  # more than a pipe holds: both sides wait
+    opened = stackful.Event()
+
+    def writer() -> None:
+        with files.open(fifo, "w") as f:  # the open waits for the reader (on a worker)
+            opened.set()
+            for line in lines:
+                f.write(line)
+
+    def no_worker(*args: object) -> None:
+        raise AssertionError("a FIFO's read or write went to a worker thread")
+
+    def main() -> list[str]:
+        task = stackful.spawn(writer)
+        with files.open(fifo) as f:
+            assert "FIFO" in repr(f)
+            opened.wait()
+            monkeypatch.setattr("stackful.files.to_thread", no_worker)
+            got = list(f)
+        task.join()
+        return got
+
+    assert stackful.run(main) == lines

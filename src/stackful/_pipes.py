@@ -19,8 +19,9 @@ from __future__ import annotations
 import io
 import os
 import select
+import sys
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._core import current_runtime_or_none
 from .lowlevel import RuntimeBinding
@@ -29,7 +30,7 @@ from .runtime_api import notify_closing, wait_readable, wait_writable
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["PipeIO", "pipe_of_fd"]
+__all__ = ["PipeIO", "pipe_layers", "pipe_of_fd"]
 
 # A write to a pipe of at most this many bytes is atomic; poll()'s "writable" promises room
 # for that much, so a blocking (shared) pipe writes in pieces of this size.
@@ -207,3 +208,36 @@ class PipeIO(io.RawIOBase):
                 file.close()
             finally:
                 super().close()
+
+
+def _buffer_size(bufsize: int, raw: io.FileIO) -> int:
+    """The buffer size ``io.open(fd, mode, bufsize)`` gives a pipe (the stdlib's rule)."""
+    if bufsize > 1:
+        return bufsize
+    blksize: int = getattr(raw, "_blksize", 0)
+    if sys.version_info >= (3, 14):
+        return max(min(blksize, 8192 * 1024), io.DEFAULT_BUFFER_SIZE)
+    return blksize if blksize > 1 else io.DEFAULT_BUFFER_SIZE
+
+
+def pipe_layers(obj: Any, bufsize: int, newline: str | None = None) -> Any:
+    """The same file layers as ``obj`` (a stdlib file over one end of a pipe: Popen's, or a
+    FIFO's), over a :class:`PipeIO`.  ``newline`` is the text layer's (it cannot be read back
+    from a ``TextIOWrapper``)."""
+    if obj is None:
+        return None
+    text = None
+    if isinstance(obj, io.TextIOWrapper):
+        text = obj
+        obj = obj.detach()
+    if isinstance(obj, io.BufferedReader | io.BufferedWriter):
+        raw = cast(io.FileIO, obj.detach())
+        buffered_type = io.BufferedWriter if raw.writable() else io.BufferedReader
+        layer: Any = buffered_type(PipeIO(raw), _buffer_size(bufsize, raw))
+    else:  # bufsize=0: the raw file itself, which writes everything it is given
+        layer = PipeIO(obj, write_all=True)
+    if text is not None:  # the detached wrapper still knows its other settings
+        layer = io.TextIOWrapper(layer, encoding=text.encoding, errors=text.errors,
+                                 newline=newline, line_buffering=text.line_buffering,
+                                 write_through=text.write_through)
+    return layer

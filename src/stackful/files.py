@@ -6,9 +6,10 @@ cache or an NFS mount simply blocks), so each blocking call of a :class:`Coopera
 worker thread (:func:`stackful.to_thread`) when called from a task, and directly otherwise.
 Opening runs there too (it may block: a slow disk, a FIFO with no writer yet).
 
-Pipes and FIFOs are different: they have readiness, and :func:`open` hands them to the
+FIFOs (named pipes) are different: they have readiness, and :func:`open` hands them to the
 poller instead (a FIFO's open waits for its other end on a worker thread, then every read and
-write parks the task until the pipe is ready, with no thread involved).
+write parks the task until the pipe is ready, with no thread involved).  Opened ``"r+"`` or
+``"w+"``, a FIFO is treated as a file.
 
 Cancelling a task stops its wait at once, but a call already on its way runs to the end on
 its thread: the bytes of a cancelled ``read`` are lost to the caller, and a cancelled
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._core import to_thread
+from ._pipes import pipe_layers
 from .lowlevel import in_task
 
 __all__ = ["CooperativeFile", "open", "wrap_file"]
@@ -158,7 +160,42 @@ def open(  # noqa: A001  (a stand-in for the builtin, on purpose)
     """
     wrapped = _call(_open_blocking, file, mode, buffering, encoding, errors, newline, closefd,
                     opener)
+    if isinstance(wrapped, _PipeFile):
+        return _CooperativePipe(wrapped.file)
     return CooperativeFile(wrapped)
+
+
+def _direct(name: str) -> Any:
+    """A method calling the wrapped file's ``name`` on this thread."""
+    def method(self: CooperativeFile, *args: Any) -> Any:
+        return getattr(self.wrapped, name)(*args)
+
+    method.__name__ = name
+    method.__doc__ = f"``{name}`` of the FIFO's file (it parks the task itself)."
+    return method
+
+
+class _CooperativePipe(CooperativeFile):
+    """A FIFO opened by :func:`open`: its file already parks the task in each blocking call
+    (through the poller, no worker thread), so calls go straight to it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<stackful.files.CooperativeFile (FIFO) {self.wrapped!r}>"
+
+    read = _direct("read")
+    read1 = _direct("read1")
+    readinto = _direct("readinto")
+    readline = _direct("readline")
+    readlines = _direct("readlines")
+    write = _direct("write")
+    writelines = _direct("writelines")
+    flush = _direct("flush")
+    seek = _direct("seek")
+    tell = _direct("tell")
+    truncate = _direct("truncate")
+    close = _direct("close")
 
 
 def _open_blocking(file: Any, mode: str, buffering: int, encoding: str | None,
@@ -166,10 +203,19 @@ def _open_blocking(file: Any, mode: str, buffering: int, encoding: str | None,
                    opener: Callable[[str, int], int] | None) -> Any:
     f = builtins.open(file, mode, buffering, encoding, errors, newline, closefd, opener)
     try:
-        if stat.S_ISFIFO(os.fstat(f.fileno()).st_mode):
-            pass  # TODO(issue 9): FIFOs through the poller (the pipe file of stackful.subprocess)
+        if "+" not in mode and stat.S_ISFIFO(os.fstat(f.fileno()).st_mode):
+            return _PipeFile(pipe_layers(f, buffering, newline))
     except BaseException:
         f.close()
         raise
     return f
+
+
+class _PipeFile:
+    """A FIFO's file: its calls park the task through the poller themselves (PipeIO)."""
+
+    __slots__ = ("file",)
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
 

@@ -44,11 +44,9 @@ from __future__ import annotations
 
 import errno as _errno
 import inspect as _inspect
-import io as _io
 import os as _os
 import select as _select
 import subprocess as _std
-import sys as _sys
 import time as _time
 from collections.abc import Callable
 from subprocess import (  # noqa: F401  (re-exported)
@@ -61,11 +59,10 @@ from subprocess import (  # noqa: F401  (re-exported)
     TimeoutExpired,
 )
 from typing import TYPE_CHECKING, Any, AnyStr, NoReturn
-from typing import cast as _cast
 
 from ._core import Task
 from ._core import current_runtime_or_none as _runtime_or_none
-from ._pipes import PipeIO as _PipeIO
+from ._pipes import pipe_layers as _pipe_layers
 from ._pipes import pipe_of_fd as _pipe_of_fd
 from .lowlevel import RuntimeBinding as _RuntimeBinding
 from .lowlevel import WaitQueue as _WaitQueue
@@ -134,37 +131,6 @@ def _runtime_here() -> bool:
     return _runtime_or_none() is not None
 
 
-def _buffer_size(bufsize: int, raw: _io.FileIO) -> int:
-    """The buffer size ``io.open(fd, mode, bufsize)`` gives a pipe (the stdlib's rule)."""
-    if bufsize > 1:
-        return bufsize
-    blksize: int = getattr(raw, "_blksize", 0)
-    if _sys.version_info >= (3, 14):
-        return max(min(blksize, 8192 * 1024), _io.DEFAULT_BUFFER_SIZE)
-    return blksize if blksize > 1 else _io.DEFAULT_BUFFER_SIZE
-
-
-def _cooperative_file(obj: Any, bufsize: int) -> Any:
-    """The same file layers as ``obj`` (a stdlib Popen pipe), over a :class:`PipeIO`."""
-    if obj is None:
-        return None
-    text = None
-    if isinstance(obj, _io.TextIOWrapper):
-        text = obj
-        obj = obj.detach()
-    if isinstance(obj, _io.BufferedReader | _io.BufferedWriter):
-        raw = _cast(_io.FileIO, obj.detach())
-        buffered_type = _io.BufferedWriter if raw.writable() else _io.BufferedReader
-        layer: Any = buffered_type(_PipeIO(raw), _buffer_size(bufsize, raw))
-    else:  # bufsize=0: the raw file itself, which writes everything it is given
-        layer = _PipeIO(obj, write_all=True)
-    if text is not None:  # the detached wrapper still knows its settings
-        layer = _io.TextIOWrapper(layer, encoding=text.encoding, errors=text.errors,
-                                  line_buffering=text.line_buffering,
-                                  write_through=text.write_through)
-    return layer
-
-
 def _share_if_ours(stdio: Any) -> None:
     """``stdio`` (a Popen argument) goes to a child: if it is one of our pipes, make it blocking."""
     if stdio is None or (isinstance(stdio, int) and stdio < 0):
@@ -221,9 +187,9 @@ class _Popen(_std.Popen[AnyStr]):
         bufsize = given.get("bufsize", -1)
         if bufsize is None:
             bufsize = -1
-        self.stdin = _cooperative_file(self.stdin, bufsize)
-        self.stdout = _cooperative_file(self.stdout, bufsize)
-        self.stderr = _cooperative_file(self.stderr, bufsize)
+        self.stdin = _pipe_layers(self.stdin, bufsize)
+        self.stdout = _pipe_layers(self.stdout, bufsize)
+        self.stderr = _pipe_layers(self.stderr, bufsize)
 
     # -- waiting for the exit ------------------------------------------------------------------
 
