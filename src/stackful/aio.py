@@ -34,9 +34,9 @@ Rules (the bridged function behaves as if its code ran in the coroutine itself):
 * **Closing.** If the coroutine that runs ``run_sync`` is closed while the function waits
   (``GeneratorExit``), that is raised in the function; an ``await_`` after it raises
   ``RuntimeError`` (nothing can be awaited any more) and the awaitable is closed.
-* ``await_`` outside a fiber started by ``run_sync`` raises ``RuntimeError``.  In a coroutine,
-  use ``await``; in a task of stackful's own runtime, the runtime must be hosted on an asyncio
-  loop for that (not available yet).
+* ``await_`` outside a fiber started by ``run_sync`` raises ``RuntimeError``, except in a task
+  of a runtime hosted on asyncio (:func:`run`), where the task parks while the awaitable runs
+  as an asyncio task.  In a coroutine, use ``await``.
 
 Plain code also gets ``async with`` and ``async for``: :func:`sync_with` and :func:`sync_iter`.
 Since the running loop and task are the task's, libraries that ask which event loop runs
@@ -58,10 +58,14 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Itera
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
+from ._aio_host import HostedRuntime
+from ._aio_host import run_hosted as _run_hosted
 from ._core import current_runtime_or_none
 from ._native import Fiber, current
 
-__all__ = ["asyncify", "await_", "in_bridge", "run_sync", "sync_iter", "sync_with"]
+__all__ = [
+    "asyncify", "await_", "in_bridge", "run", "run_hosted", "run_sync", "sync_iter", "sync_with",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -138,23 +142,44 @@ def await_(awaitable: Awaitable[T]) -> T:
     fiber = _current()
     if type(fiber) is _BridgedFiber:
         return fiber.parent.switch(awaitable)  # type: ignore[union-attr, no-any-return]
-    _discard(awaitable)
-    raise RuntimeError(_outside_bridge_message())
-
-
-def _outside_bridge_message() -> str:
     runtime = current_runtime_or_none()
     if runtime is not None and runtime.current is not None:
-        return ("await_() in a task of stackful's own runtime needs the runtime hosted on "
-                "an asyncio loop, which is not available yet; await_() works in functions "
-                "run by stackful.aio.run_sync()")
-    return ("await_() outside a function run by stackful.aio.run_sync(): in a coroutine, "
-            "use 'await'; from plain code, start it with 'await stackful.aio.run_sync(fn)'")
+        if isinstance(runtime, HostedRuntime):
+            return runtime.await_in_task(awaitable)
+        _discard(awaitable)
+        raise RuntimeError(
+            "await_() in a task of stackful's own runtime needs the runtime hosted on an "
+            "asyncio loop: start it with stackful.aio.run(main) instead of stackful.run(main)")
+    _discard(awaitable)
+    raise RuntimeError(
+        "await_() outside a function run by stackful.aio.run_sync(): in a coroutine, use "
+        "'await'; from plain code, start it with 'await stackful.aio.run_sync(fn)'")
 
 
 def in_bridge() -> bool:
-    """Can :func:`await_` be called here (in a function run by :func:`run_sync`)?"""
-    return type(_current()) is _BridgedFiber
+    """Can :func:`await_` be called here (in a function run by :func:`run_sync`, or in a
+    task of a runtime hosted on asyncio)?"""
+    if type(_current()) is _BridgedFiber:
+        return True
+    runtime = current_runtime_or_none()
+    return isinstance(runtime, HostedRuntime) and runtime.current is not None
+
+
+def run(main: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``stackful.run(main, *args, **kwargs)`` hosted on a new asyncio event loop.
+
+    Task switches stay fiber switches; the tasks' I/O waits and timers go through the
+    loop, and any task may :func:`await_` an awaitable (it runs as an asyncio task meanwhile),
+    so asyncio libraries work from stackful tasks and asyncio tasks run alongside them.
+    Inside a coroutine already, ``await run_hosted(main, *args)`` does the same on the
+    running loop.
+    """
+    return asyncio.run(run_hosted(main, *args, **kwargs))
+
+
+async def run_hosted(main: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run the stackful runtime with ``main`` as its main task on the running asyncio loop."""
+    return await _run_hosted(main, args, kwargs, {})
 
 
 class _RunningLoopPerFiber:
