@@ -637,11 +637,14 @@ class Stress:
             return
         ids = {id(f) for f in left.values()}
         for f in left.values():
-            for r in gc.get_referrers(f):
+            holders = gc.get_referrers(f)
+            for r in holders:
                 if id(r) in ids:
                     continue  # a parent link
+                # `holders` itself refers to r: it is no holder of r's.
                 if not (type(r).__name__ == "builtin_function_or_method"
-                        and getattr(r, "__self__", None) is f and not gc.get_referrers(r)):
+                        and getattr(r, "__self__", None) is f
+                        and all(h is holders for h in gc.get_referrers(r))):
                     return
         self.leaked += len(left)
         for fid in list(m.f):  # dead: nothing more happens to them (a __del__ never runs)
@@ -696,10 +699,14 @@ def _referrer_chains(obj: object, depth: int = 4) -> list[str]:
         for r in raw:
             if id(r) not in seen and id(r) not in ours:
                 refs.append(r)
+        del raw
         if not refs or len(path) >= depth:
             out.append(" <- ".join(path) + ("" if refs else " <- (nothing)"))
             return
-        for r in refs[:4]:
+        while refs:  # popped, not iterated: an iterator would be one more referrer below
+            r = refs.pop(0)
+            if len(refs) >= 4:
+                continue
             walk(r, [*path, name(r)], seen | {id(r)})
 
     walk(obj, [name(obj)], {id(obj)})
