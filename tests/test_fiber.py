@@ -270,6 +270,77 @@ def test_subclass_with_run_method() -> None:
     assert isinstance(w, Fiber)
 
 
+def test_subclasses_take_fibers_arguments_and_their_own_init() -> None:
+    class Plain(Fiber):
+        __slots__ = ()
+
+    class WithInit(Fiber):
+        def __init__(self, tag: str) -> None:
+            super().__init__(lambda: tag, name=tag)
+
+    p = Plain(lambda x: x * 2, name="plain", stack_size=stackful.MIN_STACK_SIZE)
+    assert (p.name, p.stack_size, p.switch(4)) == ("plain", stackful.MIN_STACK_SIZE, 8)
+    with pytest.raises(TypeError, match="unexpected"):
+        Plain(lambda: None, colour="red")  # type: ignore[call-arg]
+    w = WithInit("tagged")
+    assert (w.name, w.switch()) == ("tagged", "tagged")
+
+    # An __init__ given after the class was made still runs.
+    def late_init(self: Fiber, tag: str) -> None:
+        Fiber.__init__(self, lambda: f"late {tag}")
+
+    Plain.__init__ = late_init  # type: ignore[method-assign, assignment]
+    try:
+        assert Plain("x").switch() == "late x"  # type: ignore[arg-type]
+    finally:
+        del Plain.__init__  # type: ignore[misc]
+
+
+def test_init_subclass_reaches_the_next_class_in_the_mro() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class Registry:
+        def __init_subclass__(cls, tag: str = "", **kwargs: Any) -> None:
+            super().__init_subclass__(**kwargs)
+            seen.append((cls.__name__, tag))
+
+    class Tagged(Fiber, Registry, tag="t"):  # type: ignore[call-arg]
+        pass
+
+    assert seen == [("Tagged", "t")]
+    assert Tagged(lambda: 5).switch() == 5
+    with pytest.raises(TypeError):
+        class Bad(Fiber, colour="red"):  # type: ignore[call-arg]
+            pass
+
+
+def test_a_fiber_class_may_start_in_its_starters_context() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    class Sharing(Fiber):
+        __fiber_inherits_context__ = True
+
+    def body() -> str:
+        seen = var.get()
+        var.set("set inside")
+        return seen
+
+    ctx = contextvars.copy_context()
+
+    def starter() -> tuple[str, str, str]:
+        var.set("starter's")
+        shared = Sharing(body).switch()  # runs in this very context object
+        after = var.get()
+        own = Fiber(body).switch()  # a plain fiber starts in a context of its own
+        return shared, after, own
+
+    assert ctx.run(starter) == ("starter's", "set inside", "unset")
+    given = contextvars.Context()
+    f = Sharing(body)
+    f.context = given  # one given before the start wins
+    assert f.switch() == "unset" and given[var] == "set inside"
+
+
 @pytest.mark.parametrize("size", [-1, 0, 100, stackful.MIN_STACK_SIZE - 1])
 def test_too_small_stack_size(size: int) -> None:
     with pytest.raises(ValueError, match="at least"):

@@ -996,3 +996,18 @@ def test_subclass_with_del_still_gets_greenlet_exit() -> None:
     g.switch()
     del g
     assert log == ["del", "GreenletExit"]
+
+
+def test_a_greenlet_spawned_in_a_coroutine_sees_the_tasks_loop() -> None:
+    # greenlet keeps asyncio's running loop per thread; stackful keeps it per fiber and
+    # a greenlet inherits it from the greenlet that starts it: SQLAlchemy's greenlet_spawn.
+    import asyncio
+
+    async def main() -> tuple[bool, bool]:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        seen = greenlet(lambda: (asyncio.get_running_loop() is loop,
+                                 asyncio.current_task() is task)).switch()
+        await asyncio.sleep(0)
+        return seen
+
+    assert asyncio.run(main()) == (True, True)

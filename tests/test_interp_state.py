@@ -10,8 +10,11 @@ and for the others meanwhile:
 * a context entered with Context.run: per context object (as with threads);
 * recursion limits: sized from the fiber's own stack (3.14+: its bounds, not a budget);
 * the trash can's deferred deallocations: freed where there is room, nothing left behind;
-* 3.14+: context watchers see a switch that changes the context; asyncio's running loop and
-  task are per fiber; switching inside JIT-compiled code changes nothing but speed.
+* asyncio's running loop (and on 3.14+ its running task), the async generator hooks and the
+  coroutine origin tracking depth: per fiber; a fiber class that asks inherits them from
+  the fiber that starts it;
+* 3.14+: context watchers see a switch that changes the context; switching inside
+  JIT-compiled code changes nothing but speed.
 """
 
 from __future__ import annotations
@@ -551,7 +554,6 @@ def test_the_gc_sees_operands_of_frames_suspended_in_a_c_call() -> None:
     assert ref() is None
 
 
-@needs_314
 def test_each_fiber_has_its_own_running_asyncio_loop() -> None:
     async def other_loops_work() -> str:
         await asyncio.sleep(0)
@@ -575,7 +577,6 @@ def test_each_fiber_has_its_own_running_asyncio_loop() -> None:
     assert asyncio._get_running_loop() is None  # and none leaked to the root
 
 
-@needs_314
 def test_a_suspended_fibers_loop_is_not_running_elsewhere() -> None:
     root = stackful.current()
 
@@ -589,6 +590,91 @@ def test_a_suspended_fibers_loop_is_not_running_elsewhere() -> None:
     asyncio.run(asyncio.sleep(0))  # the root may run a loop of its own meanwhile
     f.switch()
     assert f.dead
+
+
+def test_two_fibers_interleave_their_own_event_loops() -> None:
+    # Each fiber is suspended in the middle of its own loop while the other runs its loop.
+    root = stackful.current()
+
+    async def main(label: str) -> tuple[str, bool, bool]:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        for _ in range(3):
+            root.switch(label)  # suspended inside a task step
+            await asyncio.sleep(0)
+        return label, asyncio.get_running_loop() is loop, asyncio.current_task() is task
+
+    a = Fiber(lambda: asyncio.run(main("a")))
+    b = Fiber(lambda: asyncio.run(main("b")))
+    seen = []
+    while not (a.dead and b.dead):
+        for f in (a, b):
+            if not f.dead:
+                seen.append(f.switch())
+    assert seen[:2] == ["a", "b"]
+    assert ("a", True, True) in seen and ("b", True, True) in seen
+    assert asyncio._get_running_loop() is None
+
+
+def test_async_generator_hooks_and_origin_tracking_are_per_fiber() -> None:
+    root = stackful.current()
+
+    def firstiter(agen: Any) -> None:
+        pass
+
+    def in_fiber() -> tuple[Any, int]:
+        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=None)
+        sys.set_coroutine_origin_tracking_depth(7)
+        root.switch()
+        return sys.get_asyncgen_hooks().firstiter, sys.get_coroutine_origin_tracking_depth()
+
+    before = sys.get_asyncgen_hooks(), sys.get_coroutine_origin_tracking_depth()
+    f = Fiber(in_fiber)
+    f.switch()
+    assert (sys.get_asyncgen_hooks(), sys.get_coroutine_origin_tracking_depth()) == before
+    fresh = Fiber(lambda: (sys.get_asyncgen_hooks(), sys.get_coroutine_origin_tracking_depth()))
+    assert fresh.switch() == ((None, None), 0)  # a new fiber starts with none, like a thread
+    assert f.switch() == (firstiter, 7)
+
+
+class Inheriting(Fiber):
+    __fiber_inherits_asyncio__ = True
+
+
+def test_a_fiber_class_may_inherit_the_asyncio_state_of_its_starter() -> None:
+    async def main() -> tuple[Any, ...]:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        hooks = sys.get_asyncgen_hooks()
+
+        def inside() -> tuple[bool, ...]:
+            return (asyncio.get_running_loop() is loop, asyncio.current_task() is task,
+                    sys.get_asyncgen_hooks() == hooks)
+
+        inherited = Inheriting(inside).switch()
+        plain = Fiber(asyncio._get_running_loop).switch()
+        await asyncio.sleep(0)
+        return inherited, plain, asyncio.get_running_loop() is loop
+
+    assert asyncio.run(main()) == ((True, True, True), None, True)
+    # Started outside any loop, it inherits none.
+    assert Inheriting(asyncio._get_running_loop).switch() is None
+
+
+def test_a_loop_stopped_while_another_fiber_holds_its_own_stays_right() -> None:
+    # Fiber a starts a loop, b runs a whole loop from start to end while a is suspended in
+    # its own (the thread's entry is replaced twice under a), then a finishes.
+    root = stackful.current()
+
+    async def suspended_inside() -> bool:
+        loop = asyncio.get_running_loop()
+        root.switch()
+        return asyncio.get_running_loop() is loop
+
+    a = Fiber(lambda: asyncio.run(suspended_inside()))
+    a.switch()
+    b = Fiber(lambda: asyncio.run(asyncio.sleep(0, "b done")))
+    assert b.switch() == "b done"
+    assert a.switch() is True
+    assert asyncio._get_running_loop() is None
 
 
 JIT_WORKLOAD = r"""

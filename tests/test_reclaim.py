@@ -491,6 +491,24 @@ def test_asyncio_loop_it_was_running_is_stopped(discard: Callable[[Place], None]
     assert asyncio.run(fine()) == 7
 
 
+def test_discarding_a_fiber_in_a_loop_leaves_the_running_loop_and_hooks_alone() -> None:
+    # The root runs a loop of its own while a fiber parked inside another loop is discarded:
+    # the root's running loop and async generator hooks are its own, untouched.
+    def inside_asyncio(park: Callable[[], None]) -> None:
+        async def main() -> None:
+            park()
+
+        asyncio.run(main())
+
+    async def root_main() -> tuple[bool, bool]:
+        loop, hooks = asyncio.get_running_loop(), sys.get_asyncgen_hooks()
+        discard_on_this_thread(inside_asyncio)
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop() is loop, sys.get_asyncgen_hooks() == hooks
+
+    assert asyncio.run(root_main()) == (True, True)
+
+
 def suspended_in_a_call_to(call: str, root: Fiber, log: list[str], box: list[Fiber]
                            ) -> tuple[Any, Any]:
     """k is suspended inside t.throw(ValueError) or t.kill(): t caught what came and parked

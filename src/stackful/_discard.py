@@ -7,8 +7,9 @@ a garbage collection) the native core undoes; this module undoes what lives in P
 libraries. The core calls :func:`on_discard` with the fiber's innermost frame just before the
 frames are dropped.
 
-Covered: an asyncio event loop whose ``run_forever`` was on the fiber (so ``asyncio.run``
-works again on that thread, and the loop no longer says it is running), and the SIGINT handler
+Covered: an asyncio event loop whose ``run_forever`` was on the fiber (the loop no longer says
+it is running; its running-loop entry and hooks were the fiber's own and go with it), and the
+SIGINT handler
 ``asyncio.run`` installs for its duration (left in place, it would turn the next Ctrl-C into a
 cancellation of a task that no longer runs).
 """
@@ -39,19 +40,15 @@ def _stop_asyncio_loops(frame: FrameType, own_thread: bool) -> None:
         loop: Any = f.f_locals.get("self")
         if loop is None:
             continue
-        old_hooks = f.f_locals.get("old_agen_hooks")  # 3.11 keeps them in a local
         loop._stopping = False
         loop._thread_id = None
-        if not own_thread:
-            continue  # the running loop and the asyncgen hooks were that thread's
-        if events._get_running_loop() is loop:
-            events._set_running_loop(None)
-        loop._set_coroutine_origin_tracking(False)
-        old_hooks = getattr(loop, "_old_agen_hooks", None) or old_hooks
-        if old_hooks is not None:
-            sys.set_asyncgen_hooks(*old_hooks)
+        # The running loop, the async generator hooks and the coroutine origin tracking
+        # depth run_forever set were the fiber's own (interp_state.c): the core drops them
+        # with it, and whatever runs now keeps its own.
         if hasattr(loop, "_old_agen_hooks"):
             loop._old_agen_hooks = None
+        if own_thread and events._get_running_loop() is loop:
+            events._set_running_loop(None)  # true only where it could not be made per fiber
 
 
 def _restore_asyncio_sigint(frame: FrameType) -> None:

@@ -13,6 +13,10 @@ the core for greenlet's rule instead of wrapping it:
   its first live ancestor (and returns, or raises, at once if that is the caller).
 * ``__fiber_exit__ = GreenletExit``: ``throw()`` with no arguments, and the kill a
   suspended greenlet gets when it is collected, raise ``GreenletExit``.
+* ``__fiber_inherits_asyncio__``: asyncio's running loop is per thread for greenlet but per
+  fiber here, so a greenlet starts with the running loop, task and async generator hooks of
+  the greenlet that starts it: one spawned inside a coroutine (SQLAlchemy's
+  ``greenlet_spawn``) sees the task's loop, as with greenlet.
 * :func:`settrace` installs the core's per-thread switch hook, which runs on the target's
   stack after every landing, however the switch was made; with no trace function there is
   no hook and nothing on any path pays for tracing.
@@ -102,6 +106,7 @@ class greenlet(Fiber):  # noqa: N801 - greenlet's own spelling
     # The core's hooks for greenlet's rules (see the module docstring).
     __fiber_dead_switch_to_parent__: ClassVar[bool] = True
     __fiber_exit__: ClassVar[type[FiberExit]] = GreenletExit
+    __fiber_inherits_asyncio__: ClassVar[bool] = True
 
     def __new__(cls, *args: Any, **kwargs: Any) -> greenlet:
         # All of Fiber's set-up happens here, so that a subclass whose __init__ never

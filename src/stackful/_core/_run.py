@@ -135,6 +135,8 @@ class Runtime(SchedulerCore):
     """
 
     current: Task | None  # a SchedulerCore field, typed for this runtime
+    # What a task runs on (a runtime hosted on asyncio uses a subclass).
+    _fiber_type: type[Fiber] = Fiber
 
     def __init__(
         self,
@@ -405,9 +407,10 @@ class Runtime(SchedulerCore):
         task = Task(self, task_id, name if name is not None else f"task-{task_id}",
                     fn, args, kwargs)
         if stack_size is None:
-            fiber = Fiber(self._entry, name=task.name, parent=self._hub)
+            fiber = self._fiber_type(self._entry, name=task.name, parent=self._hub)
         else:
-            fiber = Fiber(self._entry, name=task.name, stack_size=stack_size, parent=self._hub)
+            fiber = self._fiber_type(self._entry, name=task.name, stack_size=stack_size,
+                                     parent=self._hub)
         # Like asyncio, a task runs in a copy of its spawner's context (a copy of an empty
         # one is no different from the fresh context a fiber without one gets when needed).
         context = contextvars.copy_context()

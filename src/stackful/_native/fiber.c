@@ -147,7 +147,8 @@ static inline Fiber *after_switch(sf_thread *th)
     return previous;
 }
 
-static PyObject *str_switch, *str_throw, *str_dead_to_parent_attr;
+static PyObject *str_switch, *str_throw, *str_dead_to_parent_attr, *str_inherits_asyncio_attr,
+    *str_inherits_context_attr;
 
 /* The thread's switch hook sees every landing, on the target's stack, as
  * hook(event, (origin, target)); if it raises, its exception replaces what
@@ -190,8 +191,10 @@ static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
 
 static void fiber_entry(void *value, void *arg);
 
-/* Give a new fiber its stack and its first context.  May fail (MemoryError). */
-static int fiber_prepare(Fiber *f)
+/* Give a new fiber its stack and its first context.  May fail (MemoryError).
+ * `by_running`: the fiber starting it is still running (not finishing), so
+ * what the new one inherits from it is in the thread state. */
+static int fiber_prepare(Fiber *f, int by_running)
 {
     if (!f->target) {
         PyErr_SetString(FiberError, "cannot start a fiber whose __init__ was never called");
@@ -203,10 +206,14 @@ static int fiber_prepare(Fiber *f)
     if (!stack)
         return -1;
     f->stack = stack;
+    if (f->inherits_context && by_running && !f->py.context)
+        f->py.context = Py_XNewRef(f->thread->tstate->context);  /* the same object */
     sf_pystate_init_fresh(&f->py, sf_stack_data_chunk(stack), SF_DATA_CHUNK_SIZE,
                           sf_stack_base(stack), stack->size);
     if (f->c_budget_override)
         sf_pystate_set_c_budget(&f->py, f->c_budget_override);
+    if (f->inherits_asyncio && by_running)
+        sf_pystate_inherit_asyncio(&f->py, f->thread->tstate, &f->thread->pythread);
     f->ctx = sf_make_context(sf_stack_top(stack), fiber_entry, f);
 #ifdef SF_ASAN
     f->asan_bottom = sf_stack_base(stack);
@@ -222,7 +229,7 @@ static int fiber_prepare(Fiber *f)
  * store-forwarding stall measured on the switch path.) */
 static PyObject *switch_prepared(sf_thread *th, Fiber *target)
 {
-    if (target->state == FIBER_NEW && fiber_prepare(target) < 0) {
+    if (target->state == FIBER_NEW && fiber_prepare(target, 1) < 0) {
         transfer_clear(&th->transfer);
         th->call_top = NULL;
         return NULL;
@@ -310,7 +317,7 @@ static _Noreturn void fiber_finish(Fiber *self, sf_thread *th, sf_transfer t)
      * since dropping it here could run code on a fiber already marked dead. */
     sf_pystate_save(&self->py, ts, &th->pythread, NULL);
 
-    if (parent->state == FIBER_NEW && fiber_prepare(parent) < 0) {
+    if (parent->state == FIBER_NEW && fiber_prepare(parent, 0) < 0) {
         /* Cannot start the parent: hand the MemoryError to the root. */
         transfer_clear(&t);
         t.kind = TRANSFER_THROW;
@@ -458,6 +465,13 @@ static PyObject *Fiber_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 /* What Fiber(target, *, name, stack_size, parent) sets; each argument may be
  * NULL or None for "not given". */
+/* A class attribute's truth (0 if absent), or -1 with an exception. */
+static int class_flag(PyTypeObject *type, PyObject *attr)
+{
+    PyObject *flag = _PyType_Lookup(type, attr);  /* borrowed */
+    return flag ? PyObject_IsTrue(flag) : 0;
+}
+
 static int fiber_setup(Fiber *self, PyObject *target, PyObject *name, PyObject *stack_size,
                        PyObject *parent)
 {
@@ -508,6 +522,14 @@ static int fiber_setup(Fiber *self, PyObject *target, PyObject *name, PyObject *
     } else {
         set_name(self, Py_NewRef(name));
     }
+    if (Py_TYPE(self) != &FiberType) {
+        int asyncio = class_flag(Py_TYPE(self), str_inherits_asyncio_attr);
+        int context = class_flag(Py_TYPE(self), str_inherits_context_attr);
+        if (asyncio < 0 || context < 0)
+            return -1;
+        self->inherits_asyncio = asyncio;
+        self->inherits_context = context;
+    }
     return 0;
 }
 
@@ -521,13 +543,42 @@ static int Fiber_init(Fiber *self, PyObject *args, PyObject *kwds)
     return fiber_setup(self, target, name, stack_size, parent);
 }
 
-/* Fiber(...) called on the base type itself, without building an args tuple
- * and a kwargs dict: spawning is a hot path.  Subclasses go through tp_new and
- * tp_init as usual. */
+/* A subclass that has come to define __new__ or __init__ after its creation:
+ * the usual type call. */
+static PyObject *call_through_type(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = NULL, *result = NULL;
+    if (!tuple)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    if (kwnames && PyTuple_GET_SIZE(kwnames)) {
+        kwargs = PyDict_New();
+        for (Py_ssize_t i = 0; kwargs && i < PyTuple_GET_SIZE(kwnames); i++)
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+                Py_CLEAR(kwargs);
+        if (!kwargs)
+            goto done;
+    }
+    result = PyType_Type.tp_call(type, tuple, kwargs);
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return result;
+}
+
+/* Fiber(...) without building an args tuple and a kwargs dict: spawning is a
+ * hot path.  Also for subclasses that define neither __new__ nor __init__
+ * (Fiber.__init_subclass__ gives them this); the others go through tp_new
+ * and tp_init as usual. */
 static PyObject *Fiber_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
                                   PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyTypeObject *tp = (PyTypeObject *)type;
+    if (tp != &FiberType && (tp->tp_new != FiberType.tp_new || tp->tp_init != FiberType.tp_init))
+        return call_through_type(type, args, nargs, kwnames);
     if (nargs > 1) {
         PyErr_Format(PyExc_TypeError, "Fiber() takes at most 1 positional argument (%zd given)",
                      nargs);
@@ -900,7 +951,31 @@ static PyObject *Fiber_stack_info(Fiber *self, PyObject *Py_UNUSED(ignored))
     return info;
 }
 
+/* Subclasses that keep Fiber's __new__ and __init__ are created as fast as
+ * Fiber itself (without tuple and dict of arguments). */
+static PyObject *Fiber_init_subclass(PyObject *cls, PyObject *args, PyObject *kwds)
+{
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    if (tp->tp_new == FiberType.tp_new && tp->tp_init == FiberType.tp_init)
+        tp->tp_vectorcall = Fiber_vectorcall;
+    /* What comes after Fiber in the MRO gets the call, as with super(). */
+    PyObject *super = PyObject_CallFunctionObjArgs((PyObject *)&PySuper_Type,
+                                                   (PyObject *)&FiberType, cls, NULL);
+    if (!super)
+        return NULL;
+    PyObject *next = PyObject_GetAttrString(super, "__init_subclass__");
+    Py_DECREF(super);
+    if (!next)
+        return NULL;
+    PyObject *result = PyObject_Call(next, args, kwds);
+    Py_DECREF(next);
+    return result;
+}
+
 static PyMethodDef Fiber_methods[] = {
+    {"__init_subclass__", (PyCFunction)(void (*)(void))Fiber_init_subclass,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+     "Give a subclass that keeps Fiber's __new__ and __init__ Fiber's fast creation."},
     {"switch", (PyCFunction)(void (*)(void))Fiber_switch, METH_FASTCALL | METH_KEYWORDS, switch_doc},
     {"throw", (PyCFunction)(void (*)(void))Fiber_throw, METH_FASTCALL, throw_doc},
     {"kill", (PyCFunction)(void (*)(void))Fiber_kill, METH_FASTCALL, kill_doc},
@@ -1124,7 +1199,11 @@ int sf_fiber_init_type(PyObject *m)
     str_switch = PyUnicode_InternFromString("switch");
     str_throw = PyUnicode_InternFromString("throw");
     str_dead_to_parent_attr = PyUnicode_InternFromString("__fiber_dead_switch_to_parent__");
-    if (!str_switch || !str_throw || !str_dead_to_parent_attr || !StackInfoType || !FiberExit ||
+    str_inherits_asyncio_attr = PyUnicode_InternFromString("__fiber_inherits_asyncio__");
+    str_inherits_context_attr = PyUnicode_InternFromString("__fiber_inherits_context__");
+    if (!str_switch || !str_throw || !str_dead_to_parent_attr || !str_inherits_asyncio_attr ||
+        !str_inherits_context_attr ||
+        !StackInfoType || !FiberExit ||
         !FiberError ||
         PyModule_AddObjectRef(m, "Fiber", (PyObject *)&FiberType) < 0 ||
         PyModule_AddObjectRef(m, "StackInfo", (PyObject *)StackInfoType) < 0 ||

@@ -78,6 +78,10 @@ typedef struct Fiber {
     int state;
     int c_budget_override;        /* 0, or the budget a test asked for */
     int refused_exit;             /* it caught FiberExit and switched away when collected */
+    int inherits_asyncio;         /* its class sets __fiber_inherits_asyncio__: it starts
+                                     with the asyncio state of the fiber that starts it */
+    int inherits_context;         /* __fiber_inherits_context__: it starts in the context
+                                     object of the fiber that starts it (unless given one) */
     sf_pystate py;
     PyObject *dict;
     PyObject *weakreflist;

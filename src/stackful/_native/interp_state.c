@@ -12,7 +12,9 @@
  *   handled exceptions     exc_info        exc_info       exc_info       exc_info          exc_info
  *   contextvars            context + context_ver (bumped, or ContextVar caches go stale)
  *   context watchers       -               -              -              Py_CONTEXT_SWITCHED fired on a switch that changes it (6)
- *   asyncio's loop, task   thread dict     thread dict    thread (7)     asyncio_running_loop/task, per fiber
+ *   asyncio's running loop thread dict + a cache in _asyncio (7)     asyncio_running_loop (+ _task, 3.14+)
+ *   async generator hooks  async_gen_firstiter, async_gen_finalizer (every version)
+ *   coroutine origin depth coroutine_origin_tracking_depth (every version)
  *   JIT                    -               -              -              current_executor  + jit_exit
  *   generator result kind  -               -              -              -                 generator_return_kind
  *   deallocation depth     trash_delete_nesting  trash.delete_nesting  (by C stack from 3.13)
@@ -38,8 +40,8 @@
  *       Its slots are tagged references; only those owning a reference count.
  *   (6) Tracers and APM tools use them to follow "the current context"; a
  *       switch changes it as much as Context.run does.
- *   (7) 3.13 keeps it in _PyThreadStateImpl too, but stackful leaves it per
- *       thread there, as 3.11 and 3.12 do.
+ *   (7) 3.11: a holder object whose loop is swapped; 3.12: the loop itself,
+ *       swapped, and _asyncio's cache of it emptied.  See "asyncio" below.
  *
  * The trace guard is per fiber: a fiber suspended inside a trace, profile or
  * sys.monitoring callback must not switch tracing off for the others.  The
@@ -51,7 +53,7 @@
  * Left with the thread: the trash can's deferred list (delete_later: dead
  * objects any fiber may free; a list saved with a fiber that then ended would
  * leak; freed on landing where the stack has room), monitoring's current
- * event, the recursion headroom, asyncio's list of all tasks, the cached spare
+ * event, the recursion headroom, asyncio's list of all tasks (3.14+), the cached spare
  * data-stack chunk (3.14+: any fiber may use it), 3.15's remote-profiler cache
  * (last_profiled_frame: its walk simply does not meet another fiber's frame),
  * the JIT's trace recorder, and c_stack_init_base/top (3.14+: the thread's own
@@ -164,12 +166,14 @@ static void set_c_stack_limits(sf_pystate *s, uintptr_t base, uintptr_t top)
 /* The repr() guard                                                    */
 
 static PyObject *str_py_repr;
+static void asyncio_init_strings(void);
 
 void sf_pythread_init(sf_pythread *t)
 {
     PyObject *dict = PyThreadState_GetDict();
     if (!str_py_repr)
         str_py_repr = PyUnicode_InternFromString("Py_Repr");
+    asyncio_init_strings();
     PyObject *fresh = PyList_New(0);
     PyObject *list = dict && str_py_repr && fresh ? PyDict_SetDefault(dict, str_py_repr, fresh)
                                                   : NULL;
@@ -359,6 +363,296 @@ static inline int known_slots(const sf_pystate *s, _PyInterpreterFrame *f)
 }
 
 /* ------------------------------------------------------------------ */
+/* asyncio                                                             */
+
+/* What asyncio keeps per thread must follow the fiber, or two fibers cannot
+ * each run an event loop (asyncio.run in one says "cannot be called from a
+ * running event loop" while another is suspended inside its own loop): the
+ * running loop, the running task (3.14+; before, a dict keyed by loop), and
+ * the async generator hooks and coroutine origin tracking depth that
+ * BaseEventLoop.run_forever sets while it runs.  A fresh fiber has none of
+ * them, like a fresh thread (unless it inherits them, see
+ * sf_pystate_inherit_asyncio).
+ *
+ * Where the running loop lives, from each version's Modules/_asynciomodule.c:
+ *   3.11  thread-state dict["__asyncio_running_event_loop__"] is a
+ *         _RunningLoopHolder (rl_loop, rl_pid), which _asyncio caches,
+ *         borrowed and tagged with the thread's id, in a static that the
+ *         holder's dealloc clears.  The holder stays in the dict and the
+ *         loop inside it is swapped, so that cache stays right.
+ *   3.12  the same entry is the loop itself (or None), cached the same way in
+ *         _asyncio's module state.  The entry is swapped and the cache
+ *         emptied, so _asyncio looks it up again.  Where the cache is in the
+ *         module state is found once, by its contents: the loop next to the
+ *         thread's id, just after _set_running_loop stored both.  Until then
+ *         the loop stays per thread.
+ *   3.13+ _PyThreadStateImpl.asyncio_running_loop (3.14+ also _task): moved.
+ * 3.11 and 3.12 look the dict entry up only when the dict's version tag has
+ * changed since the last look (a loop started or stopped), so a switch
+ * between fibers that run no loop costs two compares. */
+
+#if PY_VERSION_HEX < 0x030D0000
+static PyObject *str_running_loop_key;   /* "__asyncio_running_event_loop__" */
+
+static inline uint64_t dict_version(PyObject *dict)
+{
+#  pragma GCC diagnostic push
+#  pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    return ((PyDictObject *)dict)->ma_version_tag;  /* deprecated in 3.12, still kept */
+#  pragma GCC diagnostic pop
+}
+#endif
+
+#if PY_VERSION_HEX < 0x030C0000
+typedef struct {
+    PyObject_HEAD
+    PyObject *rl_loop;    /* owned; None: no loop running */
+    pid_t rl_pid;
+} loop_holder;
+
+static int is_loop_holder(PyObject *entry)
+{
+    PyTypeObject *type = Py_TYPE(entry);
+    return type->tp_basicsize == (Py_ssize_t)sizeof(loop_holder) &&
+           strcmp(type->tp_name, "_RunningLoopHolder") == 0;
+}
+#elif PY_VERSION_HEX < 0x030D0000
+static PyObject *str_asyncio_module;     /* "_asyncio" */
+static PyObject *loop_cache_module;      /* strong, once the cache is found */
+static Py_ssize_t loop_cache_offset = -1;
+
+/* Right after _set_running_loop(loop) the module state holds `loop` and,
+ * in the next word, the thread's id: find that pair, if it is there once. */
+static void find_loop_cache(PyThreadState *ts, PyObject *loop)
+{
+    PyObject *modules = ts->interp->imports.modules;
+    PyObject *mod = modules ? PyDict_GetItem(modules, str_asyncio_module) : NULL;
+    if (!mod || !PyModule_Check(mod))
+        return;
+    PyModuleDef *def = PyModule_GetDef(mod);
+    uintptr_t *words = PyModule_GetState(mod);
+    if (!def || !words || def->m_size < (Py_ssize_t)(2 * sizeof(uintptr_t)))
+        return;
+    Py_ssize_t n = def->m_size / (Py_ssize_t)sizeof(uintptr_t), found = -1, matches = 0;
+    for (Py_ssize_t i = 0; i + 1 < n; i++) {
+        if (words[i] == (uintptr_t)loop && words[i + 1] == (uintptr_t)ts->id) {
+            found = i;
+            matches++;
+        }
+    }
+    if (matches == 1) {
+        loop_cache_offset = found * (Py_ssize_t)sizeof(uintptr_t);
+        loop_cache_module = Py_NewRef(mod);
+    }
+}
+
+static inline void empty_loop_cache(void)
+{
+    char *state = PyModule_GetState(loop_cache_module);
+    *(PyObject **)(state + loop_cache_offset) = NULL;
+}
+#endif
+
+#if PY_VERSION_HEX < 0x030D0000
+static PyObject *look_up_loop_entry(PyThreadState *ts, sf_pythread *t)
+{
+    PyObject *dict = ts->dict;
+    PyObject *entry = str_running_loop_key ? PyDict_GetItem(dict, str_running_loop_key) : NULL;
+#  if PY_VERSION_HEX < 0x030C0000
+    if (entry && !is_loop_holder(entry))
+        entry = NULL;  /* not the layout we know: the loop stays per thread */
+#  else
+    if (entry && entry != Py_None && loop_cache_offset < 0)
+        find_loop_cache(ts, entry);
+#  endif
+    t->loop_dict = dict;
+    t->loop_entry = entry;
+    t->loop_dict_version = dict_version(dict);
+    return entry;
+}
+
+/* The thread dict's running-loop entry (borrowed), or NULL. */
+static inline PyObject *loop_entry(PyThreadState *ts, sf_pythread *t)
+{
+    PyObject *dict = ts->dict;
+    if (!dict)
+        return NULL;
+    if (dict == t->loop_dict && dict_version(dict) == t->loop_dict_version)
+        return t->loop_entry;
+    return look_up_loop_entry(ts, t);
+}
+#endif
+
+#if PY_VERSION_HEX < 0x030C0000
+static inline PyObject *running_loop_of_thread(PyThreadState *ts, sf_pythread *t)
+{
+    loop_holder *holder = (loop_holder *)loop_entry(ts, t);
+    return holder && holder->rl_loop != Py_None ? holder->rl_loop : NULL;
+}
+
+static inline void running_loop_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    loop_holder *holder = (loop_holder *)loop_entry(ts, t);
+    if (holder && holder->rl_loop != Py_None && !s->asyncio_running_loop) {
+        s->asyncio_running_loop = holder->rl_loop;  /* the reference moves */
+        holder->rl_loop = Py_NewRef(Py_None);
+    }
+}
+
+static inline void running_loop_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    (void)ts;
+    if (!s->asyncio_running_loop)
+        return;
+    loop_holder *holder = (loop_holder *)t->loop_entry;  /* fresh: the save just before looked */
+    if (holder && holder->rl_loop == Py_None) {
+        Py_DECREF(Py_None);
+        holder->rl_loop = s->asyncio_running_loop;  /* the reference moves back */
+        s->asyncio_running_loop = NULL;
+    }
+}
+#elif PY_VERSION_HEX < 0x030D0000
+static inline PyObject *running_loop_of_thread(PyThreadState *ts, sf_pythread *t)
+{
+    PyObject *entry = loop_entry(ts, t);
+    return entry && entry != Py_None && loop_cache_offset >= 0 ? entry : NULL;
+}
+
+static inline void running_loop_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    PyObject *loop = running_loop_of_thread(ts, t);
+    if (loop && !s->asyncio_running_loop)
+        s->asyncio_running_loop = Py_NewRef(loop);  /* the dict keeps its own until replaced */
+}
+
+/* Replacing the entry allocates nothing (the key is there) and frees
+ * nothing: the fiber just saved holds the loop it drops. */
+static void replace_loop_entry(PyThreadState *ts, sf_pythread *t, PyObject *loop)
+{
+    if (PyDict_SetItem(ts->dict, str_running_loop_key, loop) < 0)
+        Py_FatalError("stackful: cannot swap asyncio's running loop");
+    t->loop_entry = loop;
+    t->loop_dict_version = dict_version(ts->dict);
+    empty_loop_cache();
+}
+
+static inline void running_loop_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    PyObject *loop = s->asyncio_running_loop;
+    PyObject *entry = t->loop_entry;  /* fresh: the save just before looked */
+    if (!entry || entry == (loop ? loop : Py_None)) {
+        if (loop && entry) {  /* the same loop (an inherited one): the dict holds it */
+            s->asyncio_running_loop = NULL;
+            Py_DECREF(loop);
+        }
+        return;
+    }
+    if (loop_cache_offset < 0)
+        return;
+    replace_loop_entry(ts, t, loop ? loop : Py_None);
+    if (loop) {
+        s->asyncio_running_loop = NULL;
+        Py_DECREF(loop);  /* the dict holds it now */
+    }
+}
+#else
+static inline PyObject *running_loop_of_thread(PyThreadState *ts, sf_pythread *t)
+{
+    (void)t;
+    return ((_PyThreadStateImpl *)ts)->asyncio_running_loop;
+}
+
+static inline void running_loop_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    (void)t;
+    _PyThreadStateImpl *impl = (_PyThreadStateImpl *)ts;
+    s->asyncio_running_loop = impl->asyncio_running_loop;  /* the references move */
+    impl->asyncio_running_loop = NULL;
+#  if PY_VERSION_HEX >= 0x030E0000
+    s->asyncio_running_task = impl->asyncio_running_task;
+    impl->asyncio_running_task = NULL;
+#  endif
+}
+
+static inline void running_loop_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    (void)t;
+    _PyThreadStateImpl *impl = (_PyThreadStateImpl *)ts;
+    impl->asyncio_running_loop = s->asyncio_running_loop;  /* the references move back */
+    s->asyncio_running_loop = NULL;
+#  if PY_VERSION_HEX >= 0x030E0000
+    impl->asyncio_running_task = s->asyncio_running_task;
+    s->asyncio_running_task = NULL;
+#  endif
+}
+#endif
+
+/* Invariant: between a save and its restore the thread has no hooks and no
+ * origin tracking, and a running fiber's saved fields are empty; so the
+ * usual switch, where neither side has any, only tests. */
+static inline void asyncio_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    running_loop_save(s, ts, t);
+    if ((uintptr_t)ts->async_gen_firstiter | (uintptr_t)ts->async_gen_finalizer |
+        (uintptr_t)ts->coroutine_origin_tracking_depth) {
+        s->asyncgen_firstiter = ts->async_gen_firstiter;  /* the references move */
+        s->asyncgen_finalizer = ts->async_gen_finalizer;
+        s->coroutine_origin_depth = ts->coroutine_origin_tracking_depth;
+        ts->async_gen_firstiter = NULL;
+        ts->async_gen_finalizer = NULL;
+        ts->coroutine_origin_tracking_depth = 0;
+    }
+}
+
+static inline void asyncio_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    running_loop_restore(s, ts, t);
+    if ((uintptr_t)s->asyncgen_firstiter | (uintptr_t)s->asyncgen_finalizer |
+        (uintptr_t)s->coroutine_origin_depth) {
+        ts->async_gen_firstiter = s->asyncgen_firstiter;  /* the references move back */
+        ts->async_gen_finalizer = s->asyncgen_finalizer;
+        ts->coroutine_origin_tracking_depth = s->coroutine_origin_depth;
+        s->asyncgen_firstiter = NULL;
+        s->asyncgen_finalizer = NULL;
+        s->coroutine_origin_depth = 0;
+    }
+}
+
+void sf_pystate_inherit_asyncio(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
+{
+    Py_XSETREF(s->asyncio_running_loop, Py_XNewRef(running_loop_of_thread(ts, t)));
+#if PY_VERSION_HEX >= 0x030E0000
+    Py_XSETREF(s->asyncio_running_task,
+               Py_XNewRef(((_PyThreadStateImpl *)ts)->asyncio_running_task));
+#endif
+    Py_XSETREF(s->asyncgen_firstiter, Py_XNewRef(ts->async_gen_firstiter));
+    Py_XSETREF(s->asyncgen_finalizer, Py_XNewRef(ts->async_gen_finalizer));
+    s->coroutine_origin_depth = ts->coroutine_origin_tracking_depth;
+}
+
+static void asyncio_init_strings(void)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    if (!str_running_loop_key)
+        str_running_loop_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
+#endif
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+    if (!str_asyncio_module)
+        str_asyncio_module = PyUnicode_InternFromString("_asyncio");
+#endif
+}
+
+static void asyncio_release(sf_pystate *s)
+{
+    Py_CLEAR(s->asyncio_running_loop);
+#if PY_VERSION_HEX >= 0x030E0000
+    Py_CLEAR(s->asyncio_running_task);
+#endif
+    Py_CLEAR(s->asyncgen_firstiter);
+    Py_CLEAR(s->asyncgen_finalizer);
+}
+
+/* ------------------------------------------------------------------ */
 /* Switching                                                           */
 
 void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
@@ -388,10 +682,6 @@ void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
     s->c_stack_soft_limit = impl->c_stack_soft_limit;
     s->c_stack_hard_limit = impl->c_stack_hard_limit;
     s->current_executor = ts->current_executor;
-    s->asyncio_running_loop = impl->asyncio_running_loop;  /* the references move */
-    s->asyncio_running_task = impl->asyncio_running_task;
-    impl->asyncio_running_loop = NULL;
-    impl->asyncio_running_task = NULL;
 #endif
 #if PY_VERSION_HEX >= 0x030F0000
     s->base_frame = ts->base_frame;
@@ -417,6 +707,7 @@ void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
     s->tracing_what = ts->what_event;
 #endif
     repr_save(s, t);
+    asyncio_save(s, ts, t);
 }
 
 void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
@@ -433,6 +724,7 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
     ts->what_event = s->tracing_what;
 #endif
     repr_restore(s, t);
+    asyncio_restore(s, ts, t);
 #if PY_VERSION_HEX < 0x030C0000
     /* sys.settrace/setprofile are per thread, not per fiber: the resumed
      * frame record must see the thread's current choice. */
@@ -451,10 +743,6 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
     impl->c_stack_soft_limit = s->c_stack_soft_limit;
     impl->c_stack_hard_limit = s->c_stack_hard_limit;
     ts->current_executor = s->current_executor;
-    impl->asyncio_running_loop = s->asyncio_running_loop;  /* the references move back */
-    impl->asyncio_running_task = s->asyncio_running_task;
-    s->asyncio_running_loop = NULL;
-    s->asyncio_running_task = NULL;
 #endif
 #if PY_VERSION_HEX >= 0x030F0000
     ts->base_frame = s->base_frame;
@@ -542,10 +830,7 @@ void sf_pystate_release(sf_pystate *s)
     Py_CLEAR(s->context);
     Py_CLEAR(s->entry_context);
     Py_CLEAR(s->exc_state.exc_value);
-#if PY_VERSION_HEX >= 0x030E0000
-    Py_CLEAR(s->asyncio_running_loop);
-    Py_CLEAR(s->asyncio_running_task);
-#endif
+    asyncio_release(s);
     repr_release(s);
 }
 
@@ -662,10 +947,12 @@ int sf_pystate_traverse(const sf_pystate *s, visitproc visit, void *arg)
     Py_VISIT(s->exc_state.exc_value);
     for (Py_ssize_t i = 0; i < s->repr_size; i++)
         Py_VISIT(s->repr_items[i]);
-#if PY_VERSION_HEX >= 0x030E0000
     Py_VISIT(s->asyncio_running_loop);
+#if PY_VERSION_HEX >= 0x030E0000
     Py_VISIT(s->asyncio_running_task);
 #endif
+    Py_VISIT(s->asyncgen_firstiter);
+    Py_VISIT(s->asyncgen_finalizer);
     return 0;
 }
 

@@ -3,7 +3,8 @@
  * CPython keeps the running code's position in the PyThreadState: the
  * innermost frame, the data stack that holds 3.11+ frames, recursion
  * counters or (3.14+) the C stack's bounds, the handled-exception stack, the
- * contextvars context, the trash-can state, asyncio's running loop (3.14+).
+ * contextvars context, the trash-can state, asyncio's running loop and task
+ * and the async generator hooks.
  * A fiber switch must swap all of it, or CPython sees the wrong frames.
  * Which fields exist differs by version; interp_state.c holds every
  * PY_VERSION_HEX branch of the project, so supporting a new CPython means
@@ -41,8 +42,6 @@ typedef struct sf_pystate {
     uintptr_t c_stack_soft_limit; /* checks it: RecursionError below the soft */
     uintptr_t c_stack_hard_limit; /* limit, a fatal error below the hard one */
     PyObject *current_executor;   /* the JIT's running trace, borrowed */
-    PyObject *asyncio_running_loop;  /* owned while suspended, like context */
-    PyObject *asyncio_running_task;
 #endif
 #if PY_VERSION_HEX >= 0x030F0000
     struct _PyInterpreterFrame *base_frame;  /* the sentinel its frame chain ends at
@@ -76,6 +75,15 @@ typedef struct sf_pystate {
     PyObject *entry_context;      /* its base context (strong), or NULL: the one it started
                                      in or was given later, outside any Context.run; where
                                      the contexts it entered with Context.run end */
+    /* What asyncio keeps per thread, per fiber (owned while suspended, like context):
+     * so each fiber may run an event loop of its own. */
+    PyObject *asyncio_running_loop;  /* NULL: none running */
+#if PY_VERSION_HEX >= 0x030E0000
+    PyObject *asyncio_running_task;
+#endif
+    PyObject *asyncgen_firstiter;    /* sys.set_asyncgen_hooks(), which loops set */
+    PyObject *asyncgen_finalizer;
+    int coroutine_origin_depth;      /* sys.set_coroutine_origin_tracking_depth() */
 } sf_pystate;
 
 /* Thread-level state swapped per fiber although CPython keeps it outside the
@@ -83,6 +91,14 @@ typedef struct sf_pystate {
  * which lives in the thread-state dict.  One per thread record. */
 typedef struct sf_pythread {
     PyListObject *repr_list;      /* strong; NULL if it could not be made */
+#if PY_VERSION_HEX < 0x030D0000
+    /* 3.11/3.12 keep asyncio's running loop in the thread-state dict: its entry
+     * as last seen (borrowed, the dict owns it), valid while the dict's version
+     * is unchanged. */
+    PyObject *loop_dict;
+    PyObject *loop_entry;
+    uint64_t loop_dict_version;
+#endif
 } sf_pythread;
 
 /* Find or make this thread's repr guard list (the running thread's dict). */
@@ -91,6 +107,7 @@ void sf_pythread_clear(sf_pythread *t);
 
 /* Move the running state out of `ts` into `s` / from `s` into `ts`.  They
  * allocate nothing and run no Python code, so the GC cannot run in between.
+ * A restore always comes right after a save: the two halves of one switch.
  *
  * `call_top`, if not NULL, is the end of the arguments of the call the
  * innermost Python frame is suspended in (switch(), throw() or kill()
@@ -110,6 +127,11 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t);
  * and recursion limits that fit its C stack [stack_base, stack_base + size). */
 void sf_pystate_init_fresh(sf_pystate *s, void *chunk, size_t chunk_size,
                            void *stack_base, size_t stack_size);
+
+/* A fresh state `s` starts inside the asyncio task running on `ts` (new
+ * references to its running loop and task, async generator hooks and
+ * coroutine origin tracking), as code the task calls directly would be. */
+void sf_pystate_inherit_asyncio(sf_pystate *s, PyThreadState *ts, sf_pythread *t);
 
 /* Let a fresh state recurse through C as if its stack held `levels` levels
  * (tests of the guard page: more than the stack can hold). */
@@ -144,7 +166,7 @@ int sf_context_entered(PyObject *ctx);
 void sf_pystate_set_base_context(sf_pystate *s, PyObject *ctx);
 
 /* Drop what the saved state of a fiber that finished (or died unrun) still
- * holds: context, exception state, repr entries, asyncio's loop (3.14+). */
+ * holds: context, exception state, repr entries, asyncio's state. */
 void sf_pystate_release(sf_pystate *s);
 
 /* Make `ctx` (a new reference, or NULL) the running fiber's context, as
