@@ -12,6 +12,7 @@ not start is always an error.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import importlib
 import os
@@ -37,6 +38,7 @@ import pytest
 REQUIRE = "STACKFUL_REQUIRE_SERVICES"
 STARTUP_DEADLINE = 60.0  # seconds for a server to accept connections (a loaded machine is slow)
 STOP_DEADLINE = 30.0
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 PORT_ATTEMPTS = 3  # a free port can be taken by someone else before the server binds it
 RENDEZVOUS_SCRIPT = Path(__file__).with_name("_rendezvous_server.py")
 
@@ -93,6 +95,17 @@ def wait_until_ready(ready: Callable[[], bool], proc: subprocess.Popen[Any], wha
                        f"its log ends:\n{log_tail(log)}")
 
 
+def dies_with_us(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when this process dies
+    (Linux's PR_SET_PDEATHSIG): a test run killed hard (a timeout, SIGKILL) leaves no server
+    running.  It runs after Popen's change of account, which would otherwise clear it."""
+
+    def preexec() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return preexec
+
+
 def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
     """Ask ``proc`` to stop with ``sig``; kill it if it has not exited in time."""
     if proc.poll() is None:
@@ -138,7 +151,8 @@ def redis_server_fixture() -> Iterator[RedisServer]:
                     [program, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
                      "--save", "", "--appendonly", "no", "--daemonize", "no",
                      "--maxclients", "1000"],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    preexec_fn=dies_with_us(signal.SIGKILL))
             if wait_until_ready(partial(redis_ping, port), proc, "redis-server", log):
                 break
         else:
@@ -254,7 +268,7 @@ def postgres_server_fixture() -> Iterator[PostgresServer]:
                      "-c", "fsync=off", "-c", "synchronous_commit=off",
                      "-c", "full_page_writes=off", "-c", "shared_buffers=32MB"],
                     cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    **runas)
+                    preexec_fn=dies_with_us(signal.SIGQUIT), **runas)  # "immediate" shutdown
 
             def ready(port: int = port) -> bool:
                 check = subprocess.run(
