@@ -39,3 +39,27 @@ def run_crash_script(name: str, *args: str, python: str = sys.executable,
 def vrun(main: Callable[..., Any], *args: Any) -> Any:
     """Run ``main(*args)`` in a fresh runtime on a virtual clock (timers never sleep for real)."""
     return run(main, *args, clock=VirtualClock())
+
+
+def in_forked_child(body: Callable[[], object]) -> int:
+    """Fork; the child runs ``body()`` and exits 0 if it returned, 1 if it raised (its
+    traceback on stderr).  The parent gets the child's pid back, for :func:`child_status`."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover  (the child)
+        code = 1
+        try:
+            body()
+            code = 0
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def child_status(pid: int) -> int:
+    """Wait for the forked child ``pid``; its exit code."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)

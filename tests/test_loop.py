@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 import stackful
 from stackful import lowlevel, socket
 from stackful.runtime_api import run, sleep, spawn  # noqa: F401
+
+from ._support import child_status, in_forked_child
 
 
 def deep(n: int) -> int:
@@ -67,3 +73,55 @@ def test_a_busy_runtime_does_not_trim() -> None:
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_and_its_parent_do_not_share_a_poller() -> None:
+    """A task forks and the runtime goes on in both processes: an epoll instance shared by
+    the two would hand one's events to the other (an edge taken is lost to its owner)."""
+
+    def rounds() -> None:
+        for _ in range(30):
+            a, b = socket.socketpair()
+            with a, b:
+                reader = spawn(a.recv, 10)
+                sleep(0.002)  # parked, its fd registered; the other process idles in poll
+                b.send(b"x")
+                with stackful.timeout(5):
+                    assert reader.join() == b"x"
+
+    def main() -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            inherited = spawn(a.recv, 10)  # the poller is in use before the fork
+            sleep(0.01)
+            pid = in_forked_child(rounds)
+            rounds()
+            b.send(b"y")
+            assert inherited.join() == b"y"
+        assert child_status(pid) == 0
+
+    run(main)
+
+
+@pytest.mark.parametrize("poller", ["epoll", "selectors"])
+def test_after_a_fork_a_wait_on_an_fd_that_is_gone_ends_with_an_error(
+        poller: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the child does after fork() (the registrations move to a poller of its own), with
+    an fd that another at-fork hook closed: its waiter gets ClosedResourceError, not a hang."""
+    if poller == "selectors":
+        monkeypatch.setenv("STACKFUL_POLLER", "selectors")
+    a, b = socket.socketpair()
+
+    def main() -> None:
+        reader = spawn(a.recv, 10)
+        sleep(0.01)
+        os.close(a.detach())  # behind the runtime's back
+        lowlevel.current_runtime()._after_fork_in_child()
+        with pytest.raises(stackful.ClosedResourceError):
+            with stackful.timeout(5):
+                reader.join()
+
+    with b:
+        run(main)

@@ -386,6 +386,75 @@ def test_create_server_reuse_port_and_the_resolver_functions() -> None:
     assert socket.getnameinfo(("127.0.0.1", 80), flags) == ("127.0.0.1", "80")
 
 
+def test_a_name_is_resolved_on_a_worker_thread_while_other_tasks_run(monkeypatch: Any) -> None:
+    # The "name server" answers only after another task has run: a lookup that blocked the
+    # runtime's thread would never return (the event's wait is bounded: it would fail).
+    answered = threading.Event()
+    lookups: list[tuple[Any, int]] = []
+    real = std_socket.getaddrinfo
+
+    def slow_resolver(host: Any, *args: Any) -> Any:
+        lookups.append((host, threading.get_ident()))
+        assert answered.wait(BOUND), "the other task never ran"
+        return real("127.0.0.1", *args)
+
+    monkeypatch.setattr("stackful._sockets._blocking_getaddrinfo", slow_resolver)
+
+    def main() -> int:
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            port = server.getsockname()[1]
+            stackful.spawn(answered.set)
+            with socket.create_connection(("a-name.test", port)) as conn:
+                return conn.getpeername()[1]
+
+    assert run_bounded(main) > 0
+    assert [host for host, _ in lookups] == ["a-name.test"]
+    assert lookups[0][1] != threading.get_ident()
+    # An IP literal resolves at once, on the task's own thread (asking nobody).
+    lookups.clear()
+    answered.set()
+    run_bounded(lambda: socket.getaddrinfo("::1", 80))
+    assert lookups == [("::1", threading.get_ident())]
+
+
+def test_connect_and_sendto_resolve_a_host_name_on_a_worker_thread(monkeypatch: Any) -> None:
+    lookups: list[tuple[Any, int]] = []
+    real = std_socket.getaddrinfo
+
+    def resolver(host: Any, port: Any, *args: Any) -> Any:
+        lookups.append((host, threading.get_ident()))
+        return real("127.0.0.1", port, *args)
+
+    monkeypatch.setattr("stackful._sockets._blocking_getaddrinfo", resolver)
+
+    def main() -> bytes:
+        with socket.create_server(("127.0.0.1", 0)) as server, \
+                socket.socket() as client, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            client.connect(("tcp-peer.test", server.getsockname()[1]))
+            rx.bind(("127.0.0.1", 0))
+            tx.sendto(b"datagram", ("udp-peer.test", rx.getsockname()[1]))
+            data, _ = rx.recvfrom(100)
+            return data
+
+    assert run_bounded(main) == b"datagram"
+    assert [host for host, _ in lookups] == ["tcp-peer.test", "udp-peer.test"]
+    assert all(ident != threading.get_ident() for _, ident in lookups)
+
+
+def test_getnameinfo_in_a_task_runs_on_a_worker_thread(monkeypatch: Any) -> None:
+    threads: list[int] = []
+
+    def resolver(sockaddr: Any, flags: int) -> tuple[str, str]:
+        threads.append(threading.get_ident())
+        return ("host.test", "80")
+
+    monkeypatch.setattr("stackful._sockets._blocking_getnameinfo", resolver)
+    assert run_bounded(lambda: socket.getnameinfo(("127.0.0.1", 80), 0)) == ("host.test", "80")
+    assert threads and threads[0] != threading.get_ident()
+
+
 # -- accept ---------------------------------------------------------------------------------------
 
 

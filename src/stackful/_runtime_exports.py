@@ -13,9 +13,11 @@ from .runtime_api import (
     current_task,
     notify_closing,
     run,
+    set_thread_pool_size,
     sleep,
     spawn,
     tasks,
+    to_thread,
     wait_readable,
     wait_writable,
     yield_now,
@@ -24,5 +26,6 @@ from .runtime_api import (
 __all__ = [
     "BusyResourceError", "Cancelled", "ClosedResourceError", "DeadlockError", "Runtime", "Task",
     "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock", "current_task", "notify_closing",
-    "run", "sleep", "spawn", "tasks", "wait_readable", "wait_writable", "yield_now",
+    "run", "set_thread_pool_size", "sleep", "spawn", "tasks", "to_thread", "wait_readable",
+    "wait_writable", "yield_now",
 ]

@@ -49,6 +49,7 @@ from socket import (
 from typing import Any
 
 from ._core import current_runtime_or_none as _runtime_or_none
+from ._core import to_thread as _to_thread
 from ._native import _wait_readable as _persistent_wait_readable
 from ._native import _wait_writable as _persistent_wait_writable
 from ._native import sock_accept as _c_accept
@@ -57,6 +58,7 @@ from ._native import sock_recv_into as _c_recv_into
 from ._native import sock_send as _c_send
 from ._native import sock_sendall as _c_sendall
 from .lowlevel import current_time as _runtime_time
+from .lowlevel import in_task as _in_task
 from .runtime_api import notify_closing as _notify_closing
 from .runtime_api import sleep as _runtime_sleep
 from .runtime_api import wait_readable as _runtime_wait_readable
@@ -406,9 +408,10 @@ class socket(_std.socket):
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None, /) -> int:
         """``sendto(data, address)`` or ``sendto(data, flags, address)``; return the count."""
         if address is None:
-            return self._write_retry(_ss_sendto, data, flags_or_address)  # type: ignore[no-any-return]
+            return self._write_retry(  # type: ignore[no-any-return]
+                _ss_sendto, data, self._resolved(flags_or_address))
         return self._write_retry(  # type: ignore[no-any-return]
-            _ss_sendto, data, flags_or_address, address)
+            _ss_sendto, data, flags_or_address, self._resolved(address))
 
     def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:
         """``sendmsg(2)``: ``sendmsg(buffers[, ancdata[, flags[, address]]])``."""
@@ -430,9 +433,25 @@ class socket(_std.socket):
     def _now(self) -> float:
         return _monotonic() if _runtime_or_none() is None else _runtime_time()
 
+    def _resolved(self, address: Any) -> Any:
+        """``address`` with a host name replaced by its first address, looked up on a worker
+        thread in a task (the C calls would look it up themselves, blocking the thread)."""
+        if (not _in_task() or type(address) is not tuple or len(address) < 2
+                or not isinstance(address[0], (str, bytes)) or _is_ip_literal(address[0])):
+            return address
+        family = _ss_family(self)
+        if family not in (_socket.AF_INET, _socket.AF_INET6):
+            return address
+        infos = getaddrinfo(address[0], address[1], family, _ss_type(self), _ss_proto(self))
+        if not infos:
+            raise OSError(f"getaddrinfo found no address for {address[0]!r}")
+        sockaddr = infos[0][4]
+        if family == _socket.AF_INET6 and len(address) > 2:
+            sockaddr = (sockaddr[0], sockaddr[1], *address[2:])  # the caller's flowinfo, scope
+        return sockaddr
+
     def _connect(self, address: Any, timeout_as_errno: bool = False) -> int:
-        # TODO(issue 9): resolve a host name in `address` off the runtime's thread here (the C
-        # connect below resolves it itself, blocking the thread).
+        address = self._resolved(address)
         err = _ss_connect_ex(self, address)
         if err == 0 or self._timeout == 0.0:
             return err
@@ -589,6 +608,25 @@ def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:
     return socket(family, type, proto, _os.dup(fd))
 
 
+# The stdlib's resolvers, kept from import time (patch_all() may later put ours in their place).
+_blocking_getaddrinfo = _std.getaddrinfo
+_blocking_getnameinfo = _std.getnameinfo
+
+
+def _is_ip_literal(host: bytes | str | None) -> bool:
+    """None or a numeric address: resolving it asks no name server."""
+    if host is None:
+        return True
+    text = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            _socket.inet_pton(family, text.partition("%")[0])  # an IPv6 zone index aside
+            return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
 def getaddrinfo(
     host: bytes | str | None,
     port: bytes | str | int | None,
@@ -597,22 +635,29 @@ def getaddrinfo(
     proto: int = 0,
     flags: int = 0,
 ) -> list[tuple[AddressFamily, SocketKind, int, str, Any]]:
-    """The stdlib's ``getaddrinfo``: it still blocks the thread.
+    """The stdlib's ``getaddrinfo``; in a task a name is resolved on a worker thread
+    (``stackful.to_thread``), so the task parks while the name server answers.
 
-    TODO(issue 9): inside a runtime, run it on the thread pool so the task parks instead.
-    Everything here (``create_connection``) resolves through this one function.
+    An IP literal (or None) resolves at once, asking nobody.  Cancelling the task stops its
+    wait; the lookup itself finishes on its thread.  Everything here (``create_connection``)
+    resolves through this one function.
     """
     result: list[tuple[AddressFamily, SocketKind, int, str, Any]]
-    result = _std.getaddrinfo(host, port, family, type, proto, flags)  # type: ignore[assignment]
+    if _in_task() and not _is_ip_literal(host):
+        result = _to_thread(_blocking_getaddrinfo, host, port, family, type, proto, flags)
+    else:
+        result = _blocking_getaddrinfo(  # type: ignore[assignment]
+            host, port, family, type, proto, flags)
     return result
 
 
 def getnameinfo(sockaddr: tuple[Any, ...], flags: int, /) -> tuple[str, str]:
-    """The stdlib's ``getnameinfo``: it still blocks the thread.
-
-    TODO(issue 9): inside a runtime, run it on the thread pool so the task parks instead.
-    """
-    return _std.getnameinfo(sockaddr, flags)
+    """The stdlib's ``getnameinfo``; in a task it runs on a worker thread (a reverse lookup
+    asks a name server), so the task parks meanwhile."""
+    if _in_task():
+        result: tuple[str, str] = _to_thread(_blocking_getnameinfo, sockaddr, flags)
+        return result
+    return _blocking_getnameinfo(sockaddr, flags)
 
 
 def create_connection(

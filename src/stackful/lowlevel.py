@@ -18,6 +18,7 @@ from ._core import (
     NEVER,
     Cancelled,
     Runtime,
+    RuntimeToken,
     Task,
     TimeoutScope,
     Timer,
@@ -29,9 +30,11 @@ from ._core import (
 )
 
 __all__ = [
-    "Cancelled", "Runtime", "RuntimeBinding", "Task", "TimeoutScope", "Timer", "WaitQueue",
+    "Cancelled", "Runtime", "RuntimeBinding", "RuntimeToken", "Task", "TimeoutScope", "Timer",
+    "WaitQueue",
     "call_later", "call_shielded", "check_timeout",
-    "checkpoint", "current_runtime", "current_task", "current_time", "park", "timeout_scope",
+    "checkpoint", "current_runtime", "current_task", "current_time", "current_token", "in_task",
+    "park", "timeout_scope",
     "wake", "wake_with_exception",
 ]
 
@@ -44,6 +47,24 @@ def current_task() -> Task:
 def current_runtime() -> Runtime:
     """This thread's running runtime; ``RuntimeError`` outside ``stackful.run()``."""
     return get_runtime("current_runtime()")
+
+
+def in_task() -> bool:
+    """Is the caller running in a task of the runtime running on this thread?
+
+    What a blocking call asks to decide between parking the task (True) and blocking the
+    thread as usual (False: no runtime here, or its hub, or another OS thread).
+    """
+    runtime = current_runtime_or_none()
+    return runtime is not None and runtime.current is not None
+
+
+def current_token() -> RuntimeToken:
+    """A :class:`RuntimeToken` for this thread's running runtime, to hand to other threads:
+    they call into the runtime through it (``call_soon``, ``run_sync``, ``run``, ``cancel``,
+    ``stop``).  While a token exists the runtime waits for its holder rather than report a
+    deadlock; drop it when done."""
+    return RuntimeToken(get_runtime("current_token()"))
 
 
 def park(reason: str, abort: Callable[[], object] | None = None) -> Any:

@@ -25,6 +25,8 @@ from ._core import (
     VirtualClock,
     get_runtime,
     get_task,
+    set_thread_pool_size,
+    to_thread,
 )
 from ._native import wait_io as _wait_io
 from ._native import yield_now as _native_yield_now
@@ -34,8 +36,8 @@ T = TypeVar("T")
 __all__ = [
     "BusyResourceError", "Cancelled", "Clock", "ClosedResourceError", "DeadlockError", "Runtime",
     "SystemClock", "Task", "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock",
-    "current_task", "notify_closing", "run", "sleep", "spawn", "tasks", "wait_readable",
-    "wait_writable", "yield_now",
+    "current_task", "notify_closing", "run", "set_thread_pool_size", "sleep", "spawn", "tasks",
+    "to_thread", "wait_readable", "wait_writable", "yield_now",
 ]
 
 

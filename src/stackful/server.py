@@ -177,32 +177,12 @@ class Server:
                 raise
             self._accepted += 1
             # No local keeps the task (nor the socket) while the loop waits for the next one.
-            self._connections[spawn(self._run_connection, conn, addr,
+            # A plain function and the server as its argument, not a bound method: one
+            # object less for every connection while it lives (its task's frame holds both).
+            self._connections[spawn(_run_connection, self, conn, addr,
                                     name=f"conn-{self._accepted}",
                                     stack_size=self._stack_size)] = conn
             del conn, addr
-
-    def _run_connection(self, conn: socket, addr: Any) -> None:
-        # The task of one connection.  A handler's exception is reported here rather than
-        # left to end the task: the server joins its handlers when it stops, and a join
-        # takes the exception for itself (the runtime would then never report it).
-        task = current_task()
-        try:
-            try:
-                if self._ssl is not None:
-                    with _timeout_scope(self._ssl_handshake_timeout):
-                        conn = wrap_socket(conn, self._ssl, server_side=True)
-                self._handler(conn, addr)
-            finally:
-                conn.close()
-        except Exception as exc:
-            hook = current_runtime().excepthook
-            hook(TaskExceptHookArgs(type(exc), exc, exc.__traceback__, task))
-        finally:
-            self._connections.pop(task, None)
-            del task  # a traceback keeps this frame: it must not keep the task too
-            if self._changed:
-                self._changed.wake_all()
 
     def _prune(self) -> None:
         """Forget connections whose task ended without running (cancelled before it began)."""
@@ -262,6 +242,29 @@ def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> sock
 
     family = getaddrinfo(host, port, 0, SOCK_STREAM, 0, AI_PASSIVE)[0][0]
     return create_server((host, port), family=family, backlog=backlog, reuse_port=reuse_port)
+
+
+def _run_connection(server: Server, conn: socket, addr: Any) -> None:
+    # The task of one connection.  A handler's exception is reported here rather than left
+    # to end the task: the server joins its handlers when it stops, and a join takes the
+    # exception for itself (the runtime would then never report it).
+    task = current_task()
+    try:
+        try:
+            if server._ssl is not None:
+                with _timeout_scope(server._ssl_handshake_timeout):
+                    conn = wrap_socket(conn, server._ssl, server_side=True)
+            server._handler(conn, addr)
+        finally:
+            conn.close()
+    except Exception as exc:
+        hook = current_runtime().excepthook
+        hook(TaskExceptHookArgs(type(exc), exc, exc.__traceback__, task))
+    finally:
+        server._connections.pop(task, None)
+        del task  # a traceback keeps this frame: it must not keep the task too
+        if server._changed:
+            server._changed.wake_all()
 
 
 def serve_tcp(

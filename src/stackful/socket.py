@@ -5,7 +5,8 @@ Every constant, exception and helper of the stdlib's ``socket`` module is here u
 :func:`fromfd` make cooperative sockets, whose blocking calls park the running task inside a
 runtime and block the thread, exactly like the stdlib's, outside one.
 :func:`from_stdlib_socket` converts an existing socket.  ``getaddrinfo``/``getnameinfo``
-still block the thread (issue 9 moves them to a thread pool).  How it works, and the rules:
+(and so ``create_connection``) resolve names on a worker thread in a task (``to_thread``), so
+the task parks while a name server answers.  How it works, and the rules:
 the docstring of :mod:`stackful._sockets`.
 """
 

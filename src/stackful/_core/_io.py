@@ -141,6 +141,24 @@ class SelectorsPoller:
             self._update(fd, pair)
         return woken
 
+    def _after_fork(self) -> list[int]:
+        """In a child after fork(): a selector of its own (an inherited epoll instance is
+        shared with the parent), with the same registrations; returns the fds that could not
+        be registered again."""
+        old = self._selector
+        if old is None:
+            return []
+        self._selector = selectors.DefaultSelector()
+        failed = []
+        for fd, pair in list(self._waiters.items()):
+            mask = (READ if pair[0] is not None else 0) | (WRITE if pair[1] is not None else 0)
+            try:
+                self._selector.register(fd, mask)
+            except (OSError, ValueError):
+                failed.append(fd)
+        old.close()
+        return failed
+
     def close(self) -> None:
         """Release the selector."""
         if self._selector is not None:

@@ -19,6 +19,7 @@ Principles (the seeds' ``Runtime`` grown up):
 from __future__ import annotations
 
 import contextvars
+import os
 import signal
 import threading
 import weakref
@@ -34,6 +35,7 @@ from .._native import (
     get_thread_scheduler,
     set_thread_scheduler,
 )
+from ._bridge import ThreadBridge, orphan_bridges
 from ._clock import Clock, SystemClock
 from ._exceptions import Cancelled, ClosedResourceError, DeadlockError, TooManyTasksError
 from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of
@@ -185,6 +187,8 @@ class Runtime(SchedulerCore):
         self._reported: set[int] = set()
         # The target of every task fiber, bound once.
         self._entry = self._task_body
+        # How other threads post to this runtime: made on first use (to_thread, a token).
+        self._bridge: ThreadBridge | None = None
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -209,6 +213,8 @@ class Runtime(SchedulerCore):
         finally:
             self._restore_signal_handlers(old_handlers)
             self.closed = True
+            if self._bridge is not None:
+                self._bridge.close()
             set_thread_scheduler(None)
             self.timers.clear()
             self.io.close()
@@ -247,7 +253,16 @@ class Runtime(SchedulerCore):
                 continue
             if not self._live:
                 return
-            if self.timers.active or self.io.waiting:
+            bridge = self._bridge
+            if bridge is None:
+                if self.timers.active or self.io.waiting:
+                    self._wait_for_events()
+                    continue
+            elif bridge.pending:
+                bridge.run_posted()
+                continue
+            elif (self.timers.active or self.io.waiting > bridge.armed
+                  or bridge.expecting):
                 self._wait_for_events()
                 continue
             # Nothing is ready and nothing can ever make a task ready.
@@ -288,6 +303,9 @@ class Runtime(SchedulerCore):
         if not woken and deadline is not None:
             self.clock.idle_expired(deadline)
         self.timers.fire_due(self.clock.now(), self._on_interrupt)
+        bridge = self._bridge
+        if bridge is not None and bridge.pending:
+            bridge.run_posted()
         self._countdown = self._batch_size()
 
     def _batch_size(self) -> int:
@@ -303,6 +321,9 @@ class Runtime(SchedulerCore):
             self.timers.fire_due(self.clock.now(), self._on_interrupt)
         if self.io.waiting:
             self._poll(0)
+        bridge = self._bridge
+        if bridge is not None and bridge.pending:
+            bridge.run_posted()
         self._countdown = self._batch_size()
 
     def _end_batch(self) -> bool:
@@ -730,6 +751,27 @@ class Runtime(SchedulerCore):
                 task, ClosedResourceError(f"fd {fd} was closed while a task waited for it "
                                           f"to become {what}"))
 
+    # -- other threads -------------------------------------------------------------------------
+
+    def thread_bridge(self) -> ThreadBridge:
+        """The queue through which other threads reach this runtime (made on first use, on the
+        runtime's thread while it runs)."""
+        bridge = self._bridge
+        if bridge is None:
+            self.check_thread("reaching the runtime from other threads")
+            bridge = self._bridge = ThreadBridge(self)
+            bridge.arm()
+        return bridge
+
+    def _after_fork_in_child(self) -> None:
+        """This process is a child forked by one of this runtime's tasks, and the runtime
+        goes on here: its poller and its bridge get descriptors of their own (shared ones
+        would hand the parent's events to the child and the child's to the parent)."""
+        for fd in self.io._after_fork():
+            self.notify_closing(fd)  # closed in the child by an at-fork hook: wake its waiters
+        if self._bridge is not None:
+            self._bridge.after_fork_in_child()
+
     # -- introspection ---------------------------------------------------------------------------
 
     def tasks(self) -> list[Task]:
@@ -770,6 +812,18 @@ class Runtime(SchedulerCore):
                 self._hub_interrupt_pending = exc
         else:
             self.interrupt(task, exc)
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread lives on in the child: its runtime, if it has one, goes on;
+    # runtimes of other threads never run again, and their bridges refuse every post.
+    runtime = get_thread_scheduler()
+    orphan_bridges(runtime)
+    if isinstance(runtime, Runtime) and not runtime.closed:
+        runtime._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def signal_exception(signum: int) -> BaseException:

@@ -520,8 +520,11 @@ static int wake_waiter(PyObject *waiter, void *arg)
 {
     SchedulerCore *s = arg;
     if (!PyObject_TypeCheck(waiter, &TaskCoreType)) {
-        PyErr_Format(PyExc_RuntimeError, "the poller held %R, not a task", waiter);
-        return -1;
+        /* The runtime's own callbacks (the thread bridge's wake-up fd): a call
+         * that only records the event -- the poller is mid-iteration. */
+        PyObject *r = PyObject_CallNoArgs(waiter);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
     }
     TaskCore *task = (TaskCore *)waiter;
     if (task->state != STATE_BLOCKED)
@@ -540,14 +543,9 @@ PyDoc_STRVAR(poll_doc,
 
 static PyObject *Sched_poll(SchedulerCore *s, PyObject *arg)
 {
-    double timeout = -1;
-    if (arg != Py_None) {
-        timeout = PyFloat_AsDouble(arg);
-        if (timeout == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (timeout < 0)
-            timeout = 0;
-    }
+    double timeout;
+    if (sf_poll_timeout(arg, &timeout) < 0)
+        return NULL;
     Py_ssize_t woken;
     Py_INCREF(s);
     if (sf_is_epoll_poller(s->io)) {

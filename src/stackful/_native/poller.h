@@ -39,6 +39,9 @@ void sf_poller_cancel(sf_poller *p, int fd, int direction, PyObject *waiter);
  * with an exception (a signal handler's, say). */
 Py_ssize_t sf_poller_poll(sf_poller *p, double timeout, int (*wake)(PyObject *, void *),
                           void *arg);
+/* A poll's timeout argument: None -> -1 (forever), a negative number -> 0
+ * (just look), else the number.  -1 with an exception if not a number. */
+int sf_poll_timeout(PyObject *arg, double *timeout);
 /* Is `obj` the native poller (else the Python fallback's)? */
 int sf_is_epoll_poller(PyObject *obj);
 

@@ -466,16 +466,23 @@ PyDoc_STRVAR(poll_doc,
 "Wait up to `timeout` seconds (None: forever) and return the waiters whose fd\n"
 "is ready.  The GIL is released while it blocks.");
 
+int sf_poll_timeout(PyObject *arg, double *timeout)
+{
+    *timeout = -1;
+    if (arg == Py_None)
+        return 0;
+    double t = PyFloat_AsDouble(arg);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    *timeout = t < 0 ? 0 : t;  /* a deadline already past: just look */
+    return 0;
+}
+
 static PyObject *Poller_poll(sf_poller *p, PyObject *arg)
 {
-    double timeout = -1;
-    if (arg != Py_None) {
-        timeout = PyFloat_AsDouble(arg);
-        if (timeout == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (timeout < 0)
-            timeout = 0;
-    }
+    double timeout;
+    if (sf_poll_timeout(arg, &timeout) < 0)
+        return NULL;
     PyObject *woken = PyList_New(0);
     if (!woken)
         return NULL;
@@ -484,6 +491,44 @@ static PyObject *Poller_poll(sf_poller *p, PyObject *arg)
         return NULL;
     }
     return woken;
+}
+
+PyDoc_STRVAR(after_fork_doc,
+"_after_fork()\n--\n\n"
+"In a child process after fork(): give it an epoll instance of its own, with\n"
+"the same registrations (the inherited one is shared with the parent, which\n"
+"would receive -- and take -- the child's events, and the child the parent's).\n"
+"Returns the fds that could not be registered again (closed in the child).");
+
+static PyObject *Poller_after_fork(sf_poller *p, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *failed = PyList_New(0);
+    if (!failed || p->epfd < 0)
+        return failed;  /* no instance yet (lazy), or closed */
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) {
+        Py_DECREF(failed);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    close(p->epfd);  /* the child's copy only: the parent's instance lives on */
+    p->epfd = epfd;
+    for (int fd = 0; fd < p->nrecords; fd++) {
+        fd_record *r = &p->records[fd];
+        if (!r->interest)
+            continue;
+        struct epoll_event ev = {.events = r->interest, .data.fd = fd};
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            r->interest = 0;  /* not in the new set: forget(fd) must not try to drop it */
+            PyObject *num = PyLong_FromLong(fd);
+            if (!num || PyList_Append(failed, num) < 0) {
+                Py_XDECREF(num);
+                Py_DECREF(failed);
+                return NULL;
+            }
+            Py_DECREF(num);
+        }
+    }
+    return failed;
 }
 
 PyDoc_STRVAR(close_doc, "close()\n--\n\nRelease the epoll instance and every registration.");
@@ -515,6 +560,7 @@ static PyMethodDef Poller_methods[] = {
     {"forget", (PyCFunction)Poller_forget, METH_O, forget_doc},
     {"poll", (PyCFunction)Poller_poll, METH_O, poll_doc},
     {"close", (PyCFunction)Poller_close, METH_NOARGS, close_doc},
+    {"_after_fork", (PyCFunction)Poller_after_fork, METH_NOARGS, after_fork_doc},
     {NULL, NULL, 0, NULL},
 };
 
