@@ -15,7 +15,9 @@ Each client process warms up (one batch, not measured), then times ``--batches``
 reply is checked.  Client processes run in ``--rounds`` rounds, interleaved with a rotating order,
 so that drift on a shared machine hits all alike; the cells are medians over all batches.
 Columns: wall time of a batch; that over the 50 ms delay; the client's and the server's CPU time
-per batch (user + system, all threads; the server's from /proc, warm-up batch included).
+per batch (user + system, all threads; the server's from /proc, warm-up batch included); how
+long the client's threads were runnable but waited for a CPU (``/proc/self/task/*/schedstat``):
+on a shared machine, the part of the wall time that is the machine's, not the client's.
 
 Setup, in a virtualenv that also sees stackful (``pip install .``, or ``PYTHONPATH=src`` after
 ``tools/build-inplace.sh``):
@@ -142,13 +144,25 @@ def work(client: str, port: int, concurrency: int, batches: int) -> None:
             raise RuntimeError(f"request {i}: {reply.status_code} {reply.text!r}")
 
     run_batch(call)  # warm-up: imports, first connections, pools
-    walls, cpus = [], []
+    walls, cpus, waits = [], [], []
     for _ in range(batches):
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        wait0, cpu0, wall0 = runqueue_wait(), time.process_time(), time.perf_counter()
         run_batch(call)
         walls.append(time.perf_counter() - wall0)
         cpus.append(time.process_time() - cpu0)
-    print(json.dumps({"walls": walls, "cpus": cpus}), flush=True)
+        waits.append(runqueue_wait() - wait0)
+    print(json.dumps({"walls": walls, "cpus": cpus, "waits": waits}), flush=True)
+
+
+def runqueue_wait() -> float:
+    """Seconds this process's threads have been runnable but waiting for a CPU (Linux)."""
+    total = 0
+    for stat in Path("/proc/self/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
 
 
 # --- the driver -----------------------------------------------------------------------------
@@ -226,7 +240,7 @@ def drive(args: argparse.Namespace) -> None:
         else:
             notes.append(f"{client}: not measured ({why})")
     samples: dict[str, dict[str, list[float]]] = {
-        c: {"walls": [], "cpus": [], "server": []} for c in clients}
+        c: {"walls": [], "cpus": [], "waits": [], "server": []} for c in clients}
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     server, port = start_server(delay)
     try:
@@ -238,7 +252,7 @@ def drive(args: argparse.Namespace) -> None:
                 # The server's CPU per batch, the warm-up batch counted too.
                 samples[client]["server"].append(
                     (cpu_ms(server.pid) - before) / (len(got["walls"]) + 1))
-                for key in ("walls", "cpus"):
+                for key in ("walls", "cpus", "waits"):
                     samples[client][key] += got[key]
             print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
     finally:
@@ -256,12 +270,13 @@ def drive(args: argparse.Namespace) -> None:
         rows.append([client, f"{wall * 1000:.1f}", f"{min(walls) * 1000:.1f}",
                      f"{wall / delay:.2f}x" if delay else "-", f"{(wall - delay) * 1000:.1f}",
                      f"{cpu * 1000:.1f}", f"{statistics.median(samples[client]['server']):.1f}",
+                     f"{statistics.median(samples[client]['waits']) * 1000:.1f}",
                      ratio(wall, stackful_wall)])
     print(f"{args.concurrency} concurrent requests.get, server delay {args.delay_ms:g} ms; "
           f"{versions()}; {os.cpu_count()} CPUs, load average {load} at the start\n")
     print(render(["client", "wall, median (ms)", "best (ms)", f"/ {args.delay_ms:g} ms",
                   "over the delay (ms)", "client CPU (ms)", "server CPU (ms)",
-                  "wall / stackful's"], rows))
+                  "client waited for a CPU (ms)", "wall / stackful's"], rows))
     n = {c: len(samples[c]["walls"]) for c in clients}
     print(f"\nbatches measured: {', '.join(f'{c} {k}' for c, k in n.items())}")
     for note in notes:
