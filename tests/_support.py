@@ -59,7 +59,19 @@ def in_forked_child(body: Callable[[], object]) -> int:
     return pid
 
 
-def child_status(pid: int) -> int:
-    """Wait for the forked child ``pid``; its exit code."""
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+def child_status(pid: int, limit: float = 30.0) -> int:
+    """Wait (at most ``limit`` seconds, then kill it) for the forked child ``pid``; its exit
+    code (negative: the signal that ended it)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + limit
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"the forked child {pid} did not finish in {limit} s")
+        time.sleep(0.01)
