@@ -220,3 +220,20 @@ def test_a_job_in_flight_at_fork_is_an_error_in_the_child_not_a_hang() -> None:
         assert child_status(pid) == 0
 
     stackful.run(main)
+
+
+def test_an_outcome_never_wakes_a_task_from_another_wait() -> None:
+    # A job's outcome is for the task's park *for that job*: a task blocked in some other wait
+    # (had it parked between submitting and waiting) is left alone.
+    from stackful._core._threads import _deliver, _Job
+
+    def main() -> str:
+        waiter = stackful.spawn(stackful.lowlevel.park, "another wait")
+        stackful.sleep(0)
+        _deliver(_Job(abs, (-1,), {}, waiter), (True, "the job's outcome"))
+        stackful.sleep(0.01)
+        assert waiter.state == "blocked"
+        stackful.lowlevel.wake(waiter, "its own wake")
+        return str(waiter.join())
+
+    assert stackful.run(main) == "its own wake"

@@ -32,7 +32,7 @@ _DEFAULT_MAX_WORKERS = 40
 
 
 class _Job(ThreadWait):
-    __slots__ = ("abandoned", "args", "context", "fn", "kwargs", "task")
+    __slots__ = ("abandoned", "abort", "args", "context", "fn", "kwargs", "task")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                  task: Any) -> None:
@@ -41,8 +41,14 @@ class _Job(ThreadWait):
         self.kwargs = kwargs
         self.task = task
         self.abandoned = False
+        # The task's park for this job has this abort: a task blocked in any other wait (one
+        # begun before this job's park) is not this job's to wake.
+        self.abort = self._abandon
         # Like asyncio.to_thread: the function sees the task's context variables.
         self.context = contextvars.copy_context()
+
+    def _abandon(self) -> None:
+        self.abandoned = True
 
     def run(self) -> None:
         """In a worker: call the function, post the outcome to the task's runtime."""
@@ -59,10 +65,15 @@ class _Job(ThreadWait):
         bridge.post_if_running(_deliver, (self, outcome))
 
 
+    def parked(self, task: Any) -> bool:
+        """Is ``task`` parked in this job's wait (and still waiting for it)?"""
+        return (not self.abandoned and task is not None and task.state is BLOCKED
+                and task._abort is self.abort)
+
     def lost_in_fork(self) -> None:
         """In a forked child: the worker running this job is gone, the task must not wait."""
         task = self.task
-        if self.abandoned or task is None or task.state is not BLOCKED:
+        if not self.parked(task):
             return
         self.abandoned = True
         task._runtime.wake_with_exception(task, RuntimeError(f"to_thread(): {LOST_IN_FORK}"))
@@ -72,7 +83,7 @@ def _deliver(job: _Job, outcome: tuple[bool, Any]) -> None:
     """On the runtime's thread: hand the outcome to the task, unless it stopped waiting."""
     task = job.task
     job.task = None
-    if job.abandoned or task is None or task.state is not BLOCKED:
+    if not job.parked(task):
         return
     runtime = task._runtime
     ok, value = outcome
@@ -177,14 +188,10 @@ def to_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     runtime = task._runtime
     bridge = runtime.thread_bridge()
     job = _Job(fn, args, kwargs, task)
-
-    def abort() -> None:
-        job.abandoned = True
-
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     pool.submit(job)
     bridge.waits.add(job)
     try:
-        return runtime.park(f"to_thread({name})", abort)
+        return runtime.park(f"to_thread({name})", job.abort)
     finally:
         bridge.waits.discard(job)
