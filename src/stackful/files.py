@@ -59,62 +59,67 @@ class CooperativeFile:
     def __repr__(self) -> str:
         return f"<stackful.files.CooperativeFile {self.wrapped!r}>"
 
+    @staticmethod
+    def _call(method: Callable[..., Any], *args: Any) -> Any:
+        """How a blocking call is made: on a worker thread in a task, directly otherwise."""
+        return _call(method, *args)
+
     # -- the blocking calls ---------------------------------------------------------------------
 
     def read(self, size: int | None = -1, /) -> Any:
         """``read`` of the wrapped file, on a worker thread in a task."""
-        return _call(self.wrapped.read, size)
+        return self._call(self.wrapped.read, size)
 
     def read1(self, size: int = -1, /) -> bytes:
         """``read1`` of the wrapped (binary) file, on a worker thread in a task."""
-        data: bytes = _call(self.wrapped.read1, size)
+        data: bytes = self._call(self.wrapped.read1, size)
         return data
 
     def readinto(self, buffer: Any, /) -> int | None:
         """``readinto`` of the wrapped (binary) file, on a worker thread in a task."""
-        count: int | None = _call(self.wrapped.readinto, buffer)
+        count: int | None = self._call(self.wrapped.readinto, buffer)
         return count
 
     def readline(self, size: int | None = -1, /) -> Any:
         """``readline`` of the wrapped file, on a worker thread in a task."""
-        return _call(self.wrapped.readline, size)
+        return self._call(self.wrapped.readline, size)
 
     def readlines(self, hint: int = -1, /) -> list[Any]:
         """``readlines`` of the wrapped file, on a worker thread in a task."""
-        lines: list[Any] = _call(self.wrapped.readlines, hint)
+        lines: list[Any] = self._call(self.wrapped.readlines, hint)
         return lines
 
     def write(self, data: Any, /) -> int:
         """``write`` of the wrapped file, on a worker thread in a task."""
-        count: int = _call(self.wrapped.write, data)
+        count: int = self._call(self.wrapped.write, data)
         return count
 
     def writelines(self, lines: Iterable[Any], /) -> None:
         """``writelines`` of the wrapped file, on a worker thread in a task."""
-        _call(self.wrapped.writelines, lines)
+        self._call(self.wrapped.writelines, lines)
 
     def flush(self) -> None:
         """``flush`` of the wrapped file, on a worker thread in a task."""
-        _call(self.wrapped.flush)
+        self._call(self.wrapped.flush)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
         """``seek`` of the wrapped file (it may flush a buffer), on a worker thread in a task."""
-        position: int = _call(self.wrapped.seek, offset, whence)
+        position: int = self._call(self.wrapped.seek, offset, whence)
         return position
 
     def tell(self) -> int:
         """``tell`` of the wrapped file (it may flush a buffer), on a worker thread in a task."""
-        position: int = _call(self.wrapped.tell)
+        position: int = self._call(self.wrapped.tell)
         return position
 
     def truncate(self, size: int | None = None, /) -> int:
         """``truncate`` of the wrapped file, on a worker thread in a task."""
-        new_size: int = _call(self.wrapped.truncate, size)
+        new_size: int = self._call(self.wrapped.truncate, size)
         return new_size
 
     def close(self) -> None:
         """``close`` of the wrapped file (it flushes), on a worker thread in a task."""
-        _call(self.wrapped.close)
+        self._call(self.wrapped.close)
 
     # -- protocols ------------------------------------------------------------------------------
 
@@ -165,16 +170,6 @@ def open(  # noqa: A001  (a stand-in for the builtin, on purpose)
     return CooperativeFile(wrapped)
 
 
-def _direct(name: str) -> Any:
-    """A method calling the wrapped file's ``name`` on this thread."""
-    def method(self: CooperativeFile, *args: Any) -> Any:
-        return getattr(self.wrapped, name)(*args)
-
-    method.__name__ = name
-    method.__doc__ = f"``{name}`` of the FIFO's file (it parks the task itself)."
-    return method
-
-
 class _CooperativePipe(CooperativeFile):
     """A FIFO opened by :func:`open`: its file already parks the task in each blocking call
     (through the poller, no worker thread), so calls go straight to it."""
@@ -184,18 +179,9 @@ class _CooperativePipe(CooperativeFile):
     def __repr__(self) -> str:
         return f"<stackful.files.CooperativeFile (FIFO) {self.wrapped!r}>"
 
-    read = _direct("read")
-    read1 = _direct("read1")
-    readinto = _direct("readinto")
-    readline = _direct("readline")
-    readlines = _direct("readlines")
-    write = _direct("write")
-    writelines = _direct("writelines")
-    flush = _direct("flush")
-    seek = _direct("seek")
-    tell = _direct("tell")
-    truncate = _direct("truncate")
-    close = _direct("close")
+    @staticmethod
+    def _call(method: Callable[..., Any], *args: Any) -> Any:
+        return method(*args)
 
 
 def _open_blocking(file: Any, mode: str, buffering: int, encoding: str | None,

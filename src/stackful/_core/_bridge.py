@@ -67,11 +67,8 @@ class ThreadBridge:
 
     def post(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         """Have the runtime's hub call ``fn(*args)`` soon.  ``RuntimeError`` once it is over."""
-        with self._lock:
-            if self.closed:
-                raise RuntimeError("the runtime has finished: it runs nothing more")
-            self._posted.append((fn, args))
-            self._kick()
+        if not self.post_if_running(fn, args):
+            raise RuntimeError("the runtime has finished: it runs nothing more")
 
     def post_if_running(self, fn: Callable[..., object], args: tuple[Any, ...]) -> bool:
         """:meth:`post`, or False (and nothing done) once the runtime is over."""
@@ -283,7 +280,7 @@ class RuntimeToken:
             else:
                 reply.succeed(value)
 
-        self._post_for(reply, call)
+        self._bridge.post(call, ())
         return reply.wait()
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -311,7 +308,7 @@ class RuntimeToken:
             except BaseException as exc:  # noqa: BLE001  (carried to the caller)
                 reply.fail(exc)
 
-        self._post_for(reply, start)
+        self._bridge.post(start, ())
         return reply.wait()
 
     def cancel(self, task: Task) -> None:
@@ -338,11 +335,6 @@ class RuntimeToken:
             raise RuntimeError(
                 f"RuntimeToken.{what} called on the runtime's own thread: it would wait for "
                 "itself forever (call the function directly, or spawn a task)")
-
-    def _post_for(self, reply: Reply, fn: Callable[[], None]) -> None:
-        if not self._bridge.post_if_running(fn, ()):
-            raise RuntimeError("the runtime has finished: it runs nothing more")
-
 
 def _cancel_quietly(runtime: Runtime, task: Task) -> None:
     if runtime.closed:
