@@ -56,6 +56,8 @@ typedef struct {
                                 trimmed when the runtime has been idle a while (loop.c) */
     Py_ssize_t trims;        /* stacks trimmed that way, in all */
     Py_ssize_t sweep_at;     /* parked_io's length that makes it drop tasks that moved on */
+    unsigned long long yields;  /* times a task yielded or parked: the watchdog's sign of
+                                   progress (_core/_watchdog.py) */
 } SchedulerCore;
 
 extern PyTypeObject ReadyQueueType, TaskCoreType, SchedulerCoreType;

@@ -1,0 +1,257 @@
+"""The watchdog: a task holding the thread too long is reported once, with its stack; tasks
+that yield, an idle runtime, and nothing after the run are not.
+
+Real time is the point here (the watchdog measures how long the thread is held), so these tests
+sleep for real: each stall is six thresholds long and each quiet stretch allows four
+thresholds of slack, and what is asserted is only whether a report happened.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from stackful import lowlevel
+from stackful.runtime_api import BlockingReport, Runtime, run, sleep, spawn, yield_now
+
+from ._support import child_env
+
+THRESHOLD = 0.05
+STALL = 0.3  # six thresholds
+
+
+def watched(main: Any, threshold: float = THRESHOLD) -> tuple[Any, list[BlockingReport]]:
+    """Run ``main`` under the watchdog; return its result and the reports, in order."""
+    reports: list[BlockingReport] = []
+    result = run(main, watchdog=threshold, watchdog_hook=reports.append)
+    return result, reports
+
+
+def watchdog_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("stackful-watchdog")]
+
+
+# -- what is reported ------------------------------------------------------------------------------
+
+
+def blocking_helper() -> None:
+    time.sleep(STALL)
+
+
+def sleeper_body() -> str:
+    yield_now()
+    blocking_helper()
+    return "slept"
+
+
+def test_a_blocking_call_is_reported_once_with_the_task_and_its_stack() -> None:
+    def main() -> tuple[str, int]:
+        task = spawn(sleeper_body, name="sleeper")
+        return task.join(), task.id
+
+    (result, task_id), reports = watched(main)
+    assert result == "slept"
+    mine = [r for r in reports if r.task_name == "sleeper"]
+    assert len(mine) == 1, reports
+    report = mine[0]
+    assert report.task_id == task_id
+    assert report.blocked_for >= THRESHOLD
+    assert report.thread_id == threading.get_ident()
+    # The task's own stack (its fiber's), from its function down to the blocking call; the
+    # runtime's task entry is left out, and nothing of the hub's stack is there.
+    assert [(f.name, f.line) for f in report.stack] == [
+        ("sleeper_body", "blocking_helper()"),
+        ("blocking_helper", "time.sleep(STALL)"),
+    ]
+    assert report.stack[-1].filename == __file__
+
+
+def test_the_default_hook_prints_the_report_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    def main() -> None:
+        spawn(sleeper_body, name="sleeper").join()
+
+    run(main, watchdog=THRESHOLD)
+    err = capsys.readouterr().err
+    assert err.count("stackful watchdog: task 'sleeper'") == 1, err
+    assert "has not yielded for" in err
+    assert "in blocking_helper\n    time.sleep(STALL)\n" in err
+
+
+def test_each_stall_is_reported_once() -> None:
+    def main() -> None:
+        blocking_helper()
+        yield_now()  # the first stall ends here
+        blocking_helper()
+
+    _, reports = watched(main)
+    assert [r.task_name for r in reports] == ["main", "main"]
+
+
+def test_a_callback_blocking_the_hub_is_reported_as_the_hub() -> None:
+    def blocking_callback(_: object) -> None:
+        time.sleep(STALL)
+
+    def main() -> None:
+        lowlevel.call_later(0.01, blocking_callback)
+        sleep(STALL * 2)  # the hub runs the callback while main sleeps
+
+    _, reports = watched(main)
+    assert len(reports) == 1, reports
+    assert (reports[0].task_name, reports[0].task_id) == ("hub", None)
+    assert reports[0].stack[-1].name == "blocking_callback"
+    assert "the hub has not yielded" in reports[0].format()
+
+
+# -- what is not -----------------------------------------------------------------------------------
+
+
+def busy_until(deadline: float) -> int:
+    """Compute in small steps, yielding after each, until ``deadline``."""
+    rounds = 0
+    while time.monotonic() < deadline:
+        sum(range(2_000))
+        yield_now()
+        rounds += 1
+    return rounds
+
+
+def test_tasks_that_yield_often_are_not_reported() -> None:
+    def main() -> None:
+        deadline = time.monotonic() + 8 * THRESHOLD
+        workers = [spawn(busy_until, deadline) for _ in range(3)]
+        for w in workers:
+            assert w.join() > 0
+
+    _, reports = watched(main)
+    assert reports == []
+
+
+def test_a_lone_task_that_yields_often_is_not_reported() -> None:
+    # Nobody else is ready, so its yields switch nowhere: only the progress counter moves.
+    _, reports = watched(lambda: busy_until(time.monotonic() + 8 * THRESHOLD))
+    assert reports == []
+
+
+def test_an_idle_runtime_is_not_reported() -> None:
+    def main() -> None:
+        sleep(STALL)  # the hub waits in the poller: idle, not stalled
+
+    _, reports = watched(main)
+    assert reports == []
+
+
+def test_no_watchdog_by_default() -> None:
+    def main() -> list[threading.Thread]:
+        return watchdog_threads()
+
+    assert run(main) == []
+
+
+# -- the thread's life -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+def test_the_thread_runs_only_during_the_run(outcome: str) -> None:
+    seen: list[threading.Thread] = []
+
+    def main() -> None:
+        seen.extend(watchdog_threads())
+        assert all(t.is_alive() and t.daemon for t in seen)
+        if outcome == "raises":
+            raise ValueError("main failed")
+
+    rt = Runtime(watchdog=THRESHOLD)
+    if outcome == "raises":
+        with pytest.raises(ValueError, match="main failed"):
+            rt.run(main)
+    else:
+        rt.run(main)
+    assert len(seen) == 1
+    assert not seen[0].is_alive()  # joined by run() before it returned or raised
+    assert watchdog_threads() == []
+
+
+def test_a_failing_hook_goes_to_threading_excepthook_and_watching_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[BlockingReport] = []
+    failures: list[threading.ExceptHookArgs] = []
+
+    def hook(report: BlockingReport) -> None:
+        calls.append(report)
+        if len(calls) == 1:
+            raise RuntimeError("the hook failed")
+
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+
+    def main() -> str:
+        blocking_helper()
+        yield_now()
+        blocking_helper()
+        return "done"
+
+    assert run(main, watchdog=THRESHOLD, watchdog_hook=hook) == "done"
+    assert len(calls) == 2  # the second stall was still reported
+    assert len(failures) == 1
+    assert failures[0].exc_type is RuntimeError
+    assert str(failures[0].exc_value) == "the hook failed"
+    assert failures[0].thread is not None
+    assert failures[0].thread.name.startswith("stackful-watchdog")
+
+
+def test_a_forked_child_has_no_watchdog_and_ends_its_run_cleanly() -> None:
+    script = textwrap.dedent("""
+        import os, threading, time
+        import stackful
+
+        reports = []
+
+        def main():
+            pid = os.fork()
+            if pid == 0:  # the child goes on with this run, without the thread
+                names = [t.name for t in threading.enumerate()]
+                assert not any(n.startswith("stackful-watchdog") for n in names), names
+                time.sleep(0.3)  # would be reported if anything watched
+                return "child"
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+
+        result = stackful.run(main, watchdog=0.05, watchdog_hook=reports.append)
+        if result == "child":
+            print("child ok", len(reports), flush=True)
+            os._exit(0)
+        print("parent ok", result, flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", script],
+                          capture_output=True, text=True, timeout=120, env=child_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "child ok 0" in proc.stdout
+    assert "parent ok 0" in proc.stdout
+
+
+# -- arguments -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan")])
+def test_the_threshold_must_be_a_positive_number_of_seconds(bad: float) -> None:
+    with pytest.raises(ValueError, match="watchdog must be a positive"):
+        Runtime(watchdog=bad)
+
+
+@pytest.mark.parametrize("bad", ["0.1", True])
+def test_the_threshold_must_be_a_number(bad: Any) -> None:
+    with pytest.raises(TypeError, match="watchdog must be a number"):
+        Runtime(watchdog=bad)
+
+
+def test_the_hook_must_be_callable_and_needs_a_threshold() -> None:
+    with pytest.raises(TypeError, match="watchdog_hook must be callable"):
+        Runtime(watchdog=1, watchdog_hook="print")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="watchdog_hook needs watchdog"):
+        Runtime(watchdog_hook=print)
