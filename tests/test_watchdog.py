@@ -8,6 +8,7 @@ thresholds of slack, and what is asserted is only whether a report happened.
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,26 @@ def test_a_blocking_call_is_reported_once_with_the_task_and_its_stack() -> None:
         ("blocking_helper", "time.sleep(STALL)"),
     ]
     assert report.stack[-1].filename == __file__
+
+
+def test_a_call_holding_the_gil_right_after_a_switch_is_reported_at_its_line() -> None:
+    # A C function called through PyDLL keeps the GIL, so no Python thread can look while it
+    # runs; the watchdog samples without the GIL and reports once the call returns.
+    libc = ctypes.PyDLL(None)
+
+    def hog() -> None:
+        yield_now()  # the stall begins right after a switch: nothing saw this task run before
+        libc.usleep(int(STALL * 1e6))
+
+    def main() -> None:
+        spawn(hog, name="hog").join()
+
+    _, reports = watched(main)
+    mine = [r for r in reports if r.task_name == "hog"]
+    assert len(mine) == 1, reports
+    assert mine[0].blocked_for >= THRESHOLD
+    assert [(f.name, f.line) for f in mine[0].stack] == [
+        ("hog", "libc.usleep(int(STALL * 1e6))")]
 
 
 def test_the_default_hook_prints_the_report_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:

@@ -174,7 +174,7 @@ class Runtime(SchedulerCore):
         self.io = IOPoller()
         # Live (not finished) tasks, in spawn order: an insertion-ordered set.
         self._live: dict[Task, None] = {}
-        self._next_id = 1
+        self._next_id = 1  # a SchedulerCore field (the watchdog reads it)
         self._hub: Fiber | None = None
         self._main: Task | None = None
         self._thread_id = 0
@@ -191,6 +191,8 @@ class Runtime(SchedulerCore):
         # A handled signal (Ctrl-C...) that arrived while the hub was busy: its exception,
         # handled at the hub's next loop.
         self._hub_interrupt_pending: BaseException | None = None
+        # The hub waits for timers and I/O (a SchedulerCore field, as the next: the watchdog
+        # reads them).
         self._idle = False
         # How often a task handed control back to the hub (tests check yields bypass it).
         self.hub_resumptions = 0

@@ -2,17 +2,18 @@
 
 A task that calls something blocking -- ``time.sleep``, a plain socket, a C library --
 without yielding stops every other task of its runtime until it returns.  The watchdog finds
-those calls: ``Runtime(watchdog=0.1)`` starts a monitor thread with the run which, four times
-per threshold, samples a progress counter that the C scheduler bumps each time a task yields
-or parks (``SchedulerCore._yields``), plus which task is current.  When neither has changed
-for the threshold while a task (or the hub, outside its wait for events) is running, it takes
-that thread's Python stack (``sys._current_frames()``: a fiber switch swaps the thread
-state's frames, so it is the running task's stack) and hands a :class:`BlockingReport` to the
-hook -- once per stall.  The hub waiting for timers and I/O is idle, not stalled.
+those calls: ``Runtime(watchdog=0.1)`` starts a thread with the run which, four times per
+threshold and without the GIL (``_native.Watcher``, watchdog.c), samples a progress counter
+that the C scheduler bumps each time a task yields or parks, plus which task is current.  When
+nothing has moved for the threshold while a task (or the hub, outside its wait for events) is
+running, it takes that thread's Python stack (a fiber switch swaps the thread state's frames,
+so it is the running task's stack) and hands a :class:`BlockingReport` to the hook -- once per
+stall.  The hub waiting for timers and I/O is idle, not stalled.
 
 Why a thread that samples, rather than a check in the scheduler: the scheduler does not run
 while a task holds the thread, which is the whole problem; and a clock read on every switch
-would cost the hot path more than the one increment the counter does.
+would cost the hot path more than the one increment the counter does.  Why the sampling is in
+C: watchdog.c says.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import math
 import os
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING
+
+from .._native import Watcher
 
 if TYPE_CHECKING:
     from ._run import Runtime
@@ -113,73 +115,50 @@ class Watchdog:
         self.hook: Callable[[BlockingReport], object] = (
             hook if hook is not None else default_watchdog_hook)
         self._period = min(max(threshold / _SAMPLES_PER_THRESHOLD, _MIN_PERIOD), _MAX_PERIOD)
-        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watcher: Watcher | None = None
         self._pid = 0
-        self._watched_thread = 0
 
     def start(self, runtime: Runtime) -> None:
         """Start watching ``runtime``, which runs on the calling thread."""
-        self._watched_thread = threading.get_ident()
-        self._pid = os.getpid()
+        watched = threading.get_ident()
+        watcher = Watcher(runtime, watched, self.threshold, self._period)
+        # The runtime's task entry: left out at the root of a task's stack.
+        task_body = type(runtime)._task_body.__code__
         name = f"stackful-watchdog ({threading.current_thread().name})"
-        thread = threading.Thread(target=self._watch, args=(runtime,), name=name, daemon=True)
+        thread = threading.Thread(target=self._watch, args=(watcher, watched, task_body),
+                                  name=name, daemon=True)
         thread.start()
-        self._thread = thread
+        self._pid = os.getpid()
+        self._thread, self._watcher = thread, watcher
 
     def stop(self) -> None:
         """Stop the thread and wait for it (a report being made is finished first)."""
-        thread, self._thread = self._thread, None
-        if thread is None or os.getpid() != self._pid:
+        thread, watcher = self._thread, self._watcher
+        self._thread = self._watcher = None
+        if thread is None or watcher is None or os.getpid() != self._pid:
             return  # never started, or a forked child, where the thread does not exist
-        self._stopping.set()  # if the join is interrupted, the thread still ends at its next look
+        watcher.stop()  # if the join is interrupted, the thread still ends at once
         thread.join()
 
     # -- the monitor thread --------------------------------------------------------------------
 
-    def _watch(self, rt: Runtime) -> None:
-        # The runtime's task entry: left out at the root of a task's stack.
-        task_body = type(rt)._task_body.__code__
-        last: object = None
-        since = 0.0
-        reported = False
-        while not self._stopping.wait(self._period):
-            now = time.monotonic()
-            if rt._idle:
-                last = None  # the hub waits for events: nobody holds the thread
-                continue
-            state = _sample(rt)
-            if state != last:
-                last, since, reported = state, now, False
-                continue
-            if reported or now - since < self.threshold:
-                continue
-            frame = sys._current_frames().get(self._watched_thread)
-            if frame is None or _sample(rt) != state:
-                continue  # the stall ended as we looked: its stack is gone
-            reported = True  # once per stall: until the counter moves again
-            _, task_id, task_name = state
-            report = self._make_report(frame, task_body, task_id, task_name, now - since)
+    def _watch(self, watcher: Watcher, watched: int, task_body: CodeType) -> None:
+        while True:
+            stall = watcher.wait()  # without the GIL until there is something to report
+            if stall is None:
+                return
+            blocked_for, task_id, task_name, frame = stall
+            del stall
+            report = BlockingReport(
+                task_name=task_name if task_name is not None else "hub",
+                task_id=task_id,
+                blocked_for=blocked_for,
+                stack=_stack_of(frame, task_body),
+                thread_id=watched,
+            )
             del frame  # its thread's frames are not ours to keep
             self._call_hook(report)
-
-    def _make_report(
-        self, frame: FrameType, task_body: CodeType, task_id: int | None,
-        task_name: str | None, blocked_for: float,
-    ) -> BlockingReport:
-        # Most recent call last, without the runtime's task entry at the root.
-        frames = list(traceback.walk_stack(frame))
-        frames.reverse()
-        if frames and frames[0][0].f_code is task_body:
-            del frames[0]
-        stack = traceback.StackSummary.extract(iter(frames), lookup_lines=False)
-        return BlockingReport(
-            task_name=task_name if task_name is not None else "hub",
-            task_id=task_id,
-            blocked_for=blocked_for,
-            stack=stack,
-            thread_id=self._watched_thread,
-        )
 
     def _call_hook(self, report: BlockingReport) -> None:
         try:
@@ -196,7 +175,12 @@ class Watchdog:
                 del exc, tb
 
 
-def _sample(rt: Runtime) -> tuple[int, int | None, str | None]:
-    """What changes whenever a task yields, parks or finishes, or the hub takes over."""
-    yields, task_id, task_name = rt._watch_sample()
-    return yields + rt.hub_resumptions, task_id, task_name
+def _stack_of(frame: FrameType | None, task_body: CodeType) -> traceback.StackSummary:
+    """``frame``'s stack, most recent call last, without the runtime's task entry at the root."""
+    if frame is None:
+        return traceback.StackSummary()  # the thread has gone
+    frames = list(traceback.walk_stack(frame))
+    frames.reverse()
+    if frames and frames[0][0].f_code is task_body:
+        del frames[0]
+    return traceback.StackSummary.extract(iter(frames), lookup_lines=False)

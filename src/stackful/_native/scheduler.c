@@ -434,29 +434,7 @@ static PyObject *SchedulerCore_switch_next(SchedulerCore *s, PyObject *Py_UNUSED
     return yield_step(s, 0);
 }
 
-static PyObject *str_yield_slow, *str_id, *str_name;
-
-PyDoc_STRVAR(watch_sample_doc,
-"_watch_sample()\n--\n\n"
-"For the watchdog's thread: (yields, id, name) -- the progress counter and the\n"
-"current task's id and name, or (yields, None, None) while the hub runs.");
-
-/* Done in C so that the watchdog's thread never holds a task: if it held the last
- * reference, the task would be freed (its __del__ run) on that thread. */
-static PyObject *SchedulerCore_watch_sample(SchedulerCore *s, PyObject *Py_UNUSED(ignored))
-{
-    PyObject *cur = s->current;
-    if (!cur || !PyObject_TypeCheck(cur, &TaskCoreType))
-        return Py_BuildValue("(KOO)", s->yields, Py_None, Py_None);
-    Py_INCREF(cur);  /* across the getattrs (which run no Python code on a Task: slots) */
-    PyObject *id = PyObject_GetAttr(cur, str_id);
-    PyObject *name = id ? PyObject_GetAttr(cur, str_name) : NULL;
-    Py_DECREF(cur);
-    PyObject *r = name ? Py_BuildValue("(KOO)", s->yields, id, name) : NULL;
-    Py_XDECREF(id);
-    Py_XDECREF(name);
-    return r;
-}
+static PyObject *str_yield_slow;
 
 PyDoc_STRVAR(yield_now_doc,
 "yield_now()\n--\n\n"
@@ -531,7 +509,6 @@ static PyMethodDef scheduler_functions[] = {
 static PyMethodDef SchedulerCore_methods[] = {
     {"_yield_fast", (PyCFunction)SchedulerCore_yield_fast, METH_NOARGS, yield_fast_doc},
     {"_switch_next", (PyCFunction)SchedulerCore_switch_next, METH_NOARGS, switch_next_doc},
-    {"_watch_sample", (PyCFunction)SchedulerCore_watch_sample, METH_NOARGS, watch_sample_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -571,6 +548,12 @@ static PyMemberDef SchedulerCore_members[] = {
      "how many parked tasks' stacks were trimmed (pages below where they rest given back)"},
     {"_yields", T_ULONGLONG, offsetof(SchedulerCore, yields), READONLY,
      "how many times a task yielded or parked (the watchdog's sign of progress)"},
+    {"hub_resumptions", T_PYSSIZET, offsetof(SchedulerCore, hub_resumptions), 0,
+     "how many times a task handed control back to the hub"},
+    {"_next_id", T_PYSSIZET, offsetof(SchedulerCore, next_id), 0,
+     "the id of the next task spawned"},
+    {"_idle", T_BOOL, offsetof(SchedulerCore, idle), 0,
+     "True while the hub waits for timers and I/O"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -594,12 +577,9 @@ int sf_scheduler_init(PyObject *m)
     STATE_RUNNING = PyUnicode_InternFromString("running");
     STATE_BLOCKED = PyUnicode_InternFromString("blocked");
     str_yield_slow = PyUnicode_InternFromString("_yield_slow");
-    str_id = PyUnicode_InternFromString("id");
-    str_name = PyUnicode_InternFromString("name");
     if (gather_methods() < 0)
         return -1;
-    if (!STATE_READY || !STATE_RUNNING || !STATE_BLOCKED || !str_yield_slow || !str_id ||
-        !str_name || PyType_Ready(&ReadyQueueType) < 0 ||
+    if (!STATE_READY || !STATE_RUNNING || !STATE_BLOCKED || !str_yield_slow || PyType_Ready(&ReadyQueueType) < 0 ||
         PyType_Ready(&TaskCoreType) < 0 || PyType_Ready(&SchedulerCoreType) < 0)
         return -1;
     if (PyModule_AddObjectRef(m, "TASK_READY", STATE_READY) < 0 ||
@@ -608,7 +588,8 @@ int sf_scheduler_init(PyObject *m)
         PyModule_AddObjectRef(m, "ReadyQueue", (PyObject *)&ReadyQueueType) < 0 ||
         PyModule_AddObjectRef(m, "TaskCore", (PyObject *)&TaskCoreType) < 0 ||
         PyModule_AddObjectRef(m, "SchedulerCore", (PyObject *)&SchedulerCoreType) < 0 ||
-        PyModule_AddFunctions(m, scheduler_functions) < 0 || sf_loop_init(m) < 0)
+        PyModule_AddFunctions(m, scheduler_functions) < 0 || sf_loop_init(m) < 0 ||
+        sf_watchdog_init(m) < 0)
         return -1;
     return 0;
 }
