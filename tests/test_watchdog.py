@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from stackful import lowlevel
+from stackful._native import Watcher
 from stackful.runtime_api import BlockingReport, Runtime, run, sleep, spawn, yield_now
 
 from ._support import child_env
@@ -254,6 +255,19 @@ def test_a_forked_child_has_no_watchdog_and_ends_its_run_cleanly() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "child ok 0" in proc.stdout
     assert "parent ok 0" in proc.stdout
+
+
+def test_the_native_watcher_refuses_its_own_thread_and_stays_stopped() -> None:
+    watcher = Watcher(Runtime(), threading.get_ident(), 1.0, 0.25)
+    with pytest.raises(RuntimeError, match="cannot wait on the thread it watches"):
+        watcher.wait()
+    watcher.stop()
+    watcher.stop()
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.extend([watcher.wait(), watcher.wait()]))
+    thread.start()
+    thread.join(timeout=30)
+    assert got == [None, None]
 
 
 # -- arguments -------------------------------------------------------------------------------------
