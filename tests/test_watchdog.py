@@ -2,8 +2,11 @@
 that yield, an idle runtime, and nothing after the run are not.
 
 Real time is the point here (the watchdog measures how long the thread is held), so these tests
-sleep for real: each stall is six thresholds long and each quiet stretch allows four
-thresholds of slack, and what is asserted is only whether a report happened.
+sleep for real, and what is asserted is only whether a report happened.  Each stall is six
+thresholds long.  The quiet runs use a threshold four times longer, 0.2 s: a runtime thread that
+the machine does not schedule for that long holds the thread as much as a blocking call does,
+and on a loaded machine that happens for 50 ms.  For the same reason, reports are counted for
+the task under test only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ._support import child_env
 
 THRESHOLD = 0.05
 STALL = 0.3  # six thresholds
+QUIET_THRESHOLD = 0.2
 
 
 def watched(main: Any, threshold: float = THRESHOLD) -> tuple[Any, list[BlockingReport]]:
@@ -112,7 +116,7 @@ def test_each_stall_is_reported_once() -> None:
         blocking_helper()
 
     _, reports = watched(main)
-    assert [r.task_name for r in reports] == ["main", "main"]
+    assert [r.task_name for r in reports if r.task_id is not None] == ["main", "main"]
 
 
 def test_a_callback_blocking_the_hub_is_reported_as_the_hub() -> None:
@@ -124,10 +128,10 @@ def test_a_callback_blocking_the_hub_is_reported_as_the_hub() -> None:
         sleep(STALL * 2)  # the hub runs the callback while main sleeps
 
     _, reports = watched(main)
-    assert len(reports) == 1, reports
-    assert (reports[0].task_name, reports[0].task_id) == ("hub", None)
-    assert reports[0].stack[-1].name == "blocking_callback"
-    assert "the hub has not yielded" in reports[0].format()
+    hub = [r for r in reports if r.stack and r.stack[-1].name == "blocking_callback"]
+    assert len(hub) == 1, reports
+    assert (hub[0].task_name, hub[0].task_id) == ("hub", None)
+    assert "the hub has not yielded" in hub[0].format()
 
 
 # -- what is not -----------------------------------------------------------------------------------
@@ -145,26 +149,27 @@ def busy_until(deadline: float) -> int:
 
 def test_tasks_that_yield_often_are_not_reported() -> None:
     def main() -> None:
-        deadline = time.monotonic() + 8 * THRESHOLD
+        deadline = time.monotonic() + 4 * QUIET_THRESHOLD
         workers = [spawn(busy_until, deadline) for _ in range(3)]
         for w in workers:
             assert w.join() > 0
 
-    _, reports = watched(main)
+    _, reports = watched(main, QUIET_THRESHOLD)
     assert reports == []
 
 
 def test_a_lone_task_that_yields_often_is_not_reported() -> None:
     # Nobody else is ready, so its yields switch nowhere: only the progress counter moves.
-    _, reports = watched(lambda: busy_until(time.monotonic() + 8 * THRESHOLD))
+    _, reports = watched(lambda: busy_until(time.monotonic() + 4 * QUIET_THRESHOLD),
+                         QUIET_THRESHOLD)
     assert reports == []
 
 
 def test_an_idle_runtime_is_not_reported() -> None:
     def main() -> None:
-        sleep(STALL)  # the hub waits in the poller: idle, not stalled
+        sleep(4 * QUIET_THRESHOLD)  # the hub waits in the poller: idle, not stalled
 
-    _, reports = watched(main)
+    _, reports = watched(main, QUIET_THRESHOLD)
     assert reports == []
 
 
@@ -219,7 +224,8 @@ def test_a_failing_hook_goes_to_threading_excepthook_and_watching_goes_on(
         return "done"
 
     assert run(main, watchdog=THRESHOLD, watchdog_hook=hook) == "done"
-    assert len(calls) == 2  # the second stall was still reported
+    # The first report's hook failed; the second stall was still reported.
+    assert [r.task_name for r in calls if r.task_id is not None] == ["main", "main"]
     assert len(failures) == 1
     assert failures[0].exc_type is RuntimeError
     assert str(failures[0].exc_value) == "the hook failed"

@@ -122,7 +122,11 @@ static PyObject *describe_stall(Watcher *w, SchedulerCore *s, double since)
     /* The runtime thread's innermost frame: its running fiber's, since a switch swaps the
      * thread state's frames.  Taken here, in C, so the thread cannot move on in between. */
     PyObject *current_frames = PySys_GetObject("_current_frames");  /* borrowed */
-    PyObject *frames = current_frames ? PyObject_CallNoArgs(current_frames) : NULL;
+    if (!current_frames) {
+        PyErr_SetString(PyExc_RuntimeError, "the watchdog needs sys._current_frames");
+        goto error;
+    }
+    PyObject *frames = PyObject_CallNoArgs(current_frames);
     if (!frames)
         goto error;
     PyObject *key = PyLong_FromUnsignedLong(w->thread_id);
