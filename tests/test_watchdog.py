@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from stackful import lowlevel
+from stackful import lowlevel, monkey
 from stackful._native import Watcher
 from stackful.runtime_api import BlockingReport, Runtime, run, sleep, spawn, yield_now
 
@@ -170,6 +170,20 @@ def test_an_idle_runtime_is_not_reported() -> None:
         sleep(4 * QUIET_THRESHOLD)  # the hub waits in the poller: idle, not stalled
 
     _, reports = watched(main, QUIET_THRESHOLD)
+    assert reports == []
+
+
+def test_a_call_made_cooperative_by_patching_is_not_reported() -> None:
+    def main() -> None:
+        time.sleep(4 * QUIET_THRESHOLD)  # patched: parks the task, the hub idles
+
+    was_patched = monkey.is_patched("time")
+    monkey.patch_time()
+    try:
+        _, reports = watched(main, QUIET_THRESHOLD)
+    finally:
+        if not was_patched:
+            monkey.unpatch("time")
     assert reports == []
 
 
