@@ -60,6 +60,7 @@ setup(
                 os.path.join(NATIVE, "overflow.c"),
                 os.path.join(NATIVE, "scheduler.c"),
                 os.path.join(NATIVE, "loop.c"),
+                os.path.join(NATIVE, "watchdog.c"),
                 os.path.join(NATIVE, "sockets.c"),
                 os.path.join(NATIVE, "timers.c"),
                 os.path.join(NATIVE, "poller_epoll.c"),

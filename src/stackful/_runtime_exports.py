@@ -1,6 +1,7 @@
 """Names the ``stackful`` package re-exports from the runtime layer."""
 
 from .runtime_api import (
+    BlockingReport,
     BusyResourceError,
     Cancelled,
     ClosedResourceError,
@@ -24,8 +25,8 @@ from .runtime_api import (
 )
 
 __all__ = [
-    "BusyResourceError", "Cancelled", "ClosedResourceError", "DeadlockError", "Runtime", "Task",
-    "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock", "current_task", "notify_closing",
-    "run", "set_thread_pool_size", "sleep", "spawn", "tasks", "to_thread", "wait_readable",
-    "wait_writable", "yield_now",
+    "BlockingReport", "BusyResourceError", "Cancelled", "ClosedResourceError", "DeadlockError",
+    "Runtime", "Task", "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock", "current_task",
+    "notify_closing", "run", "set_thread_pool_size", "sleep", "spawn", "tasks", "to_thread",
+    "wait_readable", "wait_writable", "yield_now",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from ._core import (
+    BlockingReport,
     BusyResourceError,
     Cancelled,
     Clock,
@@ -34,10 +35,10 @@ from ._native import yield_now as _native_yield_now
 T = TypeVar("T")
 
 __all__ = [
-    "BusyResourceError", "Cancelled", "Clock", "ClosedResourceError", "DeadlockError", "Runtime",
-    "SystemClock", "Task", "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock",
-    "current_task", "notify_closing", "run", "set_thread_pool_size", "sleep", "spawn", "tasks",
-    "to_thread", "wait_readable", "wait_writable", "yield_now",
+    "BlockingReport", "BusyResourceError", "Cancelled", "Clock", "ClosedResourceError",
+    "DeadlockError", "Runtime", "SystemClock", "Task", "TaskExceptHookArgs", "TooManyTasksError",
+    "VirtualClock", "current_task", "notify_closing", "run", "set_thread_pool_size", "sleep",
+    "spawn", "tasks", "to_thread", "wait_readable", "wait_writable", "yield_now",
 ]
 
 
@@ -47,6 +48,8 @@ def run(
     *args: Any,
     clock: Clock | None = None,
     handle_signals: Iterable[int] = (signal.SIGINT,),
+    watchdog: float | None = None,
+    watchdog_hook: Callable[[BlockingReport], object] | None = None,
     **kwargs: Any,
 ) -> T:
     """Run ``main(*args, **kwargs)`` in a fresh runtime on this thread; return its result.
@@ -56,8 +59,15 @@ def run(
     :class:`DeadlockError` if every task blocks forever, or ``KeyboardInterrupt`` after
     winding the tasks down on Ctrl-C.  ``handle_signals=(signal.SIGINT, signal.SIGTERM)``
     winds down on SIGTERM too, then raises ``SystemExit(143)`` (see :class:`Runtime`).
+
+    ``watchdog=0.1`` reports every task that holds the thread for 0.1 s without yielding (a
+    blocking call that should have been cooperative), once per stall, with its stack:
+    ``watchdog_hook(report)`` receives a :class:`BlockingReport`, on the watchdog's own thread;
+    by default it is printed on stderr.
     """
-    result: T = Runtime(clock=clock, handle_signals=handle_signals).run(main, *args, **kwargs)
+    rt = Runtime(clock=clock, handle_signals=handle_signals, watchdog=watchdog,
+                 watchdog_hook=watchdog_hook)
+    result: T = rt.run(main, *args, **kwargs)
     return result
 
 

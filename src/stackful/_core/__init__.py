@@ -19,11 +19,12 @@ from ._task import BLOCKED, FINISHED, READY, RUNNING, Task, TaskExceptHookArgs, 
 from ._threads import set_thread_pool_size, to_thread
 from ._timeout import TimeoutScope
 from ._timers import NEVER, Timer, check_timeout, deadline_after, deadline_at
+from ._watchdog import BlockingReport
 
 __all__ = [
     "BLOCKED", "FINISHED", "NEVER", "READY", "RUNNING",
-    "BusyResourceError", "Cancelled", "ClosedResourceError", "Clock", "DeadlockError",
-    "HasFileno", "Runtime", "RuntimeToken",
+    "BlockingReport", "BusyResourceError", "Cancelled", "ClosedResourceError", "Clock",
+    "DeadlockError", "HasFileno", "Runtime", "RuntimeToken",
     "SystemClock", "Task", "TaskExceptHookArgs", "TimeoutScope", "Timer", "TooManyTasksError",
     "VirtualClock", "check_timeout", "current_runtime_or_none", "deadline_after", "deadline_at",
     "default_excepthook", "fileno_of", "get_runtime", "get_task", "set_thread_pool_size",

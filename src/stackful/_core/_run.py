@@ -49,6 +49,7 @@ from ._task import (
     default_excepthook,
 )
 from ._timers import NEVER, Timer, TimerHeap, deadline_after, deadline_at
+from ._watchdog import BlockingReport, Watchdog, check_watchdog
 
 # How many times shutdown re-delivers Cancelled to a task that keeps blocking after it, before
 # giving up on it (killing its fiber).  Two covers the usual "blocking call in a finally".
@@ -101,6 +102,12 @@ class Runtime(SchedulerCore):
     run, and :meth:`run` raises it.  A signal whose handler is not Python's default when
     the run starts is left to that handler.
 
+    ``watchdog`` (seconds, default None: off) starts a monitor thread for the run that
+    reports each task holding the thread that long without yielding -- a blocking call
+    that should have been cooperative -- once per stall, with the task's Python stack:
+    ``watchdog_hook(report)`` receives a :class:`BlockingReport` (on the monitor thread;
+    the default prints it on stderr).  See ``stackful/_core/_watchdog.py``.
+
     A task gives up control only in :meth:`park` (and :meth:`yield_now`, a park of one
     round), which blocks it until :meth:`wake` or :meth:`wake_with_exception`; the caller
     has registered the task wherever its waker will find it, and ``abort`` undoes that
@@ -145,8 +152,12 @@ class Runtime(SchedulerCore):
         max_tasks: int | None = None,
         excepthook: Callable[[TaskExceptHookArgs], object] | None = None,
         handle_signals: Iterable[int] = (signal.SIGINT,),
+        watchdog: float | None = None,
+        watchdog_hook: Callable[[BlockingReport], object] | None = None,
     ) -> None:
         self._handled_signals = _check_signals(handle_signals)
+        threshold = check_watchdog(watchdog, watchdog_hook)
+        self._watchdog = None if threshold is None else Watchdog(threshold, watchdog_hook)
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ValueError(f"max_tasks must be a positive int or None, got {max_tasks!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -163,7 +174,7 @@ class Runtime(SchedulerCore):
         self.io = IOPoller()
         # Live (not finished) tasks, in spawn order: an insertion-ordered set.
         self._live: dict[Task, None] = {}
-        self._next_id = 1
+        self._next_id = 1  # a SchedulerCore field (the watchdog reads it)
         self._hub: Fiber | None = None
         self._main: Task | None = None
         self._thread_id = 0
@@ -180,6 +191,8 @@ class Runtime(SchedulerCore):
         # A handled signal (Ctrl-C...) that arrived while the hub was busy: its exception,
         # handled at the hub's next loop.
         self._hub_interrupt_pending: BaseException | None = None
+        # The hub waits for timers and I/O (a SchedulerCore field, as the next: the watchdog
+        # reads them).
         self._idle = False
         # How often a task handed control back to the hub (tests check yields bypass it).
         self.hub_resumptions = 0
@@ -210,6 +223,8 @@ class Runtime(SchedulerCore):
         set_thread_scheduler(self)  # the core's per-thread slot: yield_now() finds us there
         old_handlers = self._install_signal_handlers()
         try:
+            if self._watchdog is not None:
+                self._watchdog.start(self)
             self._main = main_task = self.spawn(main, args, kwargs, name="main")
             self._loop()
         finally:
@@ -220,6 +235,8 @@ class Runtime(SchedulerCore):
             set_thread_scheduler(None)
             self.timers.clear()
             self.io.close()
+            if self._watchdog is not None:
+                self._watchdog.stop()
         self._flush_unretrieved()
         if self._interrupt is not None:
             raise self._interrupt

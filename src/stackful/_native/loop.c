@@ -39,6 +39,7 @@ static void list_for_trim(SchedulerCore *s, TaskCore *task);
 static int switch_away(SchedulerCore *s, TaskCore *task)
 {
     PyObject *next = NULL;
+    s->yields++;
     if (--s->countdown <= 0) {
         PyObject *to_hub = PyObject_CallMethodNoArgs((PyObject *)s, str_end_batch);
         if (!to_hub)

@@ -372,6 +372,7 @@ static PyObject *yield_step(SchedulerCore *s, int count)
         return NULL;
     }
     TaskCore *task = (TaskCore *)s->current;
+    s->yields++;
     /* A deleted _pending_exc (NULL) counts as pending: the Python side's read of it then
      * raises the AttributeError. */
     if (task->pending_exc != Py_None)
@@ -545,6 +546,14 @@ static PyMemberDef SchedulerCore_members[] = {
      "tasks that parked in I/O waits, their stacks to trim when the runtime idles a while"},
     {"stack_trims", T_PYSSIZET, offsetof(SchedulerCore, trims), READONLY,
      "how many parked tasks' stacks were trimmed (pages below where they rest given back)"},
+    {"_yields", T_ULONGLONG, offsetof(SchedulerCore, yields), READONLY,
+     "how many times a task yielded or parked (the watchdog's sign of progress)"},
+    {"hub_resumptions", T_PYSSIZET, offsetof(SchedulerCore, hub_resumptions), 0,
+     "how many times a task handed control back to the hub"},
+    {"_next_id", T_PYSSIZET, offsetof(SchedulerCore, next_id), 0,
+     "the id of the next task spawned"},
+    {"_idle", T_BOOL, offsetof(SchedulerCore, idle), 0,
+     "True while the hub waits for timers and I/O"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -579,7 +588,8 @@ int sf_scheduler_init(PyObject *m)
         PyModule_AddObjectRef(m, "ReadyQueue", (PyObject *)&ReadyQueueType) < 0 ||
         PyModule_AddObjectRef(m, "TaskCore", (PyObject *)&TaskCoreType) < 0 ||
         PyModule_AddObjectRef(m, "SchedulerCore", (PyObject *)&SchedulerCoreType) < 0 ||
-        PyModule_AddFunctions(m, scheduler_functions) < 0 || sf_loop_init(m) < 0)
+        PyModule_AddFunctions(m, scheduler_functions) < 0 || sf_loop_init(m) < 0 ||
+        sf_watchdog_init(m) < 0)
         return -1;
     return 0;
 }

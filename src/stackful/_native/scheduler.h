@@ -56,6 +56,14 @@ typedef struct {
                                 trimmed when the runtime has been idle a while (loop.c) */
     Py_ssize_t trims;        /* stacks trimmed that way, in all */
     Py_ssize_t sweep_at;     /* parked_io's length that makes it drop tasks that moved on */
+    /* What the watchdog's thread reads without the GIL (watchdog.c): word-sized fields that
+     * only the runtime's thread writes.  Any of the first three moving, or `current`
+     * changing, is progress: a task yielded or parked, the hub took over, a task was
+     * spawned (so a new task cannot be mistaken for a finished one at the same address). */
+    unsigned long long yields;   /* times a task yielded or parked */
+    Py_ssize_t hub_resumptions;  /* times a task handed control back to the hub */
+    Py_ssize_t next_id;          /* the id of the next task spawned */
+    char idle;                   /* the hub is waiting for timers and I/O */
 } SchedulerCore;
 
 extern PyTypeObject ReadyQueueType, TaskCoreType, SchedulerCoreType;
@@ -103,6 +111,10 @@ PyObject *sf_wait_io(PyObject *scheduler, int fd, int direction, int persistent)
 /* The scheduler running on this thread, or NULL with RuntimeError naming `what`. */
 SchedulerCore *sf_running_scheduler(const char *what);
 int sf_loop_init(PyObject *module);
+
+/* ---- watchdog.c ---- */
+
+int sf_watchdog_init(PyObject *module);
 
 /* ---- sockets.c ---- */
 
