@@ -58,6 +58,7 @@ setup(
                 os.path.join(NATIVE, "thread.c"),
                 os.path.join(NATIVE, "reclaim.c"),
                 os.path.join(NATIVE, "overflow.c"),
+                os.path.join(NATIVE, "registry.c"),
                 os.path.join(NATIVE, "scheduler.c"),
                 os.path.join(NATIVE, "loop.c"),
                 os.path.join(NATIVE, "watchdog.c"),

@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import weakref
+from time import perf_counter as _perf_counter
 from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
@@ -49,6 +50,7 @@ from ._task import (
     default_excepthook,
 )
 from ._timers import NEVER, Timer, TimerHeap, deadline_after, deadline_at
+from ._tree import tree_lines
 from ._watchdog import BlockingReport, Watchdog, check_watchdog
 
 # How many times shutdown re-delivers Cancelled to a task that keeps blocking after it, before
@@ -196,6 +198,10 @@ class Runtime(SchedulerCore):
         self._idle = False
         # How often a task handed control back to the hub (tests check yields bypass it).
         self.hub_resumptions = 0
+        # For stats(): when run() started (perf_counter), and the hub's time blocked in the
+        # poller waiting for timers and I/O.
+        self._started_at = 0.0
+        self._idle_seconds = 0.0
         self._deadlock: DeadlockError | None = None
         # Failed tasks whose exception nobody retrieved yet, by id (weak: see Task.__del__).
         self._failed: weakref.WeakValueDictionary[int, Task] = weakref.WeakValueDictionary()
@@ -218,6 +224,7 @@ class Runtime(SchedulerCore):
         if self._started:
             raise RuntimeError("this Runtime has already run; create a new one")
         self._started = True
+        self._started_at = _perf_counter()
         self._thread_id = threading.get_ident()
         self._hub = current()
         set_thread_scheduler(self)  # the core's per-thread slot: yield_now() finds us there
@@ -289,7 +296,7 @@ class Runtime(SchedulerCore):
                 self._shutdown_stuck_tasks()
             else:
                 blocked = [(t.name, str(t._wait_reason)) for t in self._live]
-                lines = "\n".join(f"  task {n!r} waiting on {w}" for n, w in blocked)
+                lines = "\n".join(tree_lines(self._live))
                 self._deadlock = DeadlockError(
                     f"deadlock: all {len(blocked)} tasks are blocked and nothing can wake "
                     f"them (no ready task, no timer, no I/O wait):\n{lines}",
@@ -305,6 +312,7 @@ class Runtime(SchedulerCore):
         trim = (len(self._parked_io) > 0 and self._real_clock
                 and (timeout is None or timeout > _TRIM_AFTER))
         self._idle = True
+        started = _perf_counter()
         try:
             woken = self._poll(_TRIM_AFTER if trim else timeout)  # wakes tasks whose fds are ready
         except (KeyboardInterrupt, SystemExit) as exc:
@@ -314,6 +322,7 @@ class Runtime(SchedulerCore):
             return
         finally:
             self._idle = False
+            self._idle_seconds += _perf_counter() - started  # stats(): the hub's time waiting
         if trim:
             if not woken:
                 self._trim_parked()

@@ -57,7 +57,7 @@ class Task(TaskCore):
     __slots__ = (
         "name", "id", "_runtime", "_fn", "_args", "_kwargs",
         "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
-        "_cancel_count", "_scopes", "__weakref__",
+        "_cancel_count", "_scopes", "_parent_id", "__weakref__",
     )
 
     def __init__(
@@ -92,6 +92,10 @@ class Task(TaskCore):
         self._exc_retrieved = False
         self._cancel_requested = False
         self._cancel_count = 0
+        # Who spawned it, by id (not the task: a chain of spawners would stay alive), for
+        # the task tree of dumps and deadlock reports; None: spawned by the hub (main).
+        spawner = runtime.current
+        self._parent_id: int | None = spawner.id if spawner is not None else None
 
     def _take_call(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         # Hand the function and its arguments to the fiber and forget them here, so a finished

@@ -382,8 +382,10 @@ static void fiber_entry(void *value, void *arg)
 Fiber *sf_fiber_alloc(PyTypeObject *type)
 {
     Fiber *f = (Fiber *)type->tp_alloc(type, 0);
-    if (f)
+    if (f) {
         f->state = FIBER_NEW;
+        sf_registry_add(f);
+    }
     return f;
 }
 
@@ -655,6 +657,7 @@ static void Fiber_dealloc(Fiber *self)
     if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
         return;  /* resurrected (handed to its thread to kill) */
     PyObject_GC_UnTrack(self);
+    sf_registry_remove(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
     discard_unwound(self);

@@ -89,6 +89,8 @@ typedef struct Fiber {
     PyObject *name;               /* NULL until asked for, when it is the default */
     const char *cname;            /* the name's UTF-8 (inside `name`, or static), readable
                                      from a signal handler; NULL: the default "Fiber-N" */
+    struct Fiber *live_prev;      /* borrowed links of the registry of fibers not yet */
+    struct Fiber *live_next;      /* freed, which dumps walk (registry.c) */
 #ifdef SF_ASAN
     const void *asan_bottom;
     size_t asan_size;
@@ -163,6 +165,12 @@ void sf_report_escaped(PyObject *where);
 /* PyErr_Clear(), except that Ctrl-C is raised again later, never lost. */
 void sf_clear_error(void);
 int sf_reclaim_init(PyObject *module);
+
+/* ---- registry.c: every fiber not yet freed, for dumps and statistics ---- */
+
+void sf_registry_add(Fiber *f);
+void sf_registry_remove(Fiber *f);
+int sf_registry_init(PyObject *module);
 
 /* ---- overflow.c: the stack overflow report ---- */
 

@@ -19,6 +19,7 @@
 #include <structmember.h>
 
 #include <limits.h>
+#include <time.h>
 
 #include "fiber.h"
 #include "interp_state.h"
@@ -125,6 +126,11 @@ static PyObject *block_and_switch(SchedulerCore *s, TaskCore *task, PyObject *re
         return NULL;
     Py_XSETREF(task->state, Py_NewRef(STATE_BLOCKED));
     Py_XSETREF(task->wait_reason, Py_NewRef(reason));
+    /* For dumps' "parked for": the coarse clock is a read of a shared page (no
+     * syscall, no rdtsc), a few ns against a switch's hundred. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    task->parked_ns = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
     Py_XSETREF(task->abort, Py_NewRef(abort));
     if (here != task->fiber)
         Py_XSETREF(task->resume_fiber, Py_NewRef(here));
@@ -248,6 +254,12 @@ static PyObject *IoWait_str(IoWait *w)
                                 w->fd);
 }
 
+static PyMemberDef IoWait_members[] = {
+    {"fd", T_INT, offsetof(IoWait, fd), READONLY, "the file descriptor waited for"},
+    {"direction", T_INT, offsetof(IoWait, direction), READONLY, "0: readable, 1: writable"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static int IoWait_traverse(IoWait *w, visitproc visit, void *arg)
 {
     Py_VISIT(w->poller);
@@ -279,6 +291,7 @@ static PyTypeObject IoWaitType = {
     .tp_call = (ternaryfunc)IoWait_call,
     .tp_str = (reprfunc)IoWait_str,
     .tp_repr = (reprfunc)IoWait_str,
+    .tp_members = IoWait_members,
 };
 
 /* The task's IoWait, made at its first I/O wait. */

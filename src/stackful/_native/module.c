@@ -247,6 +247,7 @@ PyMODINIT_FUNC PyInit__native(void)
     if (!m)
         return NULL;
     if (sf_thread_init_types() < 0 || sf_fiber_init_type(m) < 0 || sf_reclaim_init(m) < 0 ||
+        sf_registry_init(m) < 0 ||
         PyModule_AddIntConstant(m, "MIN_STACK_SIZE", SF_STACK_MIN) < 0 ||
         PyModule_AddIntConstant(m, "DEFAULT_STACK_SIZE", SF_STACK_DEFAULT) < 0 ||
         PyModule_AddIntConstant(m, "DATA_CHUNK_SIZE", SF_DATA_CHUNK_SIZE) < 0 ||

@@ -276,6 +276,8 @@ static PyMemberDef TaskCore_members[] = {
      "undoes the registration of the task's wait (None: nothing to undo)"},
     {"_wait_reason", T_OBJECT_EX, offsetof(TaskCore, wait_reason), 0,
      "what a blocked task waits on"},
+    {"_parked_ns", T_LONGLONG, offsetof(TaskCore, parked_ns), READONLY,
+     "time.CLOCK_MONOTONIC_COARSE in ns when the task last parked (how long: dumps)"},
     {"_shield", T_INT, offsetof(TaskCore, shield), 0,
      "> 0 while interruptions must wait (call_shielded)"},
     {NULL, 0, 0, 0, NULL},

@@ -40,6 +40,7 @@ typedef struct {
     PyObject *resume_fiber;  /* the fiber that parked, if not `fiber` (a fiber the task
                                 switched to itself), else NULL */
     PyObject *io_wait;       /* its IoWait (loop.c), made at its first I/O wait, or NULL */
+    long long parked_ns;     /* CLOCK_MONOTONIC_COARSE when it last parked (dumps) */
     int shield;              /* > 0: interruptions wait (call_shielded) */
     char trim_listed;        /* in its scheduler's parked_io list */
 } TaskCore;

@@ -1,0 +1,147 @@
+/* The registry of fibers: every Fiber not yet freed, on every thread, in one
+ * doubly-linked list, so a dump (stackful.dump) can list them all without a
+ * garbage-collector walk of the heap.
+ *
+ * Why a list in C: a fiber is linked when it is allocated and unlinked when it
+ * is freed -- four pointer stores in all, nowhere near the switch path.  The
+ * alternatives cost more where it matters: gc.get_objects() walks every object
+ * of the process (a loaded server has millions), and a WeakSet costs a weak
+ * reference and a dict entry per fiber.  The GIL guards the list (a fiber is
+ * made and freed with it held), and a dump reads it with the GIL held too.
+ */
+#include "fiber_internal.h"
+
+#include <time.h>
+
+/* Invariant: every Fiber from sf_fiber_alloc until its dealloc, once. */
+static Fiber *live_first;
+static Py_ssize_t live_count;
+
+void sf_registry_add(Fiber *f)
+{
+    f->live_prev = NULL;
+    f->live_next = live_first;
+    if (live_first)
+        live_first->live_prev = f;
+    live_first = f;
+    live_count++;
+}
+
+void sf_registry_remove(Fiber *f)
+{
+    if (f->live_prev)
+        f->live_prev->live_next = f->live_next;
+    else if (live_first == f)
+        live_first = f->live_next;
+    else
+        return;  /* never linked (or already unlinked) */
+    if (f->live_next)
+        f->live_next->live_prev = f->live_prev;
+    f->live_prev = f->live_next = NULL;
+    live_count--;
+}
+
+PyDoc_STRVAR(live_fibers_doc,
+"_live_fibers()\n--\n\n"
+"Every fiber of every thread that has not finished: roots (one per thread\n"
+"that used fibers), fibers not started yet, running and suspended ones;\n"
+"oldest first.");
+
+static PyObject *mod_live_fibers(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    /* Collect first, reverse after: appending may not run Python code, but keep
+     * the walk free of anything that could free a fiber under it. */
+    for (Fiber *f = live_first; f; f = f->live_next) {
+        if (f->state == FIBER_DEAD || Py_REFCNT(f) <= 0)
+            continue;
+        if (PyList_Append(out, (PyObject *)f) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    if (PyList_Reverse(out) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+PyDoc_STRVAR(fiber_count_doc,
+"_fiber_count()\n--\n\n"
+"How many Fiber objects exist (not yet freed), finished ones included.");
+
+static PyObject *mod_fiber_count(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    return PyLong_FromSsize_t(live_count);
+}
+
+static const char *const state_names[] = {"new", "running", "suspended", "dead"};
+
+PyDoc_STRVAR(fiber_debug_doc,
+"_fiber_debug(fiber)\n--\n\n"
+"(state, thread_id, thread_alive, is_root, is_current, scheduler, stack_size,\n"
+"stack_depth) of a fiber, for dumps.  thread_id is 0 before the fiber is\n"
+"bound to a thread; is_current: it is the running fiber of its thread;\n"
+"scheduler: the runtime running on its thread, or None; stack_depth: bytes\n"
+"of its C stack in use below the top where it is suspended (or here, if it\n"
+"is running on the calling thread), else -1.");
+
+static PyObject *mod_fiber_debug(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    if (!PyObject_TypeCheck(arg, &FiberType)) {
+        PyErr_Format(PyExc_TypeError, "_fiber_debug() needs a Fiber, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    Fiber *f = (Fiber *)arg;
+    sf_thread *th = f->thread;
+    int root = th && f == th->root;
+    int is_current = th && th->current == f;
+    PyObject *scheduler = th && th->scheduler ? th->scheduler : Py_None;
+    long long depth = -1;
+    if (f->stack) {
+        char *top = sf_stack_top(f->stack);
+        char *sp = NULL;
+        if (f->state == FIBER_SUSPENDED)
+            sp = (char *)f->ctx;
+        else if (is_current && th->tstate == PyThreadState_Get())
+            sp = (char *)&depth;  /* we run on it: this frame is on that stack */
+        if (sp && sp <= top && sp >= sf_stack_base(f->stack))
+            depth = (long long)(top - sp);
+    }
+    int state = f->state >= 0 && f->state <= FIBER_DEAD ? f->state : FIBER_DEAD;
+    return Py_BuildValue("(skiiiOnL)", state_names[state], th ? th->thread_id : 0UL,
+                         th && th->tstate != NULL, root, is_current, scheduler,
+                         root ? (Py_ssize_t)0 : (Py_ssize_t)f->stack_size, depth);
+}
+
+PyDoc_STRVAR(coarse_ns_doc,
+"_monotonic_coarse_ns()\n--\n\n"
+"CLOCK_MONOTONIC_COARSE in ns: the clock a task's _parked_ns is on.");
+
+static PyObject *mod_coarse_ns(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    (void)m;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return PyLong_FromLongLong((long long)now.tv_sec * 1000000000LL + now.tv_nsec);
+}
+
+static PyMethodDef registry_methods[] = {
+    {"_monotonic_coarse_ns", mod_coarse_ns, METH_NOARGS, coarse_ns_doc},
+    {"_live_fibers", mod_live_fibers, METH_NOARGS, live_fibers_doc},
+    {"_fiber_count", mod_fiber_count, METH_NOARGS, fiber_count_doc},
+    {"_fiber_debug", mod_fiber_debug, METH_O, fiber_debug_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+int sf_registry_init(PyObject *module)
+{
+    return PyModule_AddFunctions(module, registry_methods);
+}
