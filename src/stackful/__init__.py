@@ -25,6 +25,7 @@ state is swapped with it so CPython never notices.
     True
 """
 
+import os as _os
 import sys as _sys
 
 if not ((3, 11) <= _sys.version_info[:2] <= (3, 15)):
@@ -57,6 +58,8 @@ _set_discard_hook(_on_discard)
 from ._runtime_exports import *  # noqa: E402, F403  (run, spawn, Task, sleep, ...)
 from ._runtime_exports import __all__ as _runtime_names  # noqa: E402
 from .channel import Channel, ChannelClosed, Recv, Send, select  # noqa: E402
+from .debug import _install_from_environment as _dump_from_environment  # noqa: E402
+from .debug import dump, dump_on  # noqa: E402
 from .queue import Empty, Full, Queue  # noqa: E402
 from .sync import Condition, Event, Lock, Semaphore  # noqa: E402
 from .timeouts import timeout, timeout_at  # noqa: E402
@@ -74,10 +77,15 @@ __all__ = [
     "get_default_stack_size",
     "set_default_stack_size",
     "stack_pool",
+    "dump",
+    "dump_on",
     # user primitives
     "Channel", "ChannelClosed", "Condition", "Empty", "Event", "Full", "Lock", "Queue", "Recv",
     "Semaphore", "Send", "select", "timeout", "timeout_at",
     *_runtime_names,
 ]
+
+if _os.environ.get("STACKFUL_DUMP_ON"):
+    _dump_from_environment()  # like PYTHONFAULTHANDLER: dump on that signal
 
 __version__ = "0.1.0"

@@ -19,7 +19,6 @@ so no fiber switches meanwhile; each suspended fiber's frames stay where they ar
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -27,7 +26,6 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from importlib import resources
 from types import FrameType
 from typing import IO, Any
 
@@ -37,9 +35,11 @@ from ._native import (
     _fiber_count,
     _fiber_debug,
     _live_fibers,
-    _monotonic_coarse_ns as _now_coarse_ns,
     discarded_fibers,
     stack_pool,
+)
+from ._native import (
+    _monotonic_coarse_ns as _now_coarse_ns,
 )
 
 __all__ = ["RuntimeStats", "dump", "dump_on", "dump_schema", "snapshot", "stats"]
@@ -174,7 +174,7 @@ def snapshot() -> dict[str, Any]:
     me = threading.get_ident()
     names = {t.ident: t.name for t in threading.enumerate()}
     running_frames = sys._current_frames()
-    here = sys._getframe(1)
+    here: FrameType | None = sys._getframe(1)
     while here is not None and here.f_globals.get("__name__") == __name__:
         here = here.f_back
     now_ns = _now_coarse_ns()
@@ -207,8 +207,9 @@ def snapshot() -> dict[str, Any]:
                 kind = "hub"
             elif task is not None:
                 kind = "task" if fiber is task._fiber else "fiber"
+        top: FrameType | None
         if is_current and thread_id == me:
-            top: FrameType | None = here
+            top = here
         elif is_current:
             top = running_frames.get(thread_id)
         elif state == "suspended" and alive:
@@ -358,12 +359,17 @@ def render(format: str = "text", *, internals: bool = False) -> str:
         raise ValueError(f"format must be 'text' or 'json', not {format!r}")
     snap = snapshot()
     if format == "json":
+        import json
+
         return json.dumps(snap, indent=1) + "\n"
     return format_text(snap, internals=internals)
 
 
 def dump_schema() -> dict[str, Any]:
     """The JSON schema (draft 2020-12 subset) that ``dump(format="json")`` follows."""
+    import json
+    from importlib import resources
+
     text = resources.files("stackful").joinpath("dump_schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -23,8 +23,8 @@ import os
 import signal
 import threading
 import weakref
-from time import perf_counter as _perf_counter
 from collections.abc import Callable, Iterable
+from time import perf_counter as _perf_counter
 from types import FrameType
 from typing import Any
 

@@ -81,8 +81,8 @@ def tree_lines(
     ]
     pending.reverse()
     while pending:
-        line, task, prefix = pending.pop()
+        line, node, prefix = pending.pop()
         lines.append(line)
-        if task is not None:
-            pending.extend(reversed(rows(task.id, prefix)))
+        if node is not None:
+            pending.extend(reversed(rows(node.id, prefix)))
     return lines
