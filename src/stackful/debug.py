@@ -19,6 +19,7 @@ so no fiber switches meanwhile; each suspended fiber's frames stay where they ar
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -59,10 +60,22 @@ _KIND_BY_PREFIX = (
 )
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_MAIN_FILE = _PACKAGE_DIR + "__main__.py"
+_internal_files: dict[str, bool] = {}
+
+
+def _is_internal_file(filename: str) -> bool:
+    """A file of stackful itself (its frames are hidden from text dumps by default)."""
+    known = _internal_files.get(filename)
+    if known is None:
+        known = _internal_files[filename] = (
+            filename.startswith(_PACKAGE_DIR) and filename != _MAIN_FILE)
+    return known
+
+
 def _is_internal(frame: FrameType) -> bool:
-    name = frame.f_globals.get("__name__", "")
-    return isinstance(name, str) and (name == "stackful" or name.startswith("stackful.")) \
-        and name != "stackful.__main__"
+    return _is_internal_file(frame.f_code.co_filename)
 
 
 def _safe_repr(obj: object) -> str:
@@ -85,20 +98,23 @@ def _frames(top: FrameType | None) -> list[FrameType]:
 def _waited_object(frames: list[FrameType]) -> object | None:
     """The ``self`` of the outermost stackful method the task is parked in (the Lock of
     ``Lock.acquire``, the Task of ``Task.join``), or None."""
-    found: object | None = None
-    for frame in frames:
+    candidates = []
+    for frame in frames:  # innermost first, up to the first frame of the user's code
         if not _is_internal(frame):
             break
         code = frame.f_code
         if code.co_argcount and code.co_varnames[0] == "self":
-            try:
-                obj = frame.f_locals.get("self")
-            except Exception:  # pragma: no cover - a frame proxy that refuses
-                continue
-            if hasattr(obj, "_live") and hasattr(obj, "park"):
-                break  # the runtime's own frames (the task's entry): nothing outer counts
-            found = obj
-    return found
+            candidates.append(frame)
+    # Outermost first: f_locals is costly before 3.13 (it builds a dict), so read few.
+    for frame in reversed(candidates):
+        try:
+            obj = frame.f_locals.get("self")
+        except Exception:  # pragma: no cover - a frame proxy that refuses
+            continue
+        if hasattr(obj, "_live") and hasattr(obj, "park"):
+            continue  # the runtime's own frame (the task's entry): look further in
+        return obj
+    return None
 
 
 def _local(frames: list[FrameType], function: str, name: str) -> Any:
@@ -111,6 +127,18 @@ def _local(frames: list[FrameType], function: str, name: str) -> Any:
     return None
 
 
+_kinds: dict[str, str] = {}
+
+
+def _kind_of(reason: str) -> str:
+    kind = _kinds.get(reason)
+    if kind is None:
+        kind = next((k for prefix, k in _KIND_BY_PREFIX if reason.startswith(prefix)), "other")
+        if len(_kinds) < 10_000:  # reasons are a few fixed strings, but bound the cache
+            _kinds[reason] = kind
+    return kind
+
+
 def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
@@ -119,11 +147,7 @@ def _describe_wait(task: Task, frames: list[FrameType], now: float | None) -> di
     """What a blocked task waits on, worked out from what park() stored and its frames."""
     reason = task._wait_reason
     text = str(reason)
-    kind = "other"
-    for prefix, k in _KIND_BY_PREFIX:
-        if text.startswith(prefix):
-            kind = k
-            break
+    kind = _kind_of(text)
     wait: dict[str, Any] = {"reason": text, "kind": kind, "object": None}
     abort = task._abort
     if kind == "fd":
@@ -163,18 +187,43 @@ def _describe_wait(task: Task, frames: list[FrameType], now: float | None) -> di
     return wait
 
 
-def _frame_record(frame: FrameType) -> dict[str, Any]:
-    code = frame.f_code
-    return {"file": code.co_filename, "line": frame.f_lineno, "function": code.co_name,
-            "internal": _is_internal(frame)}
+def _frame_records(frames: list[FrameType], cache: dict[tuple[Any, int], dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    # Thousands of tasks parked at the same lines share one record per (code, instruction):
+    # the line number is worked out once per place, not once per frame.
+    out = []
+    for frame in frames:
+        code = frame.f_code
+        key = (code, frame.f_lasti)
+        record = cache.get(key)
+        if record is None:
+            filename = code.co_filename
+            record = cache[key] = {"file": filename, "line": frame.f_lineno,
+                                   "function": code.co_name,
+                                   "internal": _is_internal_file(filename)}
+        out.append(record)
+    return out
 
 
 def snapshot() -> dict[str, Any]:
     """Everything a dump shows, as plain data (the JSON format; see ``dump_schema()``)."""
+    # No collection while the dump allocates: with thousands of suspended fibers each pass
+    # walks all their frames (it tripled a dump's time), and a finalizer run from a dump
+    # taken in a signal handler would be user code at an arbitrary point.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _snapshot()
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _snapshot() -> dict[str, Any]:
     me = threading.get_ident()
     names = {t.ident: t.name for t in threading.enumerate()}
     running_frames = sys._current_frames()
-    here: FrameType | None = sys._getframe(1)
+    here: FrameType | None = sys._getframe(2)
     while here is not None and here.f_globals.get("__name__") == __name__:
         here = here.f_back
     now_ns = _now_coarse_ns()
@@ -182,6 +231,8 @@ def snapshot() -> dict[str, Any]:
     threads: dict[int, dict[str, Any]] = {}
     runtimes: dict[int, tuple[Any, dict[int, Task]]] = {}
     task_count = 0
+    records: dict[tuple[Any, int], dict[str, Any]] = {}
+    clock_now: dict[int, float | None] = {}
     for fiber in fibers:
         state, thread_id, alive, is_root, is_current, runtime, size, depth = _fiber_debug(fiber)
         entry = threads.get(thread_id)
@@ -221,25 +272,30 @@ def snapshot() -> dict[str, Any]:
             "name": fiber.name, "kind": kind, "state": state, "current": bool(is_current),
             "task": None, "waiting": None, "parked_for": None,
             "stack": {"size": size, "depth": depth if depth >= 0 else None},
-            "frames": [_frame_record(f) for f in frames],
+            "frames": _frame_records(frames, records),
         }
         if task is not None:
             task_count += kind == "task"
             record["task"] = {"id": task.id, "name": task.name, "state": task.state,
                               "parent_id": task._parent_id}
             if task.state is BLOCKED:
-                try:
-                    now = task._runtime.clock.now()
-                except Exception:  # pragma: no cover - a user clock that fails
-                    now = None
+                rt_key = id(task._runtime)
+                if rt_key in clock_now:
+                    now = clock_now[rt_key]
+                else:
+                    try:
+                        now = task._runtime.clock.now()
+                    except Exception:  # pragma: no cover - a user clock that fails
+                        now = None
+                    clock_now[rt_key] = now
                 record["waiting"] = _describe_wait(task, frames, now)
                 record["parked_for"] = max(0.0, (now_ns - task._parked_ns) / 1e9)
         entry["fibers"].append(record)
     for runtime, _ in runtimes.values():
         entry = threads[runtime._thread_id] if runtime._thread_id in threads else None
         if entry is not None:
-            entry["runtime"]["task_tree"] = tree_lines(list(runtime._live), _tree_label,
-                                                       indent="")
+            entry["runtime"]["task_tree"] = tree_lines(
+                list(runtime._live), lambda task: _tree_label(task, now_ns), indent="")
     return {
         "format": "stackful-dump", "version": DUMP_FORMAT_VERSION, "pid": os.getpid(),
         "time": time.time(), "python": sys.version.split()[0],
@@ -259,13 +315,12 @@ def _runtime_record(runtime: Any) -> dict[str, Any]:
             "idle": bool(runtime._idle), "task_tree": []}
 
 
-def _tree_label(task: Task) -> str:
-    text = f"task {task.id} {task.name!r} {task.state}"
+def _tree_label(task: Task, now_ns: int) -> str:
     if task.state is BLOCKED:
-        text += f" on {task._wait_reason}"
-        seconds = (_now_coarse_ns() - task._parked_ns) / 1e9
-        text += f" for {_seconds(seconds)}"
-    return text
+        seconds = (now_ns - task._parked_ns) / 1e9
+        return f"task {task.id} {task.name!r} blocked on {task._wait_reason} for " \
+            f"{_seconds(seconds)}"
+    return f"task {task.id} {task.name!r} {task.state}"
 
 
 def _seconds(s: float) -> str:
@@ -361,7 +416,7 @@ def render(format: str = "text", *, internals: bool = False) -> str:
     if format == "json":
         import json
 
-        return json.dumps(snap, indent=1) + "\n"
+        return json.dumps(snap, separators=(",", ":")) + "\n"
     return format_text(snap, internals=internals)
 
 

@@ -49,10 +49,13 @@ def tree_lines(
 
     def rows(parent_id: int | None, prefix: str) -> list[tuple[str, Task | None, str]]:
         """The rows under ``parent_id``: (line, task whose subtree follows, its prefix)."""
+        kids = children.get(parent_id)
+        if not kids:
+            return []
         # Siblings of one _group are drawn together, where the group's first task was.
         nodes: list[tuple[Any, list[Task]]] = []
         groups: dict[int, list[Task]] = {}
-        for task in children.get(parent_id, ()):
+        for task in kids:
             group = getattr(task, "_group", None)
             if group is None:
                 nodes.append((None, [task]))
