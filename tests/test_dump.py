@@ -12,6 +12,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -291,9 +292,13 @@ def test_dump_from_another_thread_while_the_runtime_runs() -> None:
     t.start()
     try:
         assert parked.wait(BOUND)
+        # main parks in to_thread right after setting the flag: wait (bounded) until it has.
+        deadline = time.monotonic() + BOUND
+        while task_record(snap := debug.snapshot(), "main")["task"]["state"] != "blocked":
+            assert time.monotonic() < deadline, "main never parked in to_thread"
+            time.sleep(0.001)
         out = io.StringIO()
         stackful.dump(out)
-        snap = debug.snapshot()
     finally:
         gate.set()
         t.join(BOUND)
