@@ -323,6 +323,10 @@ def _tree_label(task: Task, now_ns: int) -> str:
     return f"task {task.id} {task.name!r} {task.state}"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _seconds(s: float) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
 
@@ -365,8 +369,9 @@ def _fiber_heading(f: dict[str, Any]) -> str:
 
 def format_text(snap: dict[str, Any], *, internals: bool = False) -> str:
     """Render a :func:`snapshot` as text (``internals``: also stackful's own frames)."""
-    out = [f"Stackful dump of pid {snap['pid']}: {len(snap['threads'])} threads, "
-           f"{snap['fibers']} fibers, {snap['tasks']} tasks (most recent call first)"]
+    out = [f"Stackful dump of pid {snap['pid']}: {_count(len(snap['threads']), 'thread')}, "
+           f"{_count(snap['fibers'], 'fiber')}, {_count(snap['tasks'], 'task')} "
+           "(most recent call first)"]
     for th in snap["threads"]:
         name = f" {th['name']!r}" if th["name"] else ""
         gone = "" if th["alive"] else " (exited)"
@@ -376,8 +381,8 @@ def format_text(snap: dict[str, Any], *, internals: bool = False) -> str:
             out.append(f"Thread 0x{th['thread_id']:016x}{name}{gone}:")
         else:
             out.append(f"Thread 0x{th['thread_id']:016x}{name}{gone}, runtime with "
-                       f"{rt['tasks']} tasks ({rt['running']} running, {rt['ready']} ready, "
-                       f"{rt['blocked']} blocked){', idle' if rt['idle'] else ''}:")
+                       f"{_count(rt['tasks'], 'task')} ({rt['running']} running, "
+                       f"{rt['ready']} ready, {rt['blocked']} blocked){', idle' if rt['idle'] else ''}:")
             out.append("  Task tree:")
             out.extend(f"    {line}" for line in rt["task_tree"])
         for f in th["fibers"]:
