@@ -382,7 +382,8 @@ def format_text(snap: dict[str, Any], *, internals: bool = False) -> str:
         else:
             out.append(f"Thread 0x{th['thread_id']:016x}{name}{gone}, runtime with "
                        f"{_count(rt['tasks'], 'task')} ({rt['running']} running, "
-                       f"{rt['ready']} ready, {rt['blocked']} blocked){', idle' if rt['idle'] else ''}:")
+                       f"{rt['ready']} ready, {rt['blocked']} blocked)"
+                       f"{', idle' if rt['idle'] else ''}:")
             out.append("  Task tree:")
             out.extend(f"    {line}" for line in rt["task_tree"])
         for f in th["fibers"]:
