@@ -476,3 +476,28 @@ def test_stats_count_switches_tasks_and_polling() -> None:
     stackful.run(main)
     with pytest.raises(RuntimeError, match="inside stackful.run"):
         debug.stats()
+
+
+def test_command_line_renders_a_json_dump(tmp_path: Any) -> None:
+    def main() -> None:
+        ev = stackful.Event()
+        stackful.spawn(ev.wait, name="waiting-one")
+        stackful.sleep(0)
+        with open(tmp_path / "dump.json", "w") as f:
+            stackful.dump(f, format="json")
+        ev.set()
+
+    stackful.run(main)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    for command, expected in (("show", "Task 2 'waiting-one' (blocked for "),
+                              ("tree", "  └─ task 2 'waiting-one' blocked on Event.wait")):
+        proc = subprocess.run([sys.executable, "-m", "stackful", command,
+                               str(tmp_path / "dump.json")], env=env, capture_output=True,
+                              text=True, timeout=BOUND)
+        assert proc.returncode == 0, proc.stderr
+        assert expected in proc.stdout
+    (tmp_path / "other.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "stackful", "show",
+                           str(tmp_path / "other.json")], env=env, capture_output=True,
+                          text=True, timeout=BOUND)
+    assert proc.returncode == 2 and "not a stackful dump" in proc.stderr

@@ -48,17 +48,23 @@ def _stack_size(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line and run the demo."""
+    """Parse the command line and run the demo (or read a dump: ``show``/``tree``)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] in (["show"], ["tree"]):
+        from .debug import main as debug_main
+
+        return debug_main(args_list)
     parser = argparse.ArgumentParser(
         prog="python -m stackful",
-        description="Green threads that count and yield to each other, on stackful fibers.",
+        description="Green threads that count and yield to each other, on stackful fibers. "
+                    "'python -m stackful show|tree DUMP.json' reads a JSON dump instead.",
     )
     parser.add_argument("--threads", type=int, default=2, metavar="N",
                         help="number of green threads (default: 2, as in the book)")
     parser.add_argument("--stack-size", type=_stack_size, default=None, metavar="BYTES",
                         help="stack size of each thread, e.g. 65536, 64k or 2m "
                              "(default: the core's default)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     if args.threads < 1:
         parser.error("--threads must be at least 1")
     Runtime().run(demo, args.threads, args.stack_size)

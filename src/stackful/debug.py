@@ -576,3 +576,39 @@ def stats(runtime: Any = None) -> RuntimeStats:
         stack_pool=stack_pool(), discarded_fibers=discarded_fibers(),
     )
 
+
+
+# -- python -m stackful show|tree -----------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stackful show|tree DUMP.json``: read a JSON dump taken elsewhere."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="python -m stackful",
+        description="Read a JSON dump (stackful.dump(format='json'), STACKFUL_DUMP_ON=USR1,json).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("show", help="render the dump as text, like stackful.dump()")
+    show.add_argument("dump", help="the JSON file ('-': standard input)")
+    show.add_argument("--internals", action="store_true", help="also stackful's own frames")
+    tree = sub.add_parser("tree", help="only each runtime's task tree")
+    tree.add_argument("dump", help="the JSON file ('-': standard input)")
+    args = parser.parse_args(argv)
+    if args.dump == "-":
+        snap = json.load(sys.stdin)
+    else:
+        with open(args.dump, encoding="utf-8") as f:
+            snap = json.load(f)
+    if snap.get("format") != "stackful-dump":
+        parser.error(f"{args.dump} is not a stackful dump (no format 'stackful-dump')")
+    if args.command == "show":
+        sys.stdout.write(format_text(snap, internals=args.internals))
+    else:
+        for th in snap["threads"]:
+            if th["runtime"] is not None:
+                print(f"Thread 0x{th['thread_id']:016x} {th['name'] or ''}".rstrip() + ":")
+                for line in th["runtime"]["task_tree"]:
+                    print(f"  {line}")
+    return 0
