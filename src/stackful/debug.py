@@ -45,6 +45,10 @@ from ._native import (
 
 __all__ = ["RuntimeStats", "dump", "dump_on", "dump_schema", "snapshot", "stats"]
 
+# The gdb command (``source`` it in gdb, then ``stackful-fibers``) for a process that cannot
+# be asked, or a core file: see that file's docstring.
+GDB_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gdb_fibers.py")
+
 # Frames listed per fiber, innermost first (faulthandler's limit too).
 MAX_FRAMES = 100
 # Longest repr() of an object a task waits on.

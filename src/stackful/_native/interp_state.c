@@ -1242,3 +1242,60 @@ void sf_restore_exception(PyObject *exc)
     PyErr_Restore(type, exc, PyException_GetTraceback(exc));
 #endif
 }
+
+void sf_pystate_frame_offsets(sf_frame_offsets *o)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    o->pystate_frame = offsetof(sf_pystate, cframe);
+    o->via_cframe = 1;
+    o->cframe_current_frame = offsetof(_PyCFrame, current_frame);
+    o->tstate_frame = offsetof(PyThreadState, cframe);
+#else
+    o->pystate_frame = offsetof(sf_pystate, current_frame);
+    o->via_cframe = 0;
+    o->cframe_current_frame = SF_NO_OFFSET;
+    o->tstate_frame = offsetof(PyThreadState, current_frame);
+#endif
+#if PY_VERSION_HEX >= 0x030F0000
+    o->pystate_base_frame = offsetof(sf_pystate, base_frame);
+#else
+    o->pystate_base_frame = SF_NO_OFFSET;
+#endif
+    o->frame_previous = offsetof(_PyInterpreterFrame, previous);
+#if PY_VERSION_HEX >= 0x030E0000
+    o->frame_executable = offsetof(_PyInterpreterFrame, f_executable);
+    o->executable_tag_bits = Py_TAG_BITS;
+#elif PY_VERSION_HEX >= 0x030D0000
+    o->frame_executable = offsetof(_PyInterpreterFrame, f_executable);
+    o->executable_tag_bits = 0;
+#else
+    o->frame_executable = offsetof(_PyInterpreterFrame, f_code);
+    o->executable_tag_bits = 0;
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    o->frame_instr = offsetof(_PyInterpreterFrame, instr_ptr);
+    o->instr_is_previous = 0;
+#else
+    o->frame_instr = offsetof(_PyInterpreterFrame, prev_instr);
+    o->instr_is_previous = 1;
+#endif
+    o->frame_owner = offsetof(_PyInterpreterFrame, owner);
+#if PY_VERSION_HEX >= 0x030E0000
+    o->owner_not_python = FRAME_OWNED_BY_INTERPRETER;
+#elif PY_VERSION_HEX >= 0x030C0000
+    o->owner_not_python = FRAME_OWNED_BY_CSTACK;
+#else
+    o->owner_not_python = 255;  /* 3.11 has no shim frames */
+#endif
+    o->code_filename = offsetof(PyCodeObject, co_filename);
+    o->code_name = offsetof(PyCodeObject, co_name);
+    o->code_firstlineno = offsetof(PyCodeObject, co_firstlineno);
+    o->code_linetable = offsetof(PyCodeObject, co_linetable);
+    o->code_code = offsetof(PyCodeObject, co_code_adaptive);
+    o->bytes_size = offsetof(PyVarObject, ob_size);
+    o->bytes_data = offsetof(PyBytesObject, ob_sval);
+    o->unicode_length = offsetof(PyASCIIObject, length);
+    o->unicode_state = offsetof(PyASCIIObject, state);
+    o->sizeof_ascii = sizeof(PyASCIIObject);
+    o->sizeof_compact = sizeof(PyCompactUnicodeObject);
+}

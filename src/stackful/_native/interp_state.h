@@ -249,4 +249,29 @@ int sf_install_recursion_limit_hook(sf_pystate *(*running)(void));
 PyObject *sf_fetch_exception(void);
 void sf_restore_exception(PyObject *exc);  /* steals exc */
 
+/* Where a debugger finds a fiber's Python frames in memory (the gdb helper,
+ * stackful/gdb_fibers.py, reads them from a core file without running code):
+ * offsets into CPython's structs as this build sees them.  All uint64 so the
+ * reader needs no C types; SF_NO_OFFSET where a version has no such field. */
+#define SF_NO_OFFSET UINT64_MAX
+typedef struct sf_frame_offsets {
+    uint64_t pystate_frame;        /* in sf_pystate: the innermost frame pointer, or on
+                                      3.11/3.12 the _PyCFrame pointer (then via_cframe) */
+    uint64_t via_cframe;           /* 1: pystate_frame/tstate_frame point to a _PyCFrame */
+    uint64_t cframe_current_frame; /* in _PyCFrame */
+    uint64_t pystate_base_frame;   /* in sf_pystate: where the chain ends (3.15) */
+    uint64_t tstate_frame;         /* in PyThreadState, like pystate_frame */
+    uint64_t frame_previous;       /* in _PyInterpreterFrame */
+    uint64_t frame_executable;     /* the code object (a tagged _PyStackRef on 3.14+) */
+    uint64_t executable_tag_bits;  /* low bits of frame_executable that are tags */
+    uint64_t frame_instr;          /* prev_instr (3.11/3.12) or instr_ptr */
+    uint64_t instr_is_previous;    /* 1: frame_instr is the last executed instruction */
+    uint64_t frame_owner;          /* a char */
+    uint64_t owner_not_python;     /* owners >= this are C-stack / interpreter frames */
+    uint64_t code_filename, code_name, code_firstlineno, code_linetable, code_code;
+    uint64_t bytes_size, bytes_data;
+    uint64_t unicode_length, unicode_state, sizeof_ascii, sizeof_compact;
+} sf_frame_offsets;
+void sf_pystate_frame_offsets(sf_frame_offsets *o);
+
 #endif

@@ -11,6 +11,7 @@
  */
 #include "fiber_internal.h"
 
+#include <string.h>
 #include <time.h>
 
 /* Invariant: every Fiber from sf_fiber_alloc until its dealloc, once. */
@@ -141,7 +142,48 @@ static PyMethodDef registry_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* What a debugger reads to list fibers without running code in the process
+ * (stackful/gdb_fibers.py, on a live process or a core file): where the
+ * registry starts and where each field it needs sits.  Exported by name, so
+ * gdb finds it in the symbol table; filled at import. */
+typedef struct {
+    char magic[8];                 /* "SFDEBUG\0" */
+    uint64_t version;              /* of this layout */
+    uint64_t python_hex;           /* PY_VERSION_HEX of the build */
+    uint64_t live_first;           /* the address of the registry's head pointer */
+    uint64_t fiber_live_next, fiber_state, fiber_cname, fiber_serial, fiber_thread,
+        fiber_stack, fiber_stack_size, fiber_py, fiber_ctx;
+    uint64_t thread_tstate, thread_id, thread_current, thread_root;
+    uint64_t stack_size;           /* in sf_stack: its usable size; base: mmap base */
+    uint64_t state_suspended, state_running;
+    sf_frame_offsets frames;
+} sf_debug_info_t;
+
+__attribute__((visibility("default"), used)) sf_debug_info_t stackful_debug_info;
+
 int sf_registry_init(PyObject *module)
 {
+    sf_debug_info_t *d = &stackful_debug_info;
+    memcpy(d->magic, "SFDEBUG", 8);
+    d->version = 1;
+    d->python_hex = PY_VERSION_HEX;
+    d->live_first = (uint64_t)(uintptr_t)&live_first;
+    d->fiber_live_next = offsetof(Fiber, live_next);
+    d->fiber_state = offsetof(Fiber, state);
+    d->fiber_cname = offsetof(Fiber, cname);
+    d->fiber_serial = offsetof(Fiber, serial);
+    d->fiber_thread = offsetof(Fiber, thread);
+    d->fiber_stack = offsetof(Fiber, stack);
+    d->fiber_stack_size = offsetof(Fiber, stack_size);
+    d->fiber_py = offsetof(Fiber, py);
+    d->fiber_ctx = offsetof(Fiber, ctx);
+    d->thread_tstate = offsetof(sf_thread, tstate);
+    d->thread_id = offsetof(sf_thread, thread_id);
+    d->thread_current = offsetof(sf_thread, current);
+    d->thread_root = offsetof(sf_thread, root);
+    d->stack_size = offsetof(sf_stack, size);
+    d->state_suspended = FIBER_SUSPENDED;
+    d->state_running = FIBER_RUNNING;
+    sf_pystate_frame_offsets(&d->frames);
     return PyModule_AddFunctions(module, registry_methods);
 }
