@@ -55,9 +55,9 @@ class Task(TaskCore):
     # TaskCore's C fields, which every switch, park and wake touches (scheduler.h): state,
     # _fiber, _pending_exc, _resume_value, _resume_exc, _abort, _wait_reason, _shield.
     __slots__ = (
-        "name", "id", "_runtime", "_fn", "_args", "_kwargs",
+        "name", "id", "_parent_id", "_runtime", "_fn", "_args", "_kwargs",
         "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
-        "_cancel_count", "_scopes", "_parent_id", "__weakref__",
+        "_cancel_count", "_scopes", "__weakref__",
     )
 
     def __init__(
