@@ -81,7 +81,6 @@ def get_switch_hook() -> Callable[[str, tuple[Fiber, Fiber]], object] | None: ..
 def adopt_root(cls: type[Fiber], /) -> Fiber: ...
 def _set_recursion_budget(fiber: Fiber, levels: int, /) -> None: ...
 
-
 # -- the runtime's hot path (scheduler.c) ---------------------------------------------------------
 
 TASK_READY: str
