@@ -181,7 +181,7 @@ def _describe_wait(task: Task, frames: list[FrameType], now: float | None) -> di
     scopes = task._scopes
     deadline = None
     if scopes:
-        live = [s.deadline for s in scopes if s.deadline is not None]
+        live = [d for d in (getattr(s, "deadline", None) for s in scopes) if d is not None]
         deadline = min(live) if live else None
     wait["timeout_deadline"] = _finite(deadline)
     if now is not None:
