@@ -280,8 +280,10 @@ def _snapshot() -> dict[str, Any]:
         }
         if task is not None:
             task_count += kind == "task"
+            group = getattr(task, "_group", None)  # a task group, once the runtime has them
             record["task"] = {"id": task.id, "name": task.name, "state": task.state,
-                              "parent_id": task._parent_id}
+                              "parent_id": task._parent_id,
+                              "group": None if group is None else _safe_repr(group)}
             if task.state is BLOCKED:
                 rt_key = id(task._runtime)
                 if rt_key in clock_now:
