@@ -337,6 +337,38 @@ def test_dump_on_a_signal_in_the_middle_of_a_run() -> None:
     assert "Task 1 'main' (running, current" in text
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_dump_on_a_signal_while_the_hub_waits_in_the_poller() -> None:
+    # The signal comes from another thread while every task is parked and the hub is blocked
+    # in the poller: the handler runs there (the wait is interrupted, then resumed).
+    with tempfile.TemporaryFile("w+") as out:
+        debug.dump_on(signal.SIGUSR1, file=out)
+        try:
+            def signal_and_wait() -> str:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                deadline = time.monotonic() + BOUND
+                while os.fstat(out.fileno()).st_size == 0:
+                    assert time.monotonic() < deadline, "no dump arrived"
+                    time.sleep(0.005)
+                return "dumped"
+
+            def main() -> str:
+                ev = stackful.Event()
+                stackful.spawn(ev.wait, name="idle-waiter")
+                result: str = stackful.to_thread(signal_and_wait)
+                ev.set()
+                return result
+
+            assert stackful.run(main) == "dumped"
+        finally:
+            debug.cancel_dump_on(signal.SIGUSR1)
+        out.seek(0)
+        text = out.read()
+    assert "Task 2 'idle-waiter' (blocked for " in text
+    assert "Task 1 'main' (blocked for " in text and "signal_and_wait) <function " in text
+    assert ", idle):" in text  # the runtime line: its hub was waiting in the poller
+
+
 SIGNAL_SCRIPT = textwrap.dedent("""
     import os, signal, stackful
 
