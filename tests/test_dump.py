@@ -366,7 +366,7 @@ def test_dump_on_a_signal_while_the_hub_waits_in_the_poller() -> None:
         text = out.read()
     assert "Task 2 'idle-waiter' (blocked for " in text
     assert "Task 1 'main' (blocked for " in text and "signal_and_wait) <function " in text
-    assert ", idle):" in text  # the runtime line: its hub was waiting in the poller
+    assert "2 blocked), idle:" in text  # the runtime line: its hub was waiting in the poller
 
 
 SIGNAL_SCRIPT = textwrap.dedent("""
