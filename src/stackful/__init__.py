@@ -59,7 +59,14 @@ from ._runtime_exports import __all__ as _runtime_names  # noqa: E402
 from .channel import Channel, ChannelClosed, Recv, Send, select  # noqa: E402
 from .queue import Empty, Full, Queue  # noqa: E402
 from .sync import Condition, Event, Lock, Semaphore  # noqa: E402
-from .timeouts import timeout, timeout_at  # noqa: E402
+from .timeouts import (  # noqa: E402
+    fail_after,
+    fail_at,
+    move_on_after,
+    move_on_at,
+    timeout,
+    timeout_at,
+)
 
 __all__ = [
     "DEFAULT_STACK_SIZE",
@@ -76,7 +83,8 @@ __all__ = [
     "stack_pool",
     # user primitives
     "Channel", "ChannelClosed", "Condition", "Empty", "Event", "Full", "Lock", "Queue", "Recv",
-    "Semaphore", "Send", "select", "timeout", "timeout_at",
+    "Semaphore", "Send", "fail_after", "fail_at", "move_on_after", "move_on_at", "select",
+    "timeout", "timeout_at",
     *_runtime_names,
 ]
 

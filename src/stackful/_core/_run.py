@@ -124,7 +124,9 @@ class Runtime(SchedulerCore):
     *undelivered*, and a task has at most one undelivered interruption.  When a second one
     arrives first, the stronger is kept and the other dropped::
 
-        KeyboardInterrupt/SystemExit > Cancelled > outer scope's TimeoutError > inner one's
+        KeyboardInterrupt/SystemExit > Task.cancel() > outer scope's > inner scope's
+
+    (a scope's interruption is its ``Cancelled`` or, for a timeout, its ``TimeoutError``).
 
     Why the stronger, and why drop the other: the stronger one unwinds everything the
     weaker would have (the run ends; the task ends; an outer scope's body contains the
@@ -138,7 +140,8 @@ class Runtime(SchedulerCore):
     the item, the join result): that stands, and an interruption landing before it resumes
     is undelivered, for its next park.  Under a shield (:meth:`call_shielded`, which
     ``Condition.wait`` uses to re-take its lock) park is not interrupted at all: the
-    interruption waits, by the same rule, for the shield's end.
+    interruption waits, by the same rule, for the shield's end.  A shielded cancel scope
+    (``_cancel.py``) holds back only what comes from outside it, and not KeyboardInterrupt.
     """
 
     current: Task | None  # a SchedulerCore field, typed for this runtime
@@ -509,6 +512,9 @@ class Runtime(SchedulerCore):
         task._abort = None
         task._pending_exc = None
         self._live.pop(task, None)
+        group = task._group
+        if group is not None:
+            group._child_finished(task)
         if error is not None:
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 task._exc_retrieved = True
@@ -639,6 +645,8 @@ class Runtime(SchedulerCore):
         """
         state = task.state
         if state is FINISHED:
+            return
+        if task._scopes and _held_by_shield(task, exc):
             return
         if state is BLOCKED and not task._shield:
             abort = task._abort
@@ -877,14 +885,29 @@ def _strength(task: Task, exc: BaseException) -> tuple[int, int]:
     """Rank of an interruption by :meth:`Runtime.park`'s rule (higher wins)."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return (3, 0)
-    if isinstance(exc, Cancelled):
-        return (2, 0)
     scopes = task._scopes
-    if scopes:
+    if scopes:  # a scope's (its Cancelled or its TimeoutError), ranked by nesting
         for depth, scope in enumerate(scopes):  # outermost first
             if scope.error is exc:
                 return (1, -depth)
+    if isinstance(exc, Cancelled):  # Task.cancel()
+        return (2, 0)
     return _NOT_AN_INTERRUPTION  # e.g. an error a primitive woke the task with
+
+
+def _held_by_shield(task: Task, exc: BaseException) -> bool:
+    """True if a shielded cancel scope of ``task`` holds ``exc`` back (it keeps it)."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return False
+    scopes = task._scopes
+    assert scopes is not None
+    for scope in reversed(scopes):  # innermost first: the owner or a shield, whichever first
+        if scope.error is exc:
+            return False
+        if scope.shield:
+            scope.hold(exc)
+            return True
+    return False
 
 
 def _is_stackful_frame(frame: FrameType) -> bool:
