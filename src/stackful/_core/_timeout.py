@@ -46,12 +46,12 @@ class TimeoutScope(CancelScope):
         self._held = None
         self.group = None
 
-    def __exit__(
+    def __exit__(  # type: ignore[override]
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:  # type: ignore[override]  (narrower: never swallows)
-        # Never swallows (its exception is a TimeoutError it lets through): typed None, so
+    ) -> None:
+        # Narrower than the base: never swallows (its TimeoutError goes through); typed None so
         # code after a ``with`` that returns inside it needs no unreachable return.
         self._leave(exc)
