@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from . import lowlevel
 from ._core import NEVER, check_timeout, get_runtime
+from ._native import get_thread_scheduler
 from .lowlevel import CancelScope, TimeoutScope
 
 __all__ = [
@@ -47,6 +48,12 @@ def timeout_at(deadline: float) -> TimeoutScope:
 
 
 def _after(seconds: float | None, what: str) -> float | None:
+    """The deadline ``seconds`` from now on the running runtime's clock (None: none)."""
+    if (type(seconds) is float or type(seconds) is int) and 0 <= seconds < NEVER:
+        runtime = get_thread_scheduler()  # the common case, in short
+        if runtime is not None:
+            now: float = runtime.clock.now()
+            return now + seconds
     checked = NEVER if seconds is None else check_timeout(seconds)
     if checked == NEVER:
         return None
@@ -56,25 +63,23 @@ def _after(seconds: float | None, what: str) -> float | None:
 def fail_after(seconds: float | None, *, shield: bool = False) -> TimeoutScope:
     """:func:`timeout` with trio's name, and ``shield``: ``TimeoutError`` out of the block if
     it is still blocked after ``seconds``."""
-    return TimeoutScope(_after(seconds, "fail_after()"), f"fail_after({seconds})",
-                        shield=shield)
+    return TimeoutScope(_after(seconds, "fail_after()"), "fail_after", shield=shield)
 
 
 def fail_at(deadline: float | None, *, shield: bool = False) -> TimeoutScope:
     """:func:`fail_after` with an absolute deadline on the runtime's clock."""
-    return TimeoutScope(deadline, f"fail_at({deadline})", shield=shield)
+    return TimeoutScope(deadline, "fail_at", shield=shield)
 
 
 def move_on_after(seconds: float | None, *, shield: bool = False) -> CancelScope:
     """Context manager: leave the block quietly if it is still blocked after ``seconds``
     (``scope.cancelled_caught`` then True); the code after the block runs."""
-    return CancelScope(_after(seconds, "move_on_after()"), f"move_on_after({seconds})",
-                       shield=shield)
+    return CancelScope(_after(seconds, "move_on_after()"), "move_on_after", shield=shield)
 
 
 def move_on_at(deadline: float | None, *, shield: bool = False) -> CancelScope:
     """:func:`move_on_after` with an absolute deadline on the runtime's clock."""
-    return CancelScope(deadline, f"move_on_at({deadline})", shield=shield)
+    return CancelScope(deadline, "move_on_at", shield=shield)
 
 
 def current_time() -> float:

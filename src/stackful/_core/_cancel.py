@@ -71,8 +71,8 @@ class CancelScope:
         self, deadline: float | None = None, what: str = "", *, shield: bool = False,
         fail: bool = False,
     ) -> None:
-        if type(deadline) is not float or not deadline < NEVER:  # not the common case
-            checked = deadline_at(deadline)
+        if deadline is not None and (type(deadline) is not float or not deadline < NEVER):
+            checked = deadline_at(deadline)  # not the common case
             deadline = None if checked == NEVER else checked
         self._deadline: float | None = deadline
         self.what = what
@@ -119,7 +119,10 @@ class CancelScope:
     # -- entering and leaving ---------------------------------------------------------------------
 
     def __enter__(self) -> CancelScope:
-        task = get_task("a cancel scope")
+        runtime = get_thread_scheduler()
+        task = None if runtime is None else runtime.current
+        if task is None:
+            task = get_task("a cancel scope")  # raises the clear error
         if self._task is not None:
             raise RuntimeError("a cancel scope cannot be entered twice")
         self._task = task
@@ -133,7 +136,7 @@ class CancelScope:
         if self.error is not None:  # cancelled before it was entered
             task._runtime.interrupt(task, self.error)
         elif self._deadline is not None:
-            self._timer = task._runtime.call_at(self._deadline, self._fire, None)
+            self._timer = runtime.timers.schedule(self._deadline, self._fire, None)
         return self
 
     def __exit__(
@@ -142,9 +145,7 @@ class CancelScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        return self._leave(exc)
-
-    def _leave(self, exc: BaseException | None) -> bool:
+        # (TimeoutScope shares this body: keep them one.)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -153,7 +153,7 @@ class TaskGroup:
             else:
                 self._failures.append(exc)
                 self.cancel()
-        scope._leave(exc if exc is scope.error else None)
+        scope.__exit__(None, exc if exc is scope.error else None, None)
         while self._children:
             self._waiter = owner
             try:

@@ -10,6 +10,7 @@ never delivered.  The rules (blocking points only, nesting, shields) are in ``_c
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ._cancel import CancelScope
 from ._timers import NEVER, deadline_at
@@ -29,8 +30,8 @@ class TimeoutScope(CancelScope):
     def __init__(self, deadline: float | None, what: str = "", *, shield: bool = False) -> None:
         # CancelScope.__init__ by hand: internal timeouts (a lock's, a queue's) make one per
         # wait.
-        if type(deadline) is not float or not deadline < NEVER:  # not the common case
-            checked = deadline_at(deadline)
+        if deadline is not None and (type(deadline) is not float or not deadline < NEVER):
+            checked = deadline_at(deadline)  # not the common case
             deadline = None if checked == NEVER else checked
         self._deadline = deadline
         self.what = what
@@ -46,12 +47,12 @@ class TimeoutScope(CancelScope):
         self._held = None
         self.group = None
 
-    def __exit__(  # type: ignore[override]
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # Narrower than the base: never swallows (its TimeoutError goes through); typed None so
-        # code after a ``with`` that returns inside it needs no unreachable return.
-        self._leave(exc)
+    if TYPE_CHECKING:
+        # Narrower than the base: it never swallows (its TimeoutError goes through), so code
+        # after a ``with`` that returns inside it needs no unreachable return.
+        def __exit__(  # type: ignore[override]
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
