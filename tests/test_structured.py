@@ -849,3 +849,31 @@ def test_repr_of_scopes() -> None:
         assert "left" in repr(scope)
 
     vrun(main)
+
+
+def test_the_wind_down_gives_up_on_a_shield_that_waits_forever() -> None:
+    # The run's end cancels both; the shields hold that back, so the wind-down kills the
+    # stuck one, whose unwinding sets the event and wakes the other: that one runs on (it is
+    # not stuck any more) instead of being killed while queued.
+    log, note = recorder()
+
+    def stuck(event: Event) -> None:
+        try:
+            with CancelScope(shield=True):
+                lowlevel.park("forever")
+        finally:
+            event.set()
+
+    def waiter(event: Event) -> None:
+        with CancelScope(shield=True):
+            event.wait()
+            note("waiter woke")
+
+    def main() -> None:
+        event = Event()
+        spawn(stuck, event)
+        spawn(waiter, event)
+        sleep(1)
+
+    vrun(main)
+    assert log == ["waiter woke"]

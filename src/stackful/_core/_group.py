@@ -32,6 +32,7 @@ from .._native import FiberExit, get_thread_scheduler
 from ._cancel import CancelScope
 from ._exceptions import Cancelled
 from ._run import _NOT_AN_INTERRUPTION, _strength, get_task
+from ._task import BLOCKED
 
 if TYPE_CHECKING:
     from ._run import Runtime
@@ -63,7 +64,7 @@ class TaskStatus:
         if task is not None:
             self._group._starting.pop(task, None)
         waiter, self._waiter = self._waiter, None
-        if waiter is not None:
+        if waiter is not None and waiter.state is BLOCKED:
             self._group._runtime_checked("task_status.started()").wake(waiter, value)
 
 
@@ -293,7 +294,8 @@ class TaskGroup:
         exc = task._exception
         if self._starting:
             status = self._starting.pop(task, None)
-            if status is not None and status._waiter is not None:
+            if (status is not None and status._waiter is not None
+                    and status._waiter.state is BLOCKED):
                 # Ended before started(): start() raises, the group does not.
                 waiter, status._waiter = status._waiter, None
                 task._exc_retrieved = True
@@ -309,7 +311,8 @@ class TaskGroup:
                 self.cancel()
         if not self._children:
             owner, self._waiter = self._waiter, None
-            if owner is not None:
+            # (Not blocked: the run's wind-down gave up on it and killed its fiber.)
+            if owner is not None and owner.state is BLOCKED:
                 runtime = self._runtime
                 assert runtime is not None
                 runtime.wake(owner)

@@ -392,6 +392,10 @@ class Runtime(SchedulerCore):
         # The tasks swallowed Cancelled and blocked again, repeatedly: kill their fibers so the
         # run can end (FiberExit unwinds them; their blocking calls in finally blocks raise).
         for task in stuck:
+            if task.state is not BLOCKED:
+                # Woken by the unwinding of one killed before it (a lock released in a
+                # finally): it is queued, so it runs; the next round sees it again if stuck.
+                continue
             fiber = task._fiber
             self._finish(task, None, Cancelled(f"task {task.name!r} ignored cancellation"))
             if fiber is not None and not fiber.dead:
