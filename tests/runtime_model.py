@@ -11,9 +11,10 @@ shield with or without a deadline), and sometimes spawning a task from its ``fin
 ``group`` worker opens a ``TaskGroup`` whose children are workers too, some failing.  The
 driver cancels workers (now, or from a timer at a grid time, so the cancel lands in the same
 tick as timeouts), notifies the condition (and cancels the waiter it just notified, or keeps
-the lock so the waiters time out or are cancelled while they re-take it), sets the event, puts and gets, lets time pass, makes the
-clock jump past many deadlines at once, and passes NaN where a timeout goes.  Every
-duration is on a 0.5 s grid, so timers keep landing in the same tick.
+the lock so the waiters time out or are cancelled while they re-take it), sets the event,
+puts and gets, lets time pass, makes the clock jump past many deadlines at once, and passes
+NaN where a timeout goes.  Every duration is on a 0.5 s grid, so timers keep landing in the
+same tick.
 
 After every operation the promises that always hold are checked; after a ``settle`` (nothing
 ready, no timer pending) the quiescent ones; after ``run()`` returns, the wind-down ones:
