@@ -877,3 +877,48 @@ def test_the_wind_down_gives_up_on_a_shield_that_waits_forever() -> None:
 
     vrun(main)
     assert log == ["waiter woke"]
+
+
+def test_ctrl_c_during_a_failing_group_reports_the_failures() -> None:
+    reported: list[TaskExceptHookArgs] = []
+
+    def main() -> None:
+        task = current_task()
+        with TaskGroup() as tg:
+            def child() -> None:
+                try:
+                    sleep(100)
+                except Cancelled:
+                    raise Boom("failed while cancelled") from None
+
+            tg.spawn(child)
+            lowlevel.call_later(1, lambda _: task._runtime.interrupt(task, KeyboardInterrupt()))
+            sleep(100)
+
+    with pytest.raises(KeyboardInterrupt):
+        stackful.Runtime(clock=stackful.VirtualClock(), excepthook=reported.append).run(main)
+    assert [r.exc_value.args for r in reported] == [("failed while cancelled",)]
+
+
+def test_the_wind_down_killing_a_group_owner_does_not_wait_for_its_children() -> None:
+    ended: list[str] = []
+
+    def owner() -> None:
+        with CancelScope(shield=True):
+            with TaskGroup() as tg:
+                def child() -> None:
+                    with CancelScope(shield=True):
+                        try:
+                            lowlevel.park("forever")
+                        finally:
+                            ended.append("child")
+
+                tg.spawn(child)
+                lowlevel.park("forever")
+
+    def main() -> None:
+        spawn(owner)
+        sleep(1)
+
+    vrun(main)  # returns: both were given up on and killed
+    assert ended == ["child"]

@@ -79,7 +79,7 @@ class TaskGroup:
 
     __slots__ = (
         "name", "cancel_scope", "owner", "parent", "_runtime", "_state", "_children",
-        "_failures", "_cancelled", "_waiter", "_starting", "_subgroups",
+        "_failures", "_failed_tasks", "_cancelled", "_waiter", "_starting", "_subgroups",
     )
 
     def __init__(self, name: str | None = None) -> None:
@@ -94,6 +94,7 @@ class TaskGroup:
         # Invariant: the live children, in spawn order (each has _group = self).
         self._children: dict[Task, None] = {}
         self._failures: list[BaseException] = []
+        self._failed_tasks: list[Task] = []  # the children among the failures
         self._cancelled = False
         # The owner, while it is blocked at the end of the block waiting for children.
         self._waiter: Task | None = None
@@ -144,6 +145,12 @@ class TaskGroup:
         runtime = self._runtime
         assert owner is not None and runtime is not None
         scope = self.cancel_scope
+        if isinstance(exc, FiberExit):
+            # The run's wind-down is killing the owner: it cannot wait any more.
+            self._cancel_children()
+            scope.__exit__(None, None, None)
+            self._close()
+            return False
         # What ended the body: nothing, the group's own cancellation, an interruption from
         # outside (carried on once the children are done), or a failure.
         interrupted: BaseException | None = None
@@ -169,6 +176,11 @@ class TaskGroup:
         failures = self._failures
         if failures:
             if isinstance(interrupted, (KeyboardInterrupt, SystemExit)):
+                # The run is ending: the failures go to the excepthook instead of an
+                # ExceptionGroup nobody would see.
+                for task in self._failed_tasks:
+                    task._exc_retrieved = False
+                    runtime.report_unretrieved(task)
                 raise interrupted
             if interrupted is not None:
                 runtime._hold(owner, interrupted)
@@ -307,6 +319,7 @@ class TaskGroup:
         if exc is not None and not isinstance(exc, (Cancelled, KeyboardInterrupt, SystemExit)):
             task._exc_retrieved = True
             self._failures.append(exc)
+            self._failed_tasks.append(task)
             if not self._cancelled:
                 self.cancel()
         if not self._children:
