@@ -1,7 +1,8 @@
 """stackful: real stackful coroutines (fibers) for CPython.
 
 Layers: the native core (``Fiber``, ``current``), the runtime (``run``, ``spawn``,
-``sleep``, ``wait_readable``, ...), user primitives on top of it (``Lock``, ``Queue``,
+``sleep``, ``wait_readable``, ...), structured concurrency (``TaskGroup``, cancel scopes:
+``move_on_after``, ``fail_after``), user primitives on top of it (``Lock``, ``Queue``,
 ``Channel``, ``select``, ``timeout``), ``stackful.lowlevel`` for writing new
 primitives, the network (``stackful.socket``, ``stackful.ssl``, ``stackful.server``) and
 ``stackful.subprocess`` (imported on demand), ``stackful.monkey`` (``patch_all()``: unmodified
