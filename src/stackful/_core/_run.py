@@ -391,9 +391,10 @@ class Runtime(SchedulerCore):
             return
         # The tasks swallowed Cancelled and blocked again, repeatedly: kill their fibers so the
         # run can end (FiberExit unwinds them; their blocking calls in finally blocks raise).
+        parked = {task for task in stuck if task.state is BLOCKED}
         for task in stuck:
-            if task.state is not BLOCKED:
-                # Woken by the unwinding of one killed before it (a lock released in a
+            if task in parked and task.state is READY:
+                # Woken by the unwinding of one killed before it (an event set in a
                 # finally): it is queued, so it runs; the next round sees it again if stuck.
                 continue
             fiber = task._fiber
