@@ -485,10 +485,23 @@ def test_start_raises_what_the_child_raised_before_it_was_ready() -> None:
         task_status.started()
         task_status.started()
 
+    def victim(*, task_status: TaskStatus) -> None:
+        sleep(100)
+
     def main() -> None:
         with TaskGroup() as tg:
             with pytest.raises(Boom, match="bind failed"):
                 tg.start(broken)
+
+            def cancel_the_child() -> None:
+                sleep(1)
+                (child,) = [t for t in tg.tasks if t.name == "victim"]
+                child.cancel()
+
+            spawn(cancel_the_child)
+            with pytest.raises(RuntimeError, match="was cancelled before") as info:
+                tg.start(victim, name="victim")  # its cancellation is not the caller's
+            assert isinstance(info.value.__cause__, Cancelled)
             with pytest.raises(RuntimeError, match="without calling task_status.started"):
                 tg.start(lazy)
             sleep(1)

@@ -18,8 +18,8 @@ Rules (README, "Structured concurrency"; cancellation itself follows ``_cancel.p
   at its end); before or after, spawning is a ``RuntimeError``.
 * ``start(fn)`` runs ``fn(..., task_status=status)`` as a child and waits until it calls
   ``status.started(value)``, then returns ``value``; if the child ends first, its exception
-  (or a ``RuntimeError`` if it returned) is raised by ``start`` instead of counting as a
-  failure of the group.
+  is raised by ``start`` instead of counting as a failure of the group (a ``RuntimeError``
+  if it returned, or if it was cancelled: the caller was not).
 """
 
 from __future__ import annotations
@@ -242,7 +242,8 @@ class TaskGroup:
         ``status.started(value)`` and return ``value``.
 
         If the child ends before that, ``start`` raises its exception (a ``RuntimeError`` if
-        it returned).  If the caller is interrupted while waiting, the child is cancelled.
+        it returned or was cancelled).  If the caller is interrupted while waiting, the child
+        is cancelled.
         """
         me = get_task("TaskGroup.start()")
         status = TaskStatus(self)
@@ -313,8 +314,7 @@ class TaskGroup:
                 task._exc_retrieved = True
                 runtime = self._runtime
                 assert runtime is not None
-                runtime.wake_with_exception(waiter, exc if exc is not None else RuntimeError(
-                    f"{_name_of(task)} returned without calling task_status.started()"))
+                runtime.wake_with_exception(waiter, _start_failure(task, exc))
                 exc = None
         if exc is not None and not isinstance(exc, (Cancelled, KeyboardInterrupt, SystemExit)):
             task._exc_retrieved = True
@@ -345,6 +345,20 @@ def _innermost_group(task: Task) -> TaskGroup | None:
             if scope.group is not None:
                 return scope.group
     return task._group
+
+
+def _start_failure(task: Task, exc: BaseException | None) -> BaseException:
+    """What ``start()`` raises for a child that ended before it was ready."""
+    if exc is None:
+        return RuntimeError(f"{_name_of(task)} returned without calling task_status.started()")
+    if isinstance(exc, Cancelled):
+        # Someone cancelled the child, not the caller: the caller must not unwind as if it
+        # had been cancelled itself.
+        error = RuntimeError(f"{_name_of(task)} was cancelled before it called "
+                             "task_status.started()")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _name_of(obj: Any) -> str:
