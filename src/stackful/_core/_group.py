@@ -221,7 +221,10 @@ class TaskGroup:
 
         ``RuntimeError`` unless the group is open (see the module docstring).
         """
-        runtime = self._runtime_checked("TaskGroup.spawn()")
+        runtime = self._runtime
+        if self._state is not _OPEN or get_thread_scheduler() is not runtime:
+            runtime = self._runtime_checked("TaskGroup.spawn()")  # raises the clear error
+        assert runtime is not None
         task = runtime.spawn(fn, args, kwargs, name=name, stack_size=stack_size)
         task._group = self
         self._children[task] = None
