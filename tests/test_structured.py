@@ -935,3 +935,28 @@ def test_the_wind_down_killing_a_group_owner_does_not_wait_for_its_children() ->
 
     vrun(main)  # returns: both were given up on and killed
     assert ended == ["child"]
+
+
+def test_started_racing_the_caller_s_cancellation_the_start_stands() -> None:
+    def main() -> None:
+        got: list[str] = []
+        helper: list[stackful.Task] = []
+        with TaskGroup() as tg:
+            def server(*, task_status: TaskStatus) -> None:
+                task_status.started("ready")
+                helper[0].cancel()  # same tick: the caller's wait has already completed
+                sleep(1)
+                got.append("server ran on")
+
+            def caller() -> None:
+                got.append(tg.start(server))
+                sleep(5)  # the cancellation lands here
+                got.append("not reached")
+
+            helper.append(spawn(caller))
+            sleep(0.5)  # the block stays open until the caller has started the server
+        with pytest.raises(Cancelled):
+            helper[0].join()
+        assert got == ["ready", "server ran on"] and current_time() == 1
+
+    vrun(main)
