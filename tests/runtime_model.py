@@ -6,20 +6,24 @@ One session is one ``run()``: its main task drives, drawing operations from a se
 ``random.Random``.  It spawns workers, each doing one wait -- ``Condition.wait``, ``Lock`` /
 ``Semaphore.acquire`` (then holding), ``Event.wait``, ``Queue.get``/``put``,
 ``Channel.send``/``recv``, ``select``, ``sleep``, ``join`` -- with a timeout drawn from
-{None, 0, 0.5 .. 2, inf}, inside zero to two nested ``timeout`` scopes, and sometimes
-spawning a task from its ``finally``.  The driver cancels workers (now, or from a timer at a
-grid time, so the cancel lands in the same tick as timeouts), notifies the condition (and
-cancels the waiter it just notified, or keeps the lock so the waiters time out or are
-cancelled while they re-take it), sets the event, puts and gets, lets time pass, makes the
-clock jump past many deadlines at once, and passes NaN where a timeout goes.  Every
-duration is on a 0.5 s grid, so timers keep landing in the same tick.
+{None, 0, 0.5 .. 2, inf}, inside zero to two nested scopes (``timeout``, ``move_on``, or a
+shield with or without a deadline), and sometimes spawning a task from its ``finally``.  A
+``group`` worker opens a ``TaskGroup`` whose children are workers too, some failing.  The
+driver cancels workers (now, or from a timer at a grid time, so the cancel lands in the same
+tick as timeouts), notifies the condition (and cancels the waiter it just notified, or keeps
+the lock so the waiters time out or are cancelled while they re-take it), sets the event,
+puts and gets, lets time pass, makes the clock jump past many deadlines at once, and passes
+NaN where a timeout goes.  Every duration is on a 0.5 s grid, so timers keep landing in the
+same tick.
 
 After every operation the promises that always hold are checked; after a ``settle`` (nothing
 ready, no timer pending) the quiescent ones; after ``run()`` returns, the wind-down ones:
 
 * cancellation surfaces as ``Cancelled``: a worker whose cancel was requested ends cancelled;
-* no lost timeout: a scope that fired while its task was waiting is left by its own
-  ``TimeoutError`` or a stronger one (``Cancelled``, an enclosing scope's);
+* no lost timeout: a scope that fired while its task was waiting (not inside a shield) is left
+  by its own exception or a stronger one (``Cancelled``, an enclosing scope's);
+* groups: the block ends only once every child has finished, and raises exactly the
+  children's failures;
 * no lost notification: at quiescence, every notification went to a waiter that returned
   True, or was dropped by a waiter that failed when nobody else waited; no spurious wake-ups;
 * counts and items: locks and semaphore units all come back, a queue's items and unfinished
@@ -42,13 +46,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stackful import lowlevel
+from stackful import FiberExit, lowlevel
 from stackful.channel import Channel, Recv, Send, select
-from stackful.lowlevel import TimeoutScope
+from stackful.lowlevel import CancelScope, TimeoutScope
 from stackful.queue import Empty, Full, Queue
 from stackful.runtime_api import (
     Cancelled,
     Task,
+    TaskGroup,
     VirtualClock,
     run,
     sleep,
@@ -60,7 +65,11 @@ from stackful.sync import Condition, Event, Lock, Semaphore
 GRID = (0.5, 1.0, 1.5, 2.0)
 TIMEOUTS: tuple[float | None, ...] = (None, 0, 0.5, 1.0, 1.5, 2.0, math.inf)
 KINDS = ("cond", "cond", "lock", "sem", "event", "qget", "qput", "send", "recv", "select",
-         "sleep", "join")
+         "sleep", "join", "group")
+# A group's children: no nested groups, no joins; some fail.
+CHILD_KINDS = ("cond", "lock", "sem", "event", "qget", "qput", "send", "recv", "sleep",
+               "fail", "fail")
+SCOPE_FLAVOURS = ("fail", "fail", "move_on", "shield")
 SETTLE = 10.0  # longer than any timed thing a worker or the driver does
 LATE_ROUNDS = 20  # a late-born task's sleeps: bounded, so a missed wind-down shows, not hangs
 
@@ -69,7 +78,36 @@ class ModelError(AssertionError):
     """A promise of the runtime was broken."""
 
 
-class CheckedScope(TimeoutScope):
+class ChildFailed(Exception):
+    """A group's child failing on purpose."""
+
+
+class _Checked:
+    """What the checked scopes record: whether the scope fired while its task was waiting
+    (and not inside a shield of its own, which holds it back), and what left the block."""
+
+    __slots__ = ()
+    waiting_at_fire: bool
+    left_with: BaseException | None
+    _task: Task | None
+
+    def _fire(self, arg: object) -> None:
+        task = self._task
+        assert task is not None
+        scopes = task._scopes or []
+        inner = scopes[scopes.index(self) + 1:] if self in scopes else []  # type: ignore[arg-type]
+        # Blocked, or woken by an interruption it has not seen: still at its wait.
+        self.waiting_at_fire = (task.state == "blocked" or (
+            task.state == "ready" and task._resume_exc is not None)) and not any(
+            s.shield for s in inner)
+        super()._fire(arg)  # type: ignore[misc]
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> Any:
+        self.left_with = exc
+        return super().__exit__(et, exc, tb)  # type: ignore[misc]
+
+
+class CheckedScope(_Checked, TimeoutScope):
     """A timeout scope that remembers whether it fired while its task was waiting."""
 
     __slots__ = ("waiting_at_fire", "left_with")
@@ -77,19 +115,18 @@ class CheckedScope(TimeoutScope):
     def __init__(self, deadline: float | None) -> None:
         super().__init__(deadline, "model")
         self.waiting_at_fire = False
-        self.left_with: BaseException | None = None
+        self.left_with = None
 
-    def _fire(self, arg: object) -> None:
-        task = self._task
-        assert task is not None
-        # Blocked, or woken by an interruption it has not seen: still at its wait.
-        self.waiting_at_fire = task.state == "blocked" or (
-            task.state == "ready" and task._resume_exc is not None)
-        super()._fire(arg)
 
-    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
-        self.left_with = exc
-        super().__exit__(et, exc, tb)
+class CheckedCancelScope(_Checked, CancelScope):
+    """A move_on or shield scope that records the same."""
+
+    __slots__ = ("waiting_at_fire", "left_with")
+
+    def __init__(self, deadline: float | None, shield: bool) -> None:
+        super().__init__(deadline, "model", shield=shield)
+        self.waiting_at_fire = False
+        self.left_with = None
 
 
 @dataclass
@@ -97,14 +134,15 @@ class Worker:
     wid: int
     kind: str
     timeout: float | None
-    scopes_spec: list[tuple[str, float]]
+    scopes_spec: list[tuple[str, float, str]]
     hold: float | None            # lock/sem: sleep while holding (None: just yield)
     inner_checkpoint: bool        # a yield_now inside the innermost scope
     spawn_late: bool              # spawn a task from its finally
     target: int | None = None     # join: the worker to join
     item: int | None = None       # qput, send, select: the item it offers
     task: Task | None = None
-    scopes: list[CheckedScope] = field(default_factory=list)
+    scopes: list[CheckedScope | CheckedCancelScope] = field(default_factory=list)
+    children: list[Worker] = field(default_factory=list)  # a group worker's
     outcome: tuple[Any, ...] | None = None
 
 
@@ -132,6 +170,10 @@ class World:
         self.late: list[Late] = []
         self.ops = 0
         self.main_done_at: float | None = None
+        self.shields = 0  # shielded scopes entered
+        # Promises found broken inside a worker (raising there would only end that task):
+        # the driver's next check reports them.
+        self.broken: list[str] = []
         # Condition: notifications handed to waiters, waits that returned True, waits that
         # failed with nobody left waiting (the only ones allowed to drop a notification).
         self.notified = 0
@@ -193,8 +235,13 @@ class World:
 
     def op_spawn(self) -> None:
         rnd = self.rnd
-        kind = rnd.choice(KINDS)
-        scopes = [(rnd.choice(("after", "after", "at")), rnd.choice(GRID))
+        w = self.new_worker(rnd.choice(KINDS))
+        w.task = spawn(self.worker_body, w, name=f"w{w.wid}-{w.kind}")
+
+    def new_worker(self, kind: str) -> Worker:
+        rnd = self.rnd
+        scopes = [(rnd.choice(("after", "after", "at")), rnd.choice(GRID),
+                   rnd.choice(SCOPE_FLAVOURS))
                   for _ in range(rnd.choice((0, 0, 1, 1, 2)))]
         w = Worker(
             wid=len(self.workers), kind=kind, timeout=rnd.choice(TIMEOUTS), scopes_spec=scopes,
@@ -208,7 +255,7 @@ class World:
             else:
                 w.target = rnd.choice(others).wid
         self.workers.append(w)
-        w.task = spawn(self.worker_body, w, name=f"w{w.wid}-{w.kind}")
+        return w
 
     def op_cancel(self) -> None:
         live = self.live()
@@ -344,10 +391,18 @@ class World:
     def scoped(self, w: Worker, depth: int) -> Any:
         if depth == len(w.scopes_spec):
             return self.do_op(w)
-        how, seconds = w.scopes_spec[depth]
+        how, seconds, flavour = w.scopes_spec[depth]
         now = self.clock.now()
-        deadline = now + seconds if how == "after" else now - 1 + seconds  # "at": maybe past
-        scope = CheckedScope(deadline)
+        deadline: float | None = now + seconds if how == "after" else now - 1 + seconds
+        scope: CheckedScope | CheckedCancelScope
+        if flavour == "fail":
+            scope = CheckedScope(deadline)
+        else:
+            if flavour == "shield":
+                self.shields += 1
+                if self.rnd.random() < 0.5:
+                    deadline = None
+            scope = CheckedCancelScope(deadline, shield=flavour == "shield")
         w.scopes.append(scope)
         with scope:
             result = self.scoped(w, depth + 1)
@@ -414,6 +469,11 @@ class World:
         if kind == "sleep":
             sleep(w.hold if w.hold is not None else 0)
             return None
+        if kind == "fail":
+            sleep(w.hold if w.hold is not None else 0)
+            raise ChildFailed(w.wid)
+        if kind == "group":
+            return self.group_op(w)
         assert kind == "join" and w.target is not None
         target = self.workers[w.target].task
         assert target is not None
@@ -424,22 +484,66 @@ class World:
                 return ("target failed", type(exc).__name__)  # its failure, not ours
             raise
 
+    def group_op(self, w: Worker) -> Any:
+        rnd = self.rnd
+        killed = False
+        try:
+            try:
+                with TaskGroup(name=f"g{w.wid}") as tg:
+                    for _ in range(rnd.randint(1, 3)):
+                        child = self.new_worker(rnd.choice(CHILD_KINDS))
+                        w.children.append(child)
+                        child.task = tg.spawn(self.worker_body, child,
+                                              name=f"w{child.wid}-{child.kind}-of-{w.wid}")
+                    if w.hold is not None:
+                        sleep(w.hold)
+            except FiberExit:
+                killed = True  # the wind-down gave up on this task (a shield held it)
+                raise
+            finally:
+                running = [c.task for c in w.children if c.task is not None and not c.task.done()]
+                if running and not killed:
+                    self.broken.append(f"group of {w.wid} ended with children still running: "
+                                       f"{running}")
+        except ExceptionGroup as eg:
+            failed = [c.task._exception for c in w.children
+                      if c.task is not None and isinstance(c.task._exception, ChildFailed)]
+            if sorted(map(id, eg.exceptions)) != sorted(map(id, failed)):
+                self.broken.append(f"group of {w.wid} raised {eg.exceptions!r}, its children "
+                                   f"failed with {failed!r}")
+            # An interruption of this worker that came with the failures was kept for its
+            # next blocking point: here (the no-lost-timeout check sees it).
+            yield_now()
+            return ("group failed", len(failed))
+        if any(c.task is not None and isinstance(c.task._exception, ChildFailed)
+               for c in w.children):
+            self.broken.append(f"group of {w.wid} ended without raising its children's "
+                               "failures")
+        return ("group ok", len(w.children))
+
     # -- the promises ------------------------------------------------------------------------
 
     def fail(self, what: str) -> None:
         raise ModelError(f"{what} (after {self.ops} operations, t={self.clock.now()})")
 
     def check_always(self) -> None:
+        if self.broken:
+            self.fail(self.broken[0])
         for w in self.workers:
             task = w.task
             if task is None or not task.done():
                 continue
-            if task._cancel_requested and not task.cancelled():
+            # (A child failing on purpose may fail before a cancellation that came after its
+            # last wait completed: the failure stands, and its group collects it.)
+            if (task._cancel_requested and not task.cancelled()
+                    and not isinstance(task._exception, ChildFailed)):
                 self.fail(f"worker {task.name} was cancelled but ended with {w.outcome}")
             for i, scope in enumerate(w.scopes):
                 if not (scope.expired and scope.waiting_at_fire):
                     continue
                 left = scope.left_with
+                if isinstance(left, FiberExit):
+                    continue  # killed by the wind-down (it held cancellations back)
                 stronger = isinstance(left, Cancelled) or any(
                     left is outer.error for outer in w.scopes[:i])
                 if left is not scope.error and not stronger:
@@ -510,15 +614,22 @@ class World:
                       f"{sorted(self.ch_got)}, buffered {sorted(buffered)}")
         for w in self.live():
             assert w.task is not None
-            if w.task.state != "blocked" or w.task._cancel_requested:
+            # (A shield holds a cancellation back while its block waits.)
+            # (A group waits for its children, which may be held that way.)
+            shielded = any(s.shield for s in (w.task._scopes or ())) or any(
+                c.task is not None and not c.task.done() for c in w.children)
+            if w.task.state != "blocked" or (w.task._cancel_requested and not shielded):
                 self.fail(f"quiet, yet worker {w.task.name} is {w.task.state} "
                           f"(cancel requested: {w.task._cancel_requested})")
 
     def check_after_run(self, rt: Any) -> None:
         if rt.tasks():
             self.fail(f"run() returned with live tasks: {rt.tasks()}")
-        if self.main_done_at is not None and self.clock.now() != self.main_done_at:
-            self.fail(f"the wind-down took {self.clock.now() - self.main_done_at} s")
+        # Instantly -- unless a shield held the wind-down's cancellation back until its
+        # block ended: then within its bounded waits.
+        took = 0.0 if self.main_done_at is None else self.clock.now() - self.main_done_at
+        if took > (SETTLE if self.shields else 0.0):
+            self.fail(f"the wind-down took {took} s")
         self.check_always()
         for late in self.late:
             assert late.task is not None

@@ -735,6 +735,79 @@ def test_real_signal_while_the_hub_is_idle(signum: int, raised: type, default: A
     assert signal.getsignal(signum) is default
 
 
+@pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
+def test_a_signal_in_user_code_is_raised_at_the_next_blocking_point(
+        signum: int, raised: type, default: Any) -> None:
+    """A signal landing while a task runs a loop whose condition is a comparison (where
+    CPython 3.13 and 3.14 can raise an exception a signal handler raised outside the
+    ``try`` around it, skipping its ``finally``) is raised at the loop's next blocking
+    point instead: in every trial the ``finally`` runs."""
+    for _trial in range(40):
+        log: list[str] = []
+
+        def busy(log: list[str] = log) -> None:
+            pending = b"GET / HTTP/1.1\r\n\r\n" * 100
+            try:
+                log.append("in try")
+                threading.Timer(0.002, os.kill, (os.getpid(), signum)).start()
+                while True:
+                    while b"\r\n\r\n" in pending:
+                        _, pending = pending.split(b"\r\n\r\n", 1)
+                        yield_now()
+                    pending = b"GET / HTTP/1.1\r\n\r\n" * 100
+            finally:
+                log.append("finally")
+
+        def main() -> None:
+            spawn(busy).join()
+
+        with pytest.raises(raised):
+            run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
+        assert log == ["in try", "finally"]
+        assert signal.getsignal(signum) is default
+
+
+@pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
+def test_a_signal_reaches_a_task_that_never_blocks(signum: int, raised: type,
+                                                   default: Any) -> None:
+    """A task spinning without a blocking point still gets the signal: raised where it
+    runs once it has not blocked for a while (not a wait for a second signal)."""
+    spins = [0]
+
+    def spin() -> None:
+        while True:
+            spins[0] += 1
+
+    def main() -> None:
+        timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+        timer.start()
+        spin()
+
+    with pytest.raises(raised):
+        run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
+    assert spins[0] > 0
+    assert signal.getsignal(signum) is default
+
+
+def test_a_second_signal_is_raised_at_once() -> None:
+    """Two signals before the task blocks: the second raises where the task runs, and the
+    run ends with one KeyboardInterrupt (the first's is not delivered again later)."""
+    after: list[str] = []
+
+    def spin() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100):  # the first lands here, deferred
+            pass
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100):  # the second lands here: raised at once
+            pass
+        after.append("not interrupted")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(spin)
+    assert after == []
+
+
 def test_sigint_alone_is_handled_by_default() -> None:
     """Without handle_signals, SIGTERM keeps its default action: the runtime leaves it be."""
     seen = []

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stackful import Cancelled
-from stackful._core._run import Runtime
+from stackful._core._run import Runtime, _held_by_shield
 from stackful.lowlevel import call_shielded
 from stackful.sync import Condition
 from tests.runtime_model import ModelError, main, run_session
@@ -84,6 +84,8 @@ def test_model_sees_an_outer_timeout_lost_to_an_inner_one(monkeypatch: pytest.Mo
     def interrupt_last_one_wins(self: Runtime, task: Any, exc: BaseException) -> None:
         if task.state == "finished":
             return
+        if task._scopes and _held_by_shield(task, exc):
+            return  # shields still hold (the model has shielded scopes)
         if task.state == "blocked":
             abort, task._abort = task._abort, None
             if abort is not None:
@@ -96,3 +98,17 @@ def test_model_sees_an_outer_timeout_lost_to_an_inner_one(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(Runtime, "interrupt", interrupt_last_one_wins)
     assert "expired while it waited" in _model_fails_within(400)
+
+
+def test_model_sees_a_group_that_drops_a_child_s_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stackful._core._group import TaskGroup
+
+    original = TaskGroup._child_finished
+
+    def forgetful(self: TaskGroup, task: Any) -> None:
+        original(self, task)
+        if self._failures:
+            self._failures.pop()  # the newest failure vanishes
+
+    monkeypatch.setattr(TaskGroup, "_child_finished", forgetful)
+    assert "group of" in _model_fails_within(400)

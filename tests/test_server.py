@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import resource
 import shutil
@@ -521,3 +522,31 @@ def test_a_hundred_thousand_idle_connections() -> None:
         for c in clients:
             c.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_server_started_in_a_task_group_stops_with_it() -> None:
+    # TaskGroup.start returns the Server once it listens; cancelling the group stops the
+    # server, and the group's end waits for every handler's finally (grace 0: cancel at once).
+    finished: list[str] = []
+
+    def handler(conn: socket.socket, addr: Any) -> None:
+        try:
+            conn.sendall(b"hello")
+            stackful.sleep(math.inf)
+        finally:
+            finished.append("handler")
+
+    def main() -> None:
+        with stackful.TaskGroup() as tg:
+            server = tg.start(serve_tcp, handler, "127.0.0.1", 0, grace=0)
+            assert isinstance(server, Server) and server.port > 0
+            clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+            for c in clients:
+                assert c.recv(5) == b"hello"
+            wait_until(lambda: server.connections == 3)
+            tg.cancel()
+        assert finished == ["handler"] * 3 and server.closing and server.connections == 0
+        for c in clients:
+            c.close()
+
+    run_bounded(main)

@@ -1,7 +1,8 @@
 """stackful: real stackful coroutines (fibers) for CPython.
 
 Layers: the native core (``Fiber``, ``current``), the runtime (``run``, ``spawn``,
-``sleep``, ``wait_readable``, ...), user primitives on top of it (``Lock``, ``Queue``,
+``sleep``, ``wait_readable``, ...), structured concurrency (``TaskGroup``, cancel scopes:
+``move_on_after``, ``fail_after``), user primitives on top of it (``Lock``, ``Queue``,
 ``Channel``, ``select``, ``timeout``), ``stackful.lowlevel`` for writing new
 primitives, the network (``stackful.socket``, ``stackful.ssl``, ``stackful.server``) and
 ``stackful.subprocess`` (imported on demand), ``stackful.monkey`` (``patch_all()``: unmodified
@@ -62,7 +63,14 @@ from .debug import _install_from_environment as _dump_from_environment  # noqa: 
 from .debug import dump, dump_on  # noqa: E402
 from .queue import Empty, Full, Queue  # noqa: E402
 from .sync import Condition, Event, Lock, Semaphore  # noqa: E402
-from .timeouts import timeout, timeout_at  # noqa: E402
+from .timeouts import (  # noqa: E402
+    fail_after,
+    fail_at,
+    move_on_after,
+    move_on_at,
+    timeout,
+    timeout_at,
+)
 
 __all__ = [
     "DEFAULT_STACK_SIZE",
@@ -81,7 +89,8 @@ __all__ = [
     "dump_on",
     # user primitives
     "Channel", "ChannelClosed", "Condition", "Empty", "Event", "Full", "Lock", "Queue", "Recv",
-    "Semaphore", "Send", "select", "timeout", "timeout_at",
+    "Semaphore", "Send", "fail_after", "fail_at", "move_on_after", "move_on_at", "select",
+    "timeout", "timeout_at",
     *_runtime_names,
 ]
 

@@ -4,11 +4,14 @@ from .runtime_api import (
     BlockingReport,
     BusyResourceError,
     Cancelled,
+    CancelScope,
     ClosedResourceError,
     DeadlockError,
     Runtime,
     Task,
     TaskExceptHookArgs,
+    TaskGroup,
+    TaskStatus,
     TooManyTasksError,
     VirtualClock,
     current_task,
@@ -25,8 +28,9 @@ from .runtime_api import (
 )
 
 __all__ = [
-    "BlockingReport", "BusyResourceError", "Cancelled", "ClosedResourceError", "DeadlockError",
-    "Runtime", "Task", "TaskExceptHookArgs", "TooManyTasksError", "VirtualClock", "current_task",
-    "notify_closing", "run", "set_thread_pool_size", "sleep", "spawn", "tasks", "to_thread",
-    "wait_readable", "wait_writable", "yield_now",
+    "BlockingReport", "BusyResourceError", "CancelScope", "Cancelled", "ClosedResourceError",
+    "DeadlockError", "Runtime", "Task", "TaskExceptHookArgs", "TaskGroup", "TaskStatus",
+    "TooManyTasksError", "VirtualClock", "current_task", "notify_closing", "run",
+    "set_thread_pool_size", "sleep", "spawn", "tasks", "to_thread", "wait_readable",
+    "wait_writable", "yield_now",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 from ._core import (
     NEVER,
     Cancelled,
+    CancelScope,
     Runtime,
     RuntimeToken,
     Task,
@@ -30,8 +31,8 @@ from ._core import (
 )
 
 __all__ = [
-    "Cancelled", "Runtime", "RuntimeBinding", "RuntimeToken", "Task", "TimeoutScope", "Timer",
-    "WaitQueue",
+    "CancelScope", "Cancelled", "Runtime", "RuntimeBinding", "RuntimeToken", "Task",
+    "TimeoutScope", "Timer", "WaitQueue",
     "call_later", "call_shielded", "check_timeout",
     "checkpoint", "current_runtime", "current_task", "current_time", "current_token", "in_task",
     "park", "timeout_scope",

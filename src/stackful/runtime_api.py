@@ -14,6 +14,7 @@ from ._core import (
     BlockingReport,
     BusyResourceError,
     Cancelled,
+    CancelScope,
     Clock,
     ClosedResourceError,
     DeadlockError,
@@ -22,6 +23,8 @@ from ._core import (
     SystemClock,
     Task,
     TaskExceptHookArgs,
+    TaskGroup,
+    TaskStatus,
     TooManyTasksError,
     VirtualClock,
     get_runtime,
@@ -35,10 +38,11 @@ from ._native import yield_now as _native_yield_now
 T = TypeVar("T")
 
 __all__ = [
-    "BlockingReport", "BusyResourceError", "Cancelled", "Clock", "ClosedResourceError",
-    "DeadlockError", "Runtime", "SystemClock", "Task", "TaskExceptHookArgs", "TooManyTasksError",
-    "VirtualClock", "current_task", "notify_closing", "run", "set_thread_pool_size", "sleep",
-    "spawn", "tasks", "to_thread", "wait_readable", "wait_writable", "yield_now",
+    "BlockingReport", "BusyResourceError", "CancelScope", "Cancelled", "Clock",
+    "ClosedResourceError", "DeadlockError", "Runtime", "SystemClock", "Task", "TaskExceptHookArgs",
+    "TaskGroup", "TaskStatus", "TooManyTasksError", "VirtualClock", "current_task",
+    "notify_closing", "run", "set_thread_pool_size", "sleep", "spawn", "tasks", "to_thread",
+    "wait_readable", "wait_writable", "yield_now",
 ]
 
 

@@ -19,7 +19,10 @@ Rules:
 * Stopping: :meth:`Server.close` (from any task; ``ready`` hands the :class:`Server` over)
   or cancelling the task running ``serve_tcp`` stops accepting at once, lets running handlers
   finish for ``grace`` seconds, then cancels the rest and waits for them: every handler's
-  ``finally`` runs before ``serve_tcp`` returns (or re-raises the cancellation).
+  ``finally`` runs before ``serve_tcp`` returns (or re-raises the cancellation).  The
+  handlers are the children of a :class:`TaskGroup` the serving task owns, which is what
+  guarantees that; ``TaskGroup.start(serve_tcp, ...)`` returns the :class:`Server` once it
+  listens.
 
 Why a module of its own: sockets are a type with the stdlib's API; a server is a policy
 (tasks, limits, stopping) built on that type and on the runtime, and changes for other reasons.
@@ -34,7 +37,7 @@ from typing import Any
 
 from ._sockets import create_server, getaddrinfo, socket
 from .lowlevel import Task, WaitQueue, current_runtime, current_task, current_time
-from .runtime_api import ClosedResourceError, TaskExceptHookArgs, spawn
+from .runtime_api import ClosedResourceError, TaskExceptHookArgs, TaskGroup, TaskStatus
 from .ssl import wrap_socket
 from .timeouts import timeout as _timeout_scope
 
@@ -70,7 +73,7 @@ class Server:
     __slots__ = (
         "listener", "_handler", "_ssl", "_ssl_handshake_timeout", "_stack_size",
         "_max_connections", "_grace", "_connections", "_changed", "_closing", "_serving",
-        "_accepted", "_address",
+        "_accepted", "_address", "_group",
     )
 
     def __init__(
@@ -105,6 +108,8 @@ class Server:
         self._closing = False
         self._serving = False
         self._accepted = 0
+        # The handlers' group (owned by the serving task), while it serves.
+        self._group: TaskGroup | None = None
 
     @property
     def address(self) -> Any:
@@ -147,15 +152,26 @@ class Server:
             raise RuntimeError("this server is already serving")
         self._serving = True
         try:
-            self._accept_loop()
+            with TaskGroup(name="server") as group:
+                self._group = group
+                try:
+                    self._accept_loop()
+                finally:
+                    self._wind_down(group)
         finally:
-            self._wind_down()
+            self._group = None
+            # Handlers cancelled before they began never closed their connection.
+            for conn in self._connections.values():
+                conn.close()
+            self._connections.clear()
 
     # -- accepting ------------------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
         listener = self.listener
         limit = self._max_connections
+        group = self._group
+        assert group is not None
         while not self._closing:
             if limit is not None and len(self._connections) >= limit:
                 self._prune()
@@ -179,9 +195,9 @@ class Server:
             # No local keeps the task (nor the socket) while the loop waits for the next one.
             # A plain function and the server as its argument, not a bound method: one
             # object less for every connection while it lives (its task's frame holds both).
-            self._connections[spawn(_run_connection, self, conn, addr,
-                                    name=f"conn-{self._accepted}",
-                                    stack_size=self._stack_size)] = conn
+            self._connections[group.spawn(_run_connection, self, conn, addr,
+                                          name=f"conn-{self._accepted}",
+                                          stack_size=self._stack_size)] = conn
             del conn, addr
 
     def _prune(self) -> None:
@@ -196,37 +212,19 @@ class Server:
     def _park(self, reason: str, timeout: float | None) -> None:
         self._changed.park_for(current_task(), reason, timeout)
 
-    def _join_handlers(self, timeout: float | None) -> None:
-        """Until every handler has ended, or ``timeout`` seconds pass (None: no limit)."""
-        deadline = None if timeout is None else current_time() + timeout
-        for task, conn in list(self._connections.items()):
-            left = None if deadline is None else max(0.0, deadline - current_time())
-            try:
-                task.join(left)
-            except BaseException as exc:
-                if not task.done():
-                    if deadline is not None and current_time() >= deadline:
-                        return  # the grace period is over
-                    raise  # the serving task itself was interrupted
-                if task.exception() is not exc:
-                    raise
-            # Ended; maybe before it ever ran (cancelled first): then nobody closed its socket.
-            self._connections.pop(task, None)
-            conn.close()
-
-    def _wind_down(self) -> None:
+    def _wind_down(self, group: TaskGroup) -> None:
+        """Stop accepting; give the handlers the grace period; then cancel the rest (the
+        group's end waits for them).  An interruption while waiting cancels them at once."""
         self._closing = True
         self.listener.close()
-        if not self._connections:
-            return
-        try:
-            self._join_handlers(self._grace)
-        finally:
-            # Past the grace period, or the serving task was interrupted again: cancel the
-            # rest, and wait for each handler's finally to run.
-            for task in list(self._connections):
-                task.cancel()
-            self._join_handlers(None)
+        deadline = current_time() + self._grace
+        while True:
+            self._prune()
+            left = deadline - current_time()
+            if not self._connections or left <= 0:
+                break
+            self._park("Server: grace period", left)
+        group.cancel()
 
 
 def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> socket:
@@ -280,6 +278,7 @@ def serve_tcp(
     grace: float = 5.0,
     reuse_port: bool = False,
     ready: Callable[[Server], object] | None = None,
+    task_status: TaskStatus | None = None,
 ) -> None:
     """Serve TCP on ``(host, port)``: ``handler(conn, addr)`` in a new task per connection.
 
@@ -288,7 +287,8 @@ def serve_tcp(
     cancels the rest and returns once every handler has finished (re-raising a
     cancellation).  ``host`` None or "" listens on every address (IPv6 and IPv4 where the
     system can); a name listens on its first address; ``port`` 0 picks a free port.
-    ``ready(server)`` is called once listening (``server.port``, ``server.close()``).
+    ``ready(server)`` is called once listening (``server.port``, ``server.close()``);
+    run by ``TaskGroup.start(serve_tcp, ...)``, that call returns the server then.
     ``ssl`` is a server ``ssl.SSLContext``: each connection's handshake runs in its own
     task.  ``stack_size`` is each connection task's C stack (see README, "Sizing stacks").
     The rest: see the module docstring.
@@ -299,6 +299,8 @@ def serve_tcp(
                         stack_size=stack_size, max_connections=max_connections, grace=grace)
         if ready is not None:
             ready(server)
+        if task_status is not None:
+            task_status.started(server)
     except BaseException:
         listener.close()
         raise

@@ -5,6 +5,7 @@ which re-exports the small part of this package they need.
 """
 
 from ._bridge import RuntimeToken
+from ._cancel import CancelScope
 from ._clock import Clock, SystemClock, VirtualClock
 from ._exceptions import (
     BusyResourceError,
@@ -13,6 +14,7 @@ from ._exceptions import (
     DeadlockError,
     TooManyTasksError,
 )
+from ._group import TaskGroup, TaskStatus
 from ._io import HasFileno, fileno_of
 from ._run import Runtime, current_runtime_or_none, get_runtime, get_task
 from ._task import BLOCKED, FINISHED, READY, RUNNING, Task, TaskExceptHookArgs, default_excepthook
@@ -22,11 +24,10 @@ from ._timers import NEVER, Timer, check_timeout, deadline_after, deadline_at
 from ._watchdog import BlockingReport
 
 __all__ = [
-    "BLOCKED", "FINISHED", "NEVER", "READY", "RUNNING",
-    "BlockingReport", "BusyResourceError", "Cancelled", "ClosedResourceError", "Clock",
-    "DeadlockError", "HasFileno", "Runtime", "RuntimeToken",
-    "SystemClock", "Task", "TaskExceptHookArgs", "TimeoutScope", "Timer", "TooManyTasksError",
-    "VirtualClock", "check_timeout", "current_runtime_or_none", "deadline_after", "deadline_at",
-    "default_excepthook", "fileno_of", "get_runtime", "get_task", "set_thread_pool_size",
-    "to_thread",
+    "BLOCKED", "FINISHED", "NEVER", "READY", "RUNNING", "BlockingReport", "BusyResourceError",
+    "CancelScope", "Cancelled", "ClosedResourceError", "Clock", "DeadlockError", "HasFileno",
+    "Runtime", "RuntimeToken", "SystemClock", "Task", "TaskExceptHookArgs", "TaskGroup",
+    "TaskStatus", "TimeoutScope", "Timer", "TooManyTasksError", "VirtualClock", "check_timeout",
+    "current_runtime_or_none", "deadline_after", "deadline_at", "default_excepthook", "fileno_of",
+    "get_runtime", "get_task", "set_thread_pool_size", "to_thread",
 ]

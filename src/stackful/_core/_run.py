@@ -18,6 +18,7 @@ Principles (the seeds' ``Runtime`` grown up):
 
 from __future__ import annotations
 
+import _thread
 import contextvars
 import os
 import signal
@@ -56,6 +57,10 @@ from ._watchdog import BlockingReport, Watchdog, check_watchdog
 # How many times shutdown re-delivers Cancelled to a task that keeps blocking after it, before
 # giving up on it (killing its fiber).  Two covers the usual "blocking call in a finally".
 _SHUTDOWN_ROUNDS = 3
+
+# Seconds a handled signal's exception waits for the running task's next blocking point before
+# it is raised wherever the task runs (see Runtime._on_signal).
+_SIGNAL_ESCALATE_AFTER = 0.05
 
 # Seconds the runtime must have been idle before the stacks of tasks parked in I/O waits are
 # trimmed (the pages below where each rests given back; see loop.c).
@@ -99,10 +104,10 @@ class Runtime(SchedulerCore):
     ``handle_signals`` (main thread only; default SIGINT) are the signals that end the run
     gracefully: SIGINT raises ``KeyboardInterrupt``, any other ``SystemExit(128 + signum)``
     (so ``handle_signals=(SIGINT, SIGTERM)`` makes ``kill`` stop a server like Ctrl-C).  The
-    exception lands in the running task, or is deferred to its next blocking point while
-    the scheduler's own code runs; every task is then cancelled, its ``finally`` blocks
-    run, and :meth:`run` raises it.  A signal whose handler is not Python's default when
-    the run starts is left to that handler.
+    exception lands in the running task at its next blocking point -- or where it runs, if
+    it reaches none within 50 ms (a loop that never blocks) or the signal comes again; every
+    task is then cancelled, its ``finally`` blocks run, and :meth:`run` raises it.  A signal
+    whose handler is not Python's default when the run starts is left to that handler.
 
     ``watchdog`` (seconds, default None: off) starts a monitor thread for the run that
     reports each task holding the thread that long without yielding -- a blocking call
@@ -126,7 +131,9 @@ class Runtime(SchedulerCore):
     *undelivered*, and a task has at most one undelivered interruption.  When a second one
     arrives first, the stronger is kept and the other dropped::
 
-        KeyboardInterrupt/SystemExit > Cancelled > outer scope's TimeoutError > inner one's
+        KeyboardInterrupt/SystemExit > Task.cancel() > outer scope's > inner scope's
+
+    (a scope's interruption is its ``Cancelled`` or, for a timeout, its ``TimeoutError``).
 
     Why the stronger, and why drop the other: the stronger one unwinds everything the
     weaker would have (the run ends; the task ends; an outer scope's body contains the
@@ -140,7 +147,8 @@ class Runtime(SchedulerCore):
     the item, the join result): that stands, and an interruption landing before it resumes
     is undelivered, for its next park.  Under a shield (:meth:`call_shielded`, which
     ``Condition.wait`` uses to re-take its lock) park is not interrupted at all: the
-    interruption waits, by the same rule, for the shield's end.
+    interruption waits, by the same rule, for the shield's end.  A shielded cancel scope
+    (``_cancel.py``) holds back only what comes from outside it, and not KeyboardInterrupt.
     """
 
     current: Task | None  # a SchedulerCore field, typed for this runtime
@@ -193,6 +201,10 @@ class Runtime(SchedulerCore):
         # A handled signal (Ctrl-C...) that arrived while the hub was busy: its exception,
         # handled at the hub's next loop.
         self._hub_interrupt_pending: BaseException | None = None
+        # A handled signal's exception waiting for its task's next blocking point, and
+        # whether the signal handler now runs again to raise it where the task is.
+        self._deferred_signal: tuple[Task, BaseException] | None = None
+        self._escalating = False
         # The hub waits for timers and I/O (a SchedulerCore field, as the next: the watchdog
         # reads them).
         self._idle = False
@@ -235,6 +247,7 @@ class Runtime(SchedulerCore):
             self._main = main_task = self.spawn(main, args, kwargs, name="main")
             self._loop()
         finally:
+            self._deferred_signal = None
             self._restore_signal_handlers(old_handlers)
             self.closed = True
             if self._bridge is not None:
@@ -397,7 +410,12 @@ class Runtime(SchedulerCore):
             return
         # The tasks swallowed Cancelled and blocked again, repeatedly: kill their fibers so the
         # run can end (FiberExit unwinds them; their blocking calls in finally blocks raise).
+        parked = {task for task in stuck if task.state is BLOCKED}
         for task in stuck:
+            if task in parked and task.state is READY:
+                # Woken by the unwinding of one killed before it (an event set in a
+                # finally): it is queued, so it runs; the next round sees it again if stuck.
+                continue
             fiber = task._fiber
             self._finish(task, None, Cancelled(f"task {task.name!r} ignored cancellation"))
             if fiber is not None and not fiber.dead:
@@ -518,6 +536,9 @@ class Runtime(SchedulerCore):
         task._abort = None
         task._pending_exc = None
         self._live.pop(task, None)
+        group = task._group
+        if group is not None:
+            group._child_finished(task)
         if error is not None:
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 task._exc_retrieved = True
@@ -648,6 +669,8 @@ class Runtime(SchedulerCore):
         """
         state = task.state
         if state is FINISHED:
+            return
+        if task._scopes and _held_by_shield(task, exc):
             return
         if state is BLOCKED and not task._shield:
             abort = task._abort
@@ -832,19 +855,58 @@ class Runtime(SchedulerCore):
             signal.signal(signum, old)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        exc = signal_exception(signum)
-        # Raising in the middle of the scheduler's own bookkeeping could leave a task
-        # half-queued; so raise at once only where that cannot happen (user code, or the
-        # hub idling in the poller) and otherwise defer it to the next blocking point of
-        # the running task (or the hub's next loop).
-        if self._idle or frame is None or not _is_stackful_frame(frame):
-            raise exc
+        # A signal's exception is raised where it cannot break the scheduler's bookkeeping:
+        # at once while the hub idles in the poller (or outside any task), else at the next
+        # blocking point of the running task -- never asynchronously in the middle of user
+        # code at first, like asyncio's Ctrl-C, because CPython 3.13 and 3.14 can skip a
+        # ``finally`` for an exception a signal handler raises at a loop's back edge
+        # (python/cpython#130279): a handler's cleanup would be lost.  A task that does not
+        # reach a blocking point within _SIGNAL_ESCALATE_AFTER (a loop that never blocks),
+        # or a second signal, gets it raised where it runs.
+        escalation, self._escalating = self._escalating, False
         task = self.current
+        deferred, self._deferred_signal = self._deferred_signal, None
+        if deferred is not None and (deferred[0] is not task
+                                     or task._pending_exc is not deferred[1]):
+            deferred = None  # delivered at a blocking point meanwhile
+        if escalation and deferred is None:
+            return
+        in_user_code = frame is not None and not _is_stackful_frame(frame)
+        if deferred is not None:
+            assert task is not None
+            if in_user_code and not task._shield:
+                task._pending_exc = None
+                raise deferred[1]
+            # In the scheduler's code on its way to a blocking point, or shielded: wait more.
+            self._escalate_later(signum, deferred)
+            return
+        exc = signal_exception(signum)
+        if self._idle or frame is None:
+            raise exc
         if task is None:
+            if in_user_code:
+                raise exc  # the hub runs a callback: its caller reports what it raises
             if self._hub_interrupt_pending is None:
                 self._hub_interrupt_pending = exc
-        else:
-            self.interrupt(task, exc)
+            return
+        self.interrupt(task, exc)
+        if task._pending_exc is exc:
+            self._escalate_later(signum, (task, exc))
+
+    def _escalate_later(self, signum: int, deferred: tuple[Task, BaseException]) -> None:
+        """Raise the deferred signal exception where its task runs, unless the task reaches
+        a blocking point within _SIGNAL_ESCALATE_AFTER: a thread re-sends the signal."""
+        self._deferred_signal = deferred
+        task, exc = deferred
+
+        def escalate() -> None:
+            _thread.allocate_lock().acquire(True, _SIGNAL_ESCALATE_AFTER)  # a plain sleep
+            if (not self.closed and self._deferred_signal is deferred
+                    and task._pending_exc is exc):
+                self._escalating = True
+                _thread.interrupt_main(signal.Signals(signum))
+
+        _thread.start_new_thread(escalate, ())
 
 
 def _after_fork_in_child() -> None:
@@ -886,14 +948,29 @@ def _strength(task: Task, exc: BaseException) -> tuple[int, int]:
     """Rank of an interruption by :meth:`Runtime.park`'s rule (higher wins)."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return (3, 0)
-    if isinstance(exc, Cancelled):
-        return (2, 0)
     scopes = task._scopes
-    if scopes:
+    if scopes:  # a scope's (its Cancelled or its TimeoutError), ranked by nesting
         for depth, scope in enumerate(scopes):  # outermost first
             if scope.error is exc:
                 return (1, -depth)
+    if isinstance(exc, Cancelled):  # Task.cancel()
+        return (2, 0)
     return _NOT_AN_INTERRUPTION  # e.g. an error a primitive woke the task with
+
+
+def _held_by_shield(task: Task, exc: BaseException) -> bool:
+    """True if a shielded cancel scope of ``task`` holds ``exc`` back (it keeps it)."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return False
+    scopes = task._scopes
+    assert scopes is not None
+    for scope in reversed(scopes):  # innermost first: the owner or a shield, whichever first
+        if scope.error is exc:
+            return False
+        if scope.shield:
+            scope.hold(exc)
+            return True
+    return False
 
 
 def _is_stackful_frame(frame: FrameType) -> bool:

@@ -19,8 +19,9 @@ from ._exceptions import Cancelled
 _NO_KWARGS: dict[str, Any] = {}
 
 if TYPE_CHECKING:
+    from ._cancel import CancelScope
+    from ._group import TaskGroup
     from ._run import Runtime
-    from ._timeout import TimeoutScope
 
 # Task states, in the seeds' terms (Ready / Running) plus the two a real runtime needs.
 # Plain interned strings: compared with ``is`` on the hot path, readable in ``tasks()``.
@@ -57,7 +58,7 @@ class Task(TaskCore):
     __slots__ = (
         "name", "id", "_parent_id", "_runtime", "_fn", "_args", "_kwargs",
         "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
-        "_cancel_count", "_scopes", "__weakref__",
+        "_cancel_count", "_scopes", "_group", "__weakref__",
     )
 
     def __init__(
@@ -84,8 +85,11 @@ class Task(TaskCore):
         # scope's TimeoutError, KeyboardInterrupt -- for its next blocking point; at most one:
         # the rule in Runtime's docstring keeps the stronger), _shield 0 (> 0 while
         # interruptions must wait: Runtime.call_shielded), _abort None, _wait_reason "".
-        # The task's open TimeoutScopes, outermost first (None until it opens one).
-        self._scopes: list[TimeoutScope] | None = None
+        # The task's open cancel scopes (timeouts among them), outermost first (None until
+        # it opens one).
+        self._scopes: list[CancelScope] | None = None
+        # The TaskGroup this task was spawned into (told when the task finishes), or None.
+        self._group: TaskGroup | None = None
         self._joiners: list[Task] | None = None  # tasks in join(): a list from the first
         self._result: Any = None
         self._exception: BaseException | None = None
@@ -117,6 +121,11 @@ class Task(TaskCore):
     def cancelled(self) -> bool:
         """True if the task finished by :class:`Cancelled`."""
         return self.state is FINISHED and isinstance(self._exception, Cancelled)
+
+    @property
+    def group(self) -> TaskGroup | None:
+        """The :class:`TaskGroup` this task was spawned into, or None for a loose task."""
+        return self._group
 
     @property
     def waiting_on(self) -> str:
