@@ -533,3 +533,27 @@ def test_command_line_renders_a_json_dump(tmp_path: Any) -> None:
                            str(tmp_path / "other.json")], env=env, capture_output=True,
                           text=True, timeout=BOUND)
     assert proc.returncode == 2 and "not a stackful dump" in proc.stderr
+
+
+def test_task_groups_appear_in_the_tree_and_the_json() -> None:
+    def main() -> None:
+        ev = stackful.Event()
+        with stackful.TaskGroup() as group:
+            group.spawn(ev.wait, name="in-group-1")
+            group.spawn(ev.wait, name="in-group-2")
+            stackful.spawn(ev.wait, name="loose")
+            stackful.sleep(0)
+            snap = debug.snapshot()
+            shown = repr(group)  # while it is open, as the dump saw it
+            ev.set()
+        check_schema(snap)
+        tree = snap["threads"][0]["runtime"]["task_tree"]
+        assert tree[0] == "task 1 'main' running"
+        assert tree[1] == f"├─ group {shown}" and "open, 2 children" in shown
+        assert tree[2].startswith("│  ├─ task 2 'in-group-1' blocked on Event.wait")
+        assert tree[3].startswith("│  └─ task 3 'in-group-2' blocked on Event.wait")
+        assert tree[4].startswith("└─ task 4 'loose' blocked on Event.wait")
+        assert task_record(snap, "in-group-1")["task"]["group"] == shown
+        assert task_record(snap, "loose")["task"]["group"] is None
+
+    stackful.run(main)
