@@ -22,12 +22,13 @@ from __future__ import annotations
 import gc
 import math
 import os
+import re
 import signal
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from types import FrameType
+from types import CodeType, FrameType
 from typing import IO, Any
 
 from ._core._task import BLOCKED, READY, RUNNING, Task
@@ -35,6 +36,7 @@ from ._core._tree import tree_lines
 from ._native import (
     _fiber_count,
     _fiber_debug,
+    _fiber_frames,
     _live_fibers,
     discarded_fibers,
     stack_pool,
@@ -64,6 +66,7 @@ _KIND_BY_PREFIX = (
 )
 
 
+_THIS_FILE = __file__
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _MAIN_FILE = _PACKAGE_DIR + "__main__.py"
 _internal_files: dict[str, bool] = {}
@@ -78,10 +81,6 @@ def _is_internal_file(filename: str) -> bool:
     return known
 
 
-def _is_internal(frame: FrameType) -> bool:
-    return _is_internal_file(frame.f_code.co_filename)
-
-
 def _safe_repr(obj: object) -> str:
     try:
         text = repr(obj)
@@ -90,45 +89,27 @@ def _safe_repr(obj: object) -> str:
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
 
 
-def _frames(top: FrameType | None) -> list[FrameType]:
-    out: list[FrameType] = []
-    frame = top
-    while frame is not None and len(out) < MAX_FRAMES:
-        out.append(frame)
-        frame = frame.f_back
-    return out
+# A frame as the core hands it out (no frame object): (code, line, self), self being the
+# first local of a method (its receiver), else None.
+Frame = tuple[CodeType, int, Any]
 
 
-def _waited_object(frames: list[FrameType]) -> object | None:
-    """The ``self`` of the outermost stackful method the task is parked in (the Lock of
+def _waited_object(frames: list[Frame]) -> object | None:
+    """The receiver of the outermost stackful method the task is parked in (the Lock of
     ``Lock.acquire``, the Task of ``Task.join``), or None."""
-    candidates = []
-    for frame in frames:  # innermost first, up to the first frame of the user's code
-        if not _is_internal(frame):
+    found: object | None = None
+    for code, _line, receiver in frames:  # innermost first, up to the user's code
+        if not _is_internal_file(code.co_filename):
             break
-        code = frame.f_code
-        if code.co_argcount and code.co_varnames[0] == "self":
-            candidates.append(frame)
-    # Outermost first: f_locals is costly before 3.13 (it builds a dict), so read few.
-    for frame in reversed(candidates):
-        try:
-            obj = frame.f_locals.get("self")
-        except Exception:  # pragma: no cover - a frame proxy that refuses
+        if receiver is None:
             continue
-        if hasattr(obj, "_live") and hasattr(obj, "park"):
-            continue  # the runtime's own frame (the task's entry): look further in
-        return obj
-    return None
+        if hasattr(receiver, "_live") and hasattr(receiver, "park"):
+            continue  # the runtime's own methods (join, the task's entry) wait on nothing
+        found = receiver
+    return found
 
 
-def _local(frames: list[FrameType], function: str, name: str) -> Any:
-    for frame in frames:
-        if frame.f_code.co_name == function and _is_internal(frame):
-            try:
-                return frame.f_locals.get(name)
-            except Exception:  # pragma: no cover
-                return None
-    return None
+_FD_IN_REASON = re.compile(r"\(fd=(\d+)\)")
 
 
 _kinds: dict[str, str] = {}
@@ -147,7 +128,7 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def _describe_wait(task: Task, frames: list[FrameType], now: float | None) -> dict[str, Any]:
+def _describe_wait(task: Task, frames: list[Frame], now: float | None) -> dict[str, Any]:
     """What a blocked task waits on, worked out from what park() stored and its frames."""
     reason = task._wait_reason
     text = str(reason)
@@ -157,7 +138,8 @@ def _describe_wait(task: Task, frames: list[FrameType], now: float | None) -> di
     if kind == "fd":
         fd = getattr(reason, "fd", None)
         if fd is None:  # the Python path (Runtime.wait_fd) names it in the reason
-            fd = _local(frames, "wait_fd", "fd")
+            match = _FD_IN_REASON.search(text)
+            fd = int(match.group(1)) if match else None
         wait["fd"] = fd if isinstance(fd, int) else None
         wait["direction"] = "write" if text.startswith("wait_writable") else "read"
     elif kind == "sleep":
@@ -165,7 +147,7 @@ def _describe_wait(task: Task, frames: list[FrameType], now: float | None) -> di
         deadline = getattr(timer, "deadline", None)
         wait["deadline"] = _finite(deadline)
     elif kind == "join":
-        target = _local(frames, "join", "task")
+        target = _waited_object(frames)  # Task.join's receiver
         if isinstance(target, Task):
             wait["object"] = f"task {target.id} {target.name!r}"
             wait["task_id"] = target.id
@@ -191,18 +173,16 @@ def _describe_wait(task: Task, frames: list[FrameType], now: float | None) -> di
     return wait
 
 
-def _frame_records(frames: list[FrameType], cache: dict[tuple[Any, int], dict[str, Any]]
+def _frame_records(frames: list[Frame], cache: dict[tuple[CodeType, int], dict[str, Any]]
                    ) -> list[dict[str, Any]]:
-    # Thousands of tasks parked at the same lines share one record per (code, instruction):
-    # the line number is worked out once per place, not once per frame.
+    # Thousands of tasks parked at the same lines share one record per place.
     out = []
-    for frame in frames:
-        code = frame.f_code
-        key = (code, frame.f_lasti)
+    for code, line, _receiver in frames:
+        key = (code, line)
         record = cache.get(key)
         if record is None:
             filename = code.co_filename
-            record = cache[key] = {"file": filename, "line": frame.f_lineno,
+            record = cache[key] = {"file": filename, "line": line if line >= 0 else None,
                                    "function": code.co_name,
                                    "internal": _is_internal_file(filename)}
         out.append(record)
@@ -226,16 +206,12 @@ def snapshot() -> dict[str, Any]:
 def _snapshot() -> dict[str, Any]:
     me = threading.get_ident()
     names = {t.ident: t.name for t in threading.enumerate()}
-    running_frames = sys._current_frames()
-    here: FrameType | None = sys._getframe(2)
-    while here is not None and here.f_globals.get("__name__") == __name__:
-        here = here.f_back
     now_ns = _now_coarse_ns()
     fibers = _live_fibers()
     threads: dict[int, dict[str, Any]] = {}
     runtimes: dict[int, tuple[Any, dict[int, Task]]] = {}
     task_count = 0
-    records: dict[tuple[Any, int], dict[str, Any]] = {}
+    records: dict[tuple[CodeType, int], dict[str, Any]] = {}
     clock_now: dict[int, float | None] = {}
     for fiber in fibers:
         state, thread_id, alive, is_root, is_current, runtime, size, depth = _fiber_debug(fiber)
@@ -262,16 +238,12 @@ def _snapshot() -> dict[str, Any]:
                 kind = "hub"
             elif task is not None:
                 kind = "task" if fiber is task._fiber else "fiber"
-        top: FrameType | None
+        frames: list[Frame] = _fiber_frames(fiber, MAX_FRAMES + 8)
         if is_current and thread_id == me:
-            top = here
-        elif is_current:
-            top = running_frames.get(thread_id)
-        elif state == "suspended" and alive:
-            top = fiber.frame
-        else:
-            top = None
-        frames = _frames(top)
+            # The dump's own frames sit on top of the caller's: leave them out.
+            while frames and frames[0][0].co_filename == _THIS_FILE:
+                del frames[0]
+        del frames[MAX_FRAMES:]
         record: dict[str, Any] = {
             "name": fiber.name, "kind": kind, "state": state, "current": bool(is_current),
             "task": None, "waiting": None, "parked_for": None,

@@ -1299,3 +1299,85 @@ void sf_pystate_frame_offsets(sf_frame_offsets *o)
     o->sizeof_ascii = sizeof(PyASCIIObject);
     o->sizeof_compact = sizeof(PyCompactUnicodeObject);
 }
+
+/* ---- frames as data, for dumps ---- */
+
+static PyObject *str_self;
+
+/* A frame's line for a dump (-1 if unknown). */
+static int frame_line(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyUnstable_InterpreterFrame_GetLine(f);
+#else
+    /* 3.11 does not export _PyInterpreterFrame_GetLine: what it does. */
+    return PyCode_Addr2Line(f->f_code, _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT));
+#endif
+}
+
+/* The first local of `f` if its code's first argument is named "self", else
+ * None (borrowed).  A parked method's receiver: the Lock of Lock.acquire. */
+static PyObject *frame_self(_PyInterpreterFrame *f, PyCodeObject *co)
+{
+    if (co->co_argcount < 1 || co->co_nlocalsplus < 1)
+        return Py_None;
+    PyObject *first = PyTuple_GET_ITEM(co->co_localsplusnames, 0);
+    if (!str_self && !(str_self = PyUnicode_InternFromString("self")))
+        return NULL;
+    if (first != str_self && PyUnicode_Compare(first, str_self) != 0)
+        return Py_None;
+#if PY_VERSION_HEX >= 0x030E0000
+    _PyStackRef ref = f->localsplus[0];
+    PyObject *value = PyStackRef_IsNullOrInt(ref) ? NULL : PyStackRef_AsPyObjectBorrow(ref);
+#else
+    PyObject *value = f->localsplus[0];
+#endif
+    return value ? value : Py_None;
+}
+
+/* One tuple per Python frame, innermost first, at most `limit`: (code, line,
+ * self) where self is as frame_self says.  The frames of a suspended fiber
+ * (`s`), or those running in `ts` (s == NULL).  No frame objects are made:
+ * a dump of thousands of tasks would otherwise build one per level. */
+PyObject *sf_pystate_frame_list(const sf_pystate *s, PyThreadState *ts, int limit)
+{
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    _PyInterpreterFrame *f;
+    if (s) {
+        f = first_frame(s);
+    } else {
+#if PY_VERSION_HEX < 0x030D0000
+        f = ts->cframe ? ts->cframe->current_frame : NULL;
+#else
+        f = ts->current_frame;
+#endif
+    }
+    while (f && PyList_GET_SIZE(out) < limit) {
+#if PY_VERSION_HEX >= 0x030E0000
+        int python = f->owner < FRAME_OWNED_BY_INTERPRETER;
+#elif PY_VERSION_HEX >= 0x030C0000
+        int python = f->owner < FRAME_OWNED_BY_CSTACK;
+#else
+        int python = 1;
+#endif
+        PyObject *code = python ? frame_code(f) : NULL;
+        if (code && PyCode_Check(code) && !_PyFrame_IsIncomplete(f)) {
+            PyObject *self_ = frame_self(f, (PyCodeObject *)code);
+            if (!self_) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyObject *item = Py_BuildValue("(OiO)", code, frame_line(f), self_);
+            if (!item || PyList_Append(out, item) < 0) {
+                Py_XDECREF(item);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(item);
+        }
+        f = s ? frame_below(s, f) : f->previous;
+    }
+    return out;
+}

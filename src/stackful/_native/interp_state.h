@@ -274,4 +274,9 @@ typedef struct sf_frame_offsets {
 } sf_frame_offsets;
 void sf_pystate_frame_offsets(sf_frame_offsets *o);
 
+/* The Python frames of a suspended fiber (`s`), or running in `ts` (s NULL),
+ * innermost first, at most `limit`: a list of (code, line, self) tuples,
+ * self being the first local when the code's first argument is "self". */
+PyObject *sf_pystate_frame_list(const sf_pystate *s, PyThreadState *ts, int limit);
+
 #endif

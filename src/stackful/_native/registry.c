@@ -134,7 +134,32 @@ static PyObject *mod_coarse_ns(PyObject *m, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLongLong((long long)now.tv_sec * 1000000000LL + now.tv_nsec);
 }
 
+PyDoc_STRVAR(fiber_frames_doc,
+"_fiber_frames(fiber, limit)\n--\n\n"
+"The Python frames of a suspended fiber, or of a running one on any thread,\n"
+"innermost first, at most `limit`: a list of (code, line, self) tuples,\n"
+"self being the first local when the code's first argument is named self\n"
+"(else None).  [] for a fiber not started, finished, or whose thread has\n"
+"exited while it ran.  Makes no frame objects (dumps of thousands).");
+
+static PyObject *mod_fiber_frames(PyObject *m, PyObject *args)
+{
+    (void)m;
+    PyObject *arg;
+    int limit;
+    if (!PyArg_ParseTuple(args, "O!i:_fiber_frames", &FiberType, &arg, &limit))
+        return NULL;
+    Fiber *f = (Fiber *)arg;
+    sf_thread *th = f->thread;
+    if (f->state == FIBER_SUSPENDED && th && th->tstate)
+        return sf_pystate_frame_list(&f->py, NULL, limit);
+    if (f->state == FIBER_RUNNING && th && th->tstate && th->current == f)
+        return sf_pystate_frame_list(NULL, th->tstate, limit);
+    return PyList_New(0);
+}
+
 static PyMethodDef registry_methods[] = {
+    {"_fiber_frames", mod_fiber_frames, METH_VARARGS, fiber_frames_doc},
     {"_monotonic_coarse_ns", mod_coarse_ns, METH_NOARGS, coarse_ns_doc},
     {"_live_fibers", mod_live_fibers, METH_NOARGS, live_fibers_doc},
     {"_fiber_count", mod_fiber_count, METH_NOARGS, fiber_count_doc},
