@@ -6,7 +6,9 @@ Layers: the native core (``Fiber``, ``current``), the runtime (``run``, ``spawn`
 ``Channel``, ``select``, ``timeout``), ``stackful.lowlevel`` for writing new
 primitives, the network (``stackful.socket``, ``stackful.ssl``, ``stackful.server``) and
 ``stackful.subprocess`` (imported on demand), ``stackful.monkey`` (``patch_all()``: unmodified
-blocking libraries run in tasks), and ``stackful.greenlet``, a greenlet-compatible face.
+blocking libraries run in tasks), ``stackful.greenlet``, a greenlet-compatible face, and
+``stackful.debug`` for seeing inside (``dump``, ``dump_on``, ``stats``; a coverage.py plugin,
+``stackful.coverage_plugin``, and a gdb command, ``stackful/gdb_fibers.py``).
 
 Every fiber runs Python code on its own mmap'ed C stack with a guard page;
 one assembly routine switches between them, and the interpreter's per-thread
