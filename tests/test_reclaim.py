@@ -318,21 +318,13 @@ def test_collection_on_a_discarded_fiber_with_gc_callbacks_cleared() -> None:
     assert result.stdout.split() == ["quarantined=1", "callback_back=True"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the core learns which fiber a collection runs on from its own gc.callbacks entry at "
-    "'start'; a user entry ahead of it (gc.callbacks.insert(0, cb)) that parks runs before "
-    "that, so collector_fiber is still NULL when the parked fiber is discarded: the "
-    "collection is neither abandoned nor quarantined and gc.collect() returns 0 for good "
-    "(no memory hazard: at 'start' no collector list head is on the stack yet). Fix options: "
-    "treat 'collecting but our entry has not seen this collection start' as that fiber's "
-    "collection (abandon is safe at 'start'), or note the collector on a switch away while "
-    "collecting and unseen (a check on the switch path)"))
 def test_collection_on_a_discarded_fiber_parked_in_a_gc_callback_ahead_of_the_cores() -> None:
     """A gc.callbacks entry put ahead of the core's parks a fiber at the start of a
-    collection; the fiber is discarded: collecting works again afterwards."""
+    collection (the core's entry has not seen it start); the fiber is discarded: the
+    collection is abandoned, its stack quarantined, and collecting works again."""
     result = run_crash_script("collection_callback_ahead.py")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[0] == "collected=True"
+    assert result.stdout.split() == ["collected=True", "quarantined=1"]
 
 
 def test_collection_it_was_suspended_in_is_forgotten(discard: Callable[[Place], None]) -> None:

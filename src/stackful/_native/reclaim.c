@@ -29,6 +29,10 @@ static PyObject *str_fiber_exit_attr, *str_del, *str_gc;
 static PyObject *discard_hook;        /* hook(frame, own_thread) before frames are dropped */
 static PyObject *gc_phase_callback;   /* ours, in gc.callbacks */
 static Fiber *collector_fiber;        /* borrowed: the fiber a collection runs on, while it runs */
+/* Our entry's view of the running collection: 1 it saw it start, 0 none (or
+ * one whose start it has not reached yet), -1 unknown (the entry was put back
+ * into gc.callbacks while one ran). */
+static int collection_seen;
 static Py_ssize_t discard_counts[SF_DISCARD_CAUSES];
 static Py_ssize_t quarantined_stacks;
 
@@ -104,7 +108,12 @@ void sf_discard_fiber(Fiber *f, int cause, int quiet)
      * collection runs on is unknown: keep the stack if one is running. */
     int collecting = sf_gc_collecting();
     int watched = collecting && gc_phase_callback_installed();
-    int in_collection = collecting && (f == collector_fiber || !watched);
+    /* A collection our entry has not seen start: a gc.callbacks entry ahead of
+     * ours switched away at 'start', maybe on this fiber.  Nothing of the
+     * collector is on a stack yet then, so it can be abandoned like one known
+     * to run here (the stack is quarantined all the same, to be safe). */
+    int unseen = watched && collection_seen == 0;
+    int in_collection = collecting && (f == collector_fiber || !watched || unseen);
     int abandon_collection = in_collection && watched;
     if (f == collector_fiber)
         collector_fiber = NULL;
@@ -113,8 +122,10 @@ void sf_discard_fiber(Fiber *f, int cause, int quiet)
     if (in_collection) {
         sf_stack_quarantine(f->stack);
         quarantined_stacks++;
-        if (abandon_collection)
+        if (abandon_collection) {
             sf_gc_forget_collection();
+            collection_seen = 0;
+        }
     } else {
         sf_stack_release(f->stack);
     }
@@ -263,8 +274,10 @@ static PyObject *gc_phase(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     if (PyUnicode_CompareWithASCIIString(args[0], "start") == 0) {
         sf_thread *th = sf_tls_thread;
         collector_fiber = th && th->tstate == PyThreadState_Get() ? th->current : NULL;
+        collection_seen = 1;
     } else {
         collector_fiber = NULL;
+        collection_seen = 0;
     }
     Py_RETURN_NONE;
 }
@@ -283,6 +296,8 @@ static int gc_phase_callback_installed(void)
                 PySequence_Contains(callbacks, gc_phase_callback) : -1;
     if (found == 0 && PyList_Append(callbacks, gc_phase_callback) < 0)
         found = -1;
+    if (found == 0 && sf_gc_collecting())
+        collection_seen = -1;  /* put back while one runs: its start was not seen */
     Py_XDECREF(callbacks);
     Py_XDECREF(gc);
     if (found < 0)
