@@ -55,6 +55,8 @@ setup(
             sources=[
                 os.path.join(NATIVE, "module.c"),
                 os.path.join(NATIVE, "fiber.c"),
+                os.path.join(NATIVE, "greenlet_type.c"),
+                os.path.join(NATIVE, "greenlet_abi.c"),
                 os.path.join(NATIVE, "thread.c"),
                 os.path.join(NATIVE, "reclaim.c"),
                 os.path.join(NATIVE, "overflow.c"),
@@ -70,7 +72,7 @@ setup(
                 switch_source(),
             ],
             depends=[os.path.join(NATIVE, h) for h in ("switch.h", "stack.h", "interp_state.h", "fiber.h",
-                                                       "fiber_internal.h", "timers.h", "poller.h",
+                                                       "fiber_internal.h", "greenlet_type.h", "timers.h", "poller.h",
                                                        "scheduler.h")],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,

@@ -159,8 +159,10 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
     PyObject *hook = Py_NewRef(th->switch_hook);
     PyObject *event = t->kind == TRANSFER_THROW ? str_throw : str_switch;
     PyObject *pending = t->kind == TRANSFER_THROW ? NULL : sf_fetch_exception();
-    PyObject *r = PyObject_CallFunction(hook, "O(OO)", event,
-                                        origin ? (PyObject *)origin : Py_None, target);
+    /* A fiber that has a greenlet standing for it is reported as that greenlet. */
+    PyObject *from = !origin ? Py_None : origin->face ? origin->face : (PyObject *)origin;
+    PyObject *to = target->face ? target->face : (PyObject *)target;
+    PyObject *r = PyObject_CallFunction(hook, "O(OO)", event, from, to);
     Py_DECREF(hook);
     th->in_switch_hook = 0;
     if (r) {
@@ -184,9 +186,18 @@ static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
     sf_pystate_landed(th->tstate, &self->py);
     if (context_switched)
         sf_pystate_context_switched(th->tstate);
+    sf_fiber_pin_face(self);
     if (th->switch_hook && !th->in_switch_hook)
         call_switch_hook(th, previous, self, t);
+    /* The face of the fiber we left goes last: freeing it may kill that fiber
+     * (greenlet's rule), which needs the fiber itself dropped first. */
+    PyObject *unpinned = NULL;
+    if (previous && previous->face_pinned && !IS_ROOT(previous)) {
+        unpinned = previous->face;
+        previous->face_pinned = 0;
+    }
     Py_XDECREF(previous);
+    Py_XDECREF(unpinned);
 }
 
 static void fiber_entry(void *value, void *arg);
@@ -617,6 +628,8 @@ static int Fiber_traverse(Fiber *self, visitproc visit, void *arg)
     Py_VISIT(self->start.kwargs);
     Py_VISIT(self->parent);
     Py_VISIT(self->dict);
+    if (self->face_pinned)
+        Py_VISIT(self->face);
     /* A suspended fiber owns its frames (also once its thread has exited: they
      * stay intact until it is discarded); the running one's are the thread's. */
     if (self->state == FIBER_SUSPENDED)
@@ -642,6 +655,10 @@ static int Fiber_clear(Fiber *self)
         discard_unwound(self);
     }
     Py_CLEAR(self->dict);
+    if (self->face_pinned) {
+        self->face_pinned = 0;
+        Py_CLEAR(self->face);
+    }
     if (self->state == FIBER_NEW || self->state == FIBER_DEAD) {
         /* A suspended fiber's own C frames still use these. */
         Py_CLEAR(self->target);
@@ -671,6 +688,10 @@ static void Fiber_dealloc(Fiber *self)
     Py_CLEAR(self->parent);
     Py_CLEAR(self->name);
     Py_CLEAR(self->dict);
+    if (self->face_pinned) {
+        self->face_pinned = 0;
+        Py_CLEAR(self->face);
+    }
     if (self->thread)
         sf_thread_decref(self->thread);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -1186,6 +1207,41 @@ PyTypeObject FiberType = {
     .tp_vectorcall = Fiber_vectorcall,
     .tp_finalize = (destructor)sf_fiber_finalize,
 };
+
+/* ---- for greenlet_type.c ---- */
+
+Fiber *sf_fiber_create(PyTypeObject *type, PyObject *target)
+{
+    Fiber *f = (Fiber *)Fiber_new(type, NULL, NULL);
+    if (!f)
+        return NULL;
+    f->serial = ++fiber_counter;
+    f->target = Py_XNewRef(target);
+    int asyncio = class_flag(type, str_inherits_asyncio_attr);
+    int context = class_flag(type, str_inherits_context_attr);
+    if (asyncio < 0 || context < 0) {
+        Py_DECREF(f);
+        return NULL;
+    }
+    f->inherits_asyncio = asyncio;
+    f->inherits_context = context;
+    return f;
+}
+
+PyObject *sf_fiber_switch_call(Fiber *f, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return Fiber_switch(f, args, nargsf, kwnames);
+}
+
+PyObject *sf_fiber_throw_call(Fiber *f, PyObject *const *args, Py_ssize_t nargs)
+{
+    return Fiber_throw(f, args, nargs);
+}
+
+int sf_fiber_set_parent(Fiber *f, PyObject *parent)
+{
+    return Fiber_set_parent(f, parent, NULL);
+}
 
 int sf_fiber_init_type(PyObject *m)
 {

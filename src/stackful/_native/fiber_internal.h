@@ -91,6 +91,11 @@ typedef struct Fiber {
                                      from a signal handler; NULL: the default "Fiber-N" */
     struct Fiber *live_prev;      /* borrowed links of the registry of fibers not yet */
     struct Fiber *live_next;      /* freed, which dumps walk (registry.c) */
+    PyObject *face;               /* the greenlet standing for it (greenlet_type.c), or NULL.
+                                     Borrowed, except while face_pinned: then strong */
+    int face_pinned;              /* set while it runs (and for good on a root): a running
+                                     greenlet is never freed, as greenlet's thread state
+                                     holds its current one */
 #ifdef SF_ASAN
     const void *asan_bottom;
     size_t asan_size;
@@ -133,6 +138,23 @@ Fiber *sf_fiber_alloc(PyTypeObject *type);
 PyObject *sf_switch_to(sf_thread *th, Fiber *target, sf_transfer t);
 /* Ready the Fiber type and its exceptions, and add them to the module. */
 int sf_fiber_init_type(PyObject *module);
+
+/* For greenlet_type.c: make a fiber of `type` (a Fiber subclass) parented to
+ * the running fiber, with `target` (may be NULL: given before the start). */
+Fiber *sf_fiber_create(PyTypeObject *type, PyObject *target);
+/* Fiber.switch / Fiber.throw on `f`, as if called as methods. */
+PyObject *sf_fiber_switch_call(Fiber *f, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+PyObject *sf_fiber_throw_call(Fiber *f, PyObject *const *args, Py_ssize_t nargs);
+/* Fiber.parent's setter (TypeError / ValueError as there). */
+int sf_fiber_set_parent(Fiber *f, PyObject *parent);
+/* Pin `f`'s face (it runs now); `face` must be f->face. */
+static inline void sf_fiber_pin_face(Fiber *f)
+{
+    if (f->face && !f->face_pinned) {
+        Py_INCREF(f->face);
+        f->face_pinned = 1;
+    }
+}
 
 /* ---- reclaim.c: fibers nobody can reach ---- */
 

@@ -1,6 +1,7 @@
 /* The module stackful._native: its functions, and the order in which its
  * parts are set up. */
 #include "fiber_internal.h"
+#include "greenlet_type.h"
 #include "poller.h"
 #include "scheduler.h"
 #include "timers.h"
@@ -252,7 +253,7 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "DEFAULT_STACK_SIZE", SF_STACK_DEFAULT) < 0 ||
         PyModule_AddIntConstant(m, "DATA_CHUNK_SIZE", SF_DATA_CHUNK_SIZE) < 0 ||
         sf_timers_init(m) < 0 || sf_poller_init(m) < 0 || sf_scheduler_init(m) < 0 ||
-        sf_sockets_init(m) < 0 || sf_overflow_init() < 0 ||
+        sf_sockets_init(m) < 0 || sf_overflow_init() < 0 || sf_greenlet_init(m) < 0 ||
         sf_install_recursion_limit_hook(running_fiber_state) < 0) {
         Py_DECREF(m);
         return NULL;
