@@ -55,7 +55,11 @@ PyObject *sf_greenlet_of(Fiber *f)
 PyObject *sf_greenlet_getcurrent(void)
 {
     sf_thread *th = current_thread();
-    return th ? sf_greenlet_of(th->current) : NULL;
+    if (!th)
+        return NULL;
+    if (th->pending_kills)  /* greenlets other threads dropped: greenlet kills them here too */
+        sf_process_pending_kills(th);
+    return sf_greenlet_of(th->current);
 }
 
 static PyObject *mod_getcurrent(PyObject *m, PyObject *Py_UNUSED(ignored))
@@ -126,6 +130,12 @@ static void Greenlet_finalize(Greenlet *self)
     if (!f || f->face != (PyObject *)self || f->state != FIBER_SUSPENDED || IS_ROOT(f) ||
         Py_REFCNT(f) != 1)
         return;
+    if (f->thread->tstate && f->thread != sf_tls_thread) {
+        /* Dropped on another thread: all of it waits for the owner, which
+         * kills the fiber at its next switch or getcurrent(); pinning the
+         * greenlet until the fiber's end keeps its __dict__ for then too. */
+        sf_fiber_pin_face(f);
+    }
     sf_fiber_finalize(f);
 }
 
