@@ -140,7 +140,14 @@ static inline Fiber *after_switch(sf_thread *th)
         th->finished = NULL;
         sf_stack_release(finished->stack);
         finished->stack = NULL;
+        /* A dead greenlet's gr_context is still the context it ran in. */
+        PyObject *kept = NULL;
+        if (finished->face) {
+            kept = finished->py.context;
+            finished->py.context = NULL;
+        }
         sf_pystate_release(&finished->py);
+        finished->py.context = kept;
     }
     Fiber *previous = th->previous;
     th->previous = NULL;
@@ -152,10 +159,10 @@ static PyObject *str_switch, *str_throw, *str_dead_to_parent_attr, *str_inherits
 
 /* The thread's switch hook sees every landing, on the target's stack, as
  * hook(event, (origin, target)); if it raises, its exception replaces what
- * the switch carried.  Switches the hook itself makes are not reported. */
+ * the switch carried.  Switches the hook itself makes are reported too, as
+ * greenlet's tracing does (a hook that always switches recurses). */
 static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_transfer *t)
 {
-    th->in_switch_hook = 1;
     PyObject *hook = Py_NewRef(th->switch_hook);
     PyObject *event = t->kind == TRANSFER_THROW ? str_throw : str_switch;
     PyObject *pending = t->kind == TRANSFER_THROW ? NULL : sf_fetch_exception();
@@ -164,7 +171,6 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
     PyObject *to = target->face ? target->face : (PyObject *)target;
     PyObject *r = PyObject_CallFunction(hook, "O(OO)", event, from, to);
     Py_DECREF(hook);
-    th->in_switch_hook = 0;
     if (r) {
         Py_DECREF(r);
         if (pending)
@@ -186,16 +192,19 @@ static inline void land(sf_thread *th, Fiber *self, sf_transfer *t)
     sf_pystate_landed(th->tstate, &self->py);
     if (context_switched)
         sf_pystate_context_switched(th->tstate);
-    sf_fiber_pin_face(self);
-    if (th->switch_hook && !th->in_switch_hook)
-        call_switch_hook(th, previous, self, t);
-    /* The face of the fiber we left goes last: freeing it may kill that fiber
-     * (greenlet's rule), which needs the fiber itself dropped first. */
+    /* Greenlets (greenlet_type.c): the one landing is pinned, the one left
+     * unpinned.  Its greenlet goes after the fiber: freeing it may kill that
+     * fiber (greenlet's rule), which needs the fiber's other owners gone. */
     PyObject *unpinned = NULL;
-    if (previous && previous->face_pinned && !IS_ROOT(previous)) {
-        unpinned = previous->face;
-        previous->face_pinned = 0;
+    if (__builtin_expect(self->face != NULL || (previous && previous->face_pinned), 0)) {
+        sf_fiber_pin_face(self);
+        if (previous && previous->face_pinned && !IS_ROOT(previous)) {
+            unpinned = previous->face;
+            previous->face_pinned = 0;
+        }
     }
+    if (th->switch_hook)
+        call_switch_hook(th, previous, self, t);
     Py_XDECREF(previous);
     Py_XDECREF(unpinned);
 }
@@ -208,7 +217,10 @@ static void fiber_entry(void *value, void *arg);
 static int fiber_prepare(Fiber *f, int by_running)
 {
     if (!f->target) {
-        PyErr_SetString(FiberError, "cannot start a fiber whose __init__ was never called");
+        if (f->face)  /* a greenlet without run, as greenlet says it */
+            PyErr_SetString(PyExc_AttributeError, "run");
+        else
+            PyErr_SetString(FiberError, "cannot start a fiber whose __init__ was never called");
         return -1;
     }
     if (Py_TYPE(f)->tp_finalize != (destructor)sf_fiber_finalize)
@@ -284,7 +296,7 @@ PyObject *sf_switch_to(sf_thread *th, Fiber *target, sf_transfer t)
  * (greenlet's tracing) still sees it. */
 static PyObject *switch_to_self(sf_thread *th, sf_transfer *t)
 {
-    if (th->switch_hook && !th->in_switch_hook)
+    if (th->switch_hook)
         call_switch_hook(th, th->current, th->current, t);
     return transfer_result(t);
 }
@@ -634,8 +646,8 @@ static int Fiber_traverse(Fiber *self, visitproc visit, void *arg)
      * stay intact until it is discarded); the running one's are the thread's. */
     if (self->state == FIBER_SUSPENDED)
         return sf_pystate_traverse(&self->py, visit, arg);
-    if (self->state == FIBER_NEW)
-        Py_VISIT(self->py.context);  /* set before the start */
+    if (self->state == FIBER_NEW || self->state == FIBER_DEAD)
+        Py_VISIT(self->py.context);  /* set before the start, or kept after the end */
     return 0;
 }
 
@@ -800,9 +812,9 @@ static PyObject *make_exception(PyObject *typ, PyObject *val, PyObject *tb)
             return NULL;
         }
     } else {
-        PyErr_Format(PyExc_TypeError,
-                     "exceptions must be classes or instances deriving from BaseException, "
-                     "not %.100s", Py_TYPE(typ)->tp_name);
+        /* greenlet's words: code matches them */
+        PyErr_Format(PyExc_TypeError, "exceptions must be classes, or instances, not %.100s",
+                     Py_TYPE(typ)->tp_name);
         return NULL;
     }
     if (tb && tb != Py_None) {

@@ -62,7 +62,6 @@ typedef struct sf_thread {
     PyObject *pending_kills;      /* list of our fibers dropped on other threads */
     PyObject *switch_hook;        /* called on every landing (tracing), or NULL */
     PyObject *scheduler;          /* the runtime running on this thread, or NULL */
-    int in_switch_hook;
     sf_pythread pythread;         /* thread-level interpreter state swapped per fiber */
 } sf_thread;
 
@@ -76,6 +75,11 @@ typedef struct Fiber {
     sf_stack *stack;              /* NULL for a root, and before start / after death */
     size_t stack_size;
     int state;
+    int face_pinned;              /* set while it runs (and for good on a root): a running
+                                     greenlet is never freed, as greenlet's thread state
+                                     holds its current one */
+    PyObject *face;               /* the greenlet standing for it (greenlet_type.c), or NULL.
+                                     Borrowed, except while face_pinned: then strong */
     int c_budget_override;        /* 0, or the budget a test asked for */
     int refused_exit;             /* it caught FiberExit and switched away when collected */
     int inherits_asyncio;         /* its class sets __fiber_inherits_asyncio__: it starts
@@ -91,11 +95,6 @@ typedef struct Fiber {
                                      from a signal handler; NULL: the default "Fiber-N" */
     struct Fiber *live_prev;      /* borrowed links of the registry of fibers not yet */
     struct Fiber *live_next;      /* freed, which dumps walk (registry.c) */
-    PyObject *face;               /* the greenlet standing for it (greenlet_type.c), or NULL.
-                                     Borrowed, except while face_pinned: then strong */
-    int face_pinned;              /* set while it runs (and for good on a root): a running
-                                     greenlet is never freed, as greenlet's thread state
-                                     holds its current one */
 #ifdef SF_ASAN
     const void *asan_bottom;
     size_t asan_size;

@@ -34,7 +34,7 @@
 
 PyObject *GreenletExit;
 static PyObject *greenlet_fiber_type;  /* the private Fiber subclass of greenlets */
-static PyObject *str_run, *str_frame, *str_context, *str_del, *empty_tuple;
+static PyObject *str_run, *str_context, *str_del, *empty_tuple;
 
 /* ---- the greenlet of a fiber ---- */
 
@@ -54,6 +54,12 @@ PyObject *sf_greenlet_of(Fiber *f)
 
 PyObject *sf_greenlet_getcurrent(void)
 {
+    if (sf_interpreter_finalizing()) {
+        /* As greenlet: finalizers that run at exit get an error, not a
+         * greenlet whose thread state is being torn down. */
+        PyErr_SetString(PyExc_RuntimeError, "greenlet is being finalized");
+        return NULL;
+    }
     sf_thread *th = current_thread();
     if (!th)
         return NULL;
@@ -89,6 +95,11 @@ static void Greenlet_finalize_subclass(Greenlet *self);
 static PyObject *Greenlet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     (void)args; (void)kwds;
+    sf_thread *th = current_thread();
+    if (!th)
+        return NULL;
+    if (th->pending_kills)  /* greenlet kills what other threads dropped here too */
+        sf_process_pending_kills(th);
     /* object's tp_new: it refuses abstract classes, as greenlet does. */
     Greenlet *g = (Greenlet *)PyBaseObject_Type.tp_new(type, empty_tuple, NULL);
     if (!g)
@@ -114,7 +125,7 @@ static int Greenlet_init(Greenlet *self, PyObject *args, PyObject *kwds)
     PyObject *run = NULL, *parent = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:greenlet", kwlist, &run, &parent))
         return -1;
-    if (run && run != Py_None && set_run(self, run, NULL) < 0)
+    if (run && set_run(self, run, NULL) < 0)
         return -1;
     if (parent && parent != Py_None)
         return sf_greenlet_set_parent(self, parent);
@@ -135,8 +146,16 @@ static void Greenlet_finalize(Greenlet *self)
          * kills the fiber at its next switch or getcurrent(); pinning the
          * greenlet until the fiber's end keeps its __dict__ for then too. */
         sf_fiber_pin_face(f);
+        sf_fiber_finalize(f);
+        return;
     }
+    /* The kill makes us its parent; one that survives it (caught GreenletExit
+     * and switched elsewhere) gets its own parent back, as in greenlet. */
+    Fiber *parent = (Fiber *)Py_XNewRef(f->parent);
     sf_fiber_finalize(f);
+    if (parent && f->state == FIBER_SUSPENDED)
+        Py_XSETREF(f->parent, (Fiber *)Py_NewRef(parent));
+    Py_XDECREF(parent);
 }
 
 /* A subclass's finalizer (its __del__) first, then the kill. */
@@ -194,25 +213,50 @@ static void Greenlet_dealloc(Greenlet *self)
 
 /* ---- switch and throw ---- */
 
+/* The target of a greenlet whose run argument was overridden: `pair` is
+ * [run, the argument]; drops the argument first, on the new stack. */
+static PyObject *run_dropping_replaced(PyObject *pair, PyObject *args, PyObject *kwargs)
+{
+    PyObject *run = Py_NewRef(PyList_GET_ITEM(pair, 0));
+    PyObject *result = NULL;
+    if (PyList_SetSlice(pair, 1, PyList_GET_SIZE(pair), NULL) == 0)
+        result = PyObject_Call(run, args, kwargs);
+    Py_DECREF(run);
+    return result;
+}
+
+static PyMethodDef run_dropping_replaced_def = {
+    "run", (PyCFunction)(void (*)(void))run_dropping_replaced, METH_VARARGS | METH_KEYWORDS, NULL,
+};
+
 /* Give a greenlet that has not started what it runs: a subclass's `run`
  * attribute wins over a run argument, as in greenlet, so it is looked up
- * now.  `for_throw`: a throw kills it before anything runs, so none is
- * needed. */
-static int resolve_run(Greenlet *self, int for_throw)
+ * now (a throw needs it too, as in greenlet). */
+static int resolve_run(Greenlet *self)
 {
     Fiber *f = self->fiber;
     if (f->state != FIBER_NEW || (f->target && Py_TYPE(self) == &GreenletType))
         return 0;
     PyObject *run = PyObject_GetAttr((PyObject *)self, str_run);
-    if (!run) {
-        if (!for_throw)
-            return -1;
-        PyErr_Clear();
-        run = Py_NewRef(Py_None);
-    }
+    if (!run)
+        return -1;
     if (f->state != FIBER_NEW) {  /* the lookup ran code that started it */
         Py_DECREF(run);
         return 0;
+    }
+    if (f->target && f->target != run) {
+        /* A run argument that the attribute overrode: greenlet drops it in the
+         * new greenlet, as it starts (its __del__ may switch), not here. */
+        PyObject *pair = PyList_New(2);
+        if (!pair) {
+            Py_DECREF(run);
+            return -1;
+        }
+        PyList_SET_ITEM(pair, 0, run);
+        PyList_SET_ITEM(pair, 1, f->target);  /* takes over the fiber's reference */
+        f->target = PyCFunction_New(&run_dropping_replaced_def, pair);
+        Py_DECREF(pair);
+        return f->target ? 0 : -1;
     }
     Py_XSETREF(f->target, run);
     return 0;
@@ -225,11 +269,36 @@ PyDoc_STRVAR(switch_doc,
 "(), several as a tuple, keywords alone as a dict, both as (args, kwargs).\n"
 "A dead greenlet's switch goes to its parent.");
 
+/* greenlet.error with greenlet's words for a greenlet of another thread
+ * (the core's FiberError says the same in its own). */
+static int other_thread(Fiber *f)
+{
+    sf_thread *th = current_thread();
+    if (!th)
+        return -1;
+    if (f->thread == th)
+        return 0;
+    if (!f->thread->tstate) {
+        PyErr_SetString(FiberError, "cannot switch to a different thread (which happens to have "
+                        "exited)");
+        return -1;
+    }
+    PyObject *here = sf_greenlet_of(th->root), *there = sf_greenlet_of(f->thread->root);
+    if (here && there)
+        PyErr_Format(FiberError, "Cannot switch to a different thread\n\tCurrent:  %R\n\t"
+                     "Expected: %R", here, there);
+    Py_XDECREF(here);
+    Py_XDECREF(there);
+    return -1;
+}
+
 static PyObject *Greenlet_switch(Greenlet *self, PyObject *const *args, size_t nargsf,
                                  PyObject *kwnames)
 {
     Fiber *f = self->fiber;
-    if (f->state == FIBER_NEW && resolve_run(self, 0) < 0)
+    if (f->thread != sf_tls_thread && other_thread(f) < 0)
+        return NULL;
+    if (f->state == FIBER_NEW && resolve_run(self) < 0)
         return NULL;
     return sf_fiber_switch_call(f, args, nargsf, kwnames);
 }
@@ -239,11 +308,37 @@ PyDoc_STRVAR(throw_doc,
 "Raise an exception in this greenlet where it is suspended and switch to it.\n"
 "One that never started dies at once, the exception going to its parent.");
 
+/* A GreenletExit thrown at a dead greenlet is returned at once (greenlet
+ * turns it into the dead greenlet's return); NULL if `typ` is not one. */
+static PyObject *exit_for_dead(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *typ = nargs > 0 ? args[0] : GreenletExit;
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyObject_TypeCheck(typ, (PyTypeObject *)GreenletExit))
+        return Py_NewRef(typ);
+    if (!PyType_Check(typ) || !PyType_IsSubtype((PyTypeObject *)typ, (PyTypeObject *)GreenletExit))
+        return NULL;
+    if (PyObject_TypeCheck(val, (PyTypeObject *)typ))
+        return Py_NewRef(val);
+    if (val == Py_None)
+        return PyObject_CallNoArgs(typ);
+    if (PyTuple_Check(val))
+        return PyObject_Call(typ, val, NULL);
+    return PyObject_CallOneArg(typ, val);
+}
+
 static PyObject *Greenlet_throw(Greenlet *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Fiber *f = self->fiber;
-    if (f->state == FIBER_NEW && resolve_run(self, 1) < 0)
+    if (f->thread != sf_tls_thread && other_thread(f) < 0)
         return NULL;
+    if (f->state == FIBER_NEW && resolve_run(self) < 0)
+        return NULL;
+    if (f->state == FIBER_DEAD && nargs <= 3) {
+        PyObject *exc = exit_for_dead(args, nargs);
+        if (exc || PyErr_Occurred())
+            return exc;
+    }
     return sf_fiber_throw_call(f, args, nargs);
 }
 
@@ -306,7 +401,7 @@ static PyObject *get_run(Greenlet *self, void *c)
 {
     (void)c;
     Fiber *f = self->fiber;
-    if (f->state != FIBER_NEW || !f->target || f->target == Py_None) {
+    if (f->state != FIBER_NEW || !f->target) {
         PyErr_SetString(PyExc_AttributeError, "run");
         return NULL;
     }
@@ -338,16 +433,16 @@ int sf_greenlet_set_parent(Greenlet *self, PyObject *value)
         PyErr_SetString(PyExc_AttributeError, "can't delete attribute");
         return -1;
     }
-    if (value == Py_None) {
-        PyErr_SetString(PyExc_AttributeError, "parent cannot be None");
-        return -1;
-    }
     if (!PyObject_TypeCheck(value, &GreenletType)) {
-        PyErr_Format(PyExc_TypeError, "parent must be a greenlet, not %.100s",
+        PyErr_Format(PyExc_TypeError, "GreenletChecker: Expected any type of greenlet, not %.100s",
                      Py_TYPE(value)->tp_name);
         return -1;
     }
     Fiber *f = self->fiber, *p = ((Greenlet *)value)->fiber;
+    if (!f->parent) {
+        PyErr_SetString(PyExc_AttributeError, "cannot set the parent of a main greenlet");
+        return -1;
+    }
     if (p->thread != f->thread) {
         PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
         return -1;
@@ -374,7 +469,9 @@ static PyObject *get_frame(Greenlet *self, void *c)
     (void)c;
     if (self->fiber->state != FIBER_SUSPENDED)
         Py_RETURN_NONE;
-    return PyObject_GetAttr((PyObject *)self->fiber, str_frame);
+    /* Its frames stay intact after its thread exits (until it is discarded),
+     * and greenlet still shows them. */
+    return sf_pystate_top_frame(&self->fiber->py, PyThreadState_Get());
 }
 
 static PyObject *get_context(Greenlet *self, void *c)
@@ -408,12 +505,25 @@ static int set_context(Greenlet *self, PyObject *value, void *c)
     sf_thread *th = current_thread();
     if (!th)
         return -1;
-    if (f->thread != th) {
+    if (f->thread == th)
+        return PyObject_SetAttr((PyObject *)f, str_context, value);
+    if (f->state == FIBER_RUNNING) {
         PyErr_SetString(PyExc_ValueError,
                         "cannot set context of a greenlet that is running in a different thread");
         return -1;
     }
-    return PyObject_SetAttr((PyObject *)f, str_context, value);
+    /* Suspended on another thread: greenlet allows it, and it is only a
+     * field until that thread switches to it. */
+    if (sf_context_entered(f->py.context)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot replace the context of a greenlet inside Context.run()");
+        return -1;
+    }
+    PyObject *ctx = value == Py_None ? NULL : Py_NewRef(value);
+    if (f->state == FIBER_SUSPENDED)
+        sf_pystate_set_base_context(&f->py, ctx);
+    Py_XSETREF(f->py.context, ctx);
+    return 0;
 }
 
 static PyObject *get_stack_saved(Greenlet *self, void *c)
@@ -463,9 +573,10 @@ static PyObject *Greenlet_repr(Greenlet *self)
         return PyUnicode_FromFormat("<%s object at %p (otid=%p) %sdead>", tp_name, (void *)self,
                                     (void *)f->thread, exited ? "(thread exited) " : "");
     sf_thread *th = sf_tls_thread;
+    /* Seen from another thread, a running greenlet is suspended (greenlet's view). */
     const char *where = exited ? " (thread exited)"
                         : (th == f->thread && th->current == f) ? " current"
-                        : f->state == FIBER_SUSPENDED ? " suspended" : "";
+                        : f->state != FIBER_NEW ? " suspended" : "";
     int active = f->state == FIBER_RUNNING || f->state == FIBER_SUSPENDED;
     return PyUnicode_FromFormat("<%s object at %p (otid=%p)%s%s%s%s>", tp_name, (void *)self,
                                 (void *)f->thread, where, active ? " active" : "",
@@ -572,11 +683,10 @@ static PyObject *make_fiber_type(void)
 int sf_greenlet_init(PyObject *m)
 {
     str_run = PyUnicode_InternFromString("run");
-    str_frame = PyUnicode_InternFromString("frame");
     str_context = PyUnicode_InternFromString("context");
     str_del = PyUnicode_InternFromString("__del__");
     empty_tuple = PyTuple_New(0);
-    if (!str_run || !str_frame || !str_context || !str_del || !empty_tuple)
+    if (!str_run || !str_context || !str_del || !empty_tuple)
         return -1;
     GreenletExit = PyErr_NewExceptionWithDoc(
         "greenlet.GreenletExit",

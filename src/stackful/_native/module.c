@@ -120,7 +120,7 @@ PyDoc_STRVAR(set_switch_hook_doc,
 "returns the previous hook.  It runs on the target's stack after every switch\n"
 "lands (event 'switch' or 'throw'), fibers' first starts, ends and GC kills\n"
 "included.  An exception it raises replaces what the switch carried.\n"
-"Switches the hook makes itself are not reported.  greenlet.settrace() is\n"
+"Switches the hook makes itself are reported too.  greenlet.settrace() is\n"
 "built on it.");
 
 static PyObject *mod_set_switch_hook(PyObject *m, PyObject *hook)
