@@ -1013,3 +1013,208 @@ def test_a_greenlet_spawned_in_a_coroutine_sees_the_tasks_loop() -> None:
         return seen
 
     assert asyncio.run(main()) == (True, True)
+
+
+# -- greenlet's module and class surface ----------------------------------------------------------
+
+
+def test_the_class_carries_the_module_functions_and_exceptions() -> None:
+    assert greenlet.getcurrent() is getcurrent()
+    assert greenlet.GreenletExit is GreenletExit
+    assert greenlet.error is gl.error
+    assert greenlet.settrace is gl.settrace and greenlet.gettrace is gl.gettrace
+    assert getcurrent().getcurrent() is getcurrent()  # through an instance too
+
+
+def test_the_feature_flags_are_set() -> None:
+    for name in ("GREENLET_USE_GC", "GREENLET_USE_TRACING", "GREENLET_USE_CONTEXT_VARS"):
+        assert getattr(gl, name), name
+
+
+def test_the_instance_layout_is_greenlets() -> None:
+    # object head, weakref list, dict, one pointer: C subclasses put their fields after it
+    assert greenlet.__basicsize__ == 5 * 8
+    assert greenlet.__weakrefoffset__ == 16 and greenlet.__dictoffset__ == 24
+
+
+def test_run_none_is_stored_as_none() -> None:
+    g = greenlet(run=None)
+    assert g.run is None
+    h = greenlet(parent=None)
+    assert h.parent is getcurrent()
+
+
+def test_repr_says_the_state_as_greenlet_does() -> None:
+    main = getcurrent()
+    g = greenlet(lambda: main.switch(repr(main)))
+    assert repr(g).endswith(" pending>")
+    assert repr(g).startswith(f"<{type(g).__module__}.greenlet object at ")
+    assert g.switch().endswith(" suspended active started main>")
+    assert repr(g).endswith(" suspended active started>")
+    assert repr(main).endswith(" current active started main>")
+    g.switch()
+    assert repr(g).endswith(" dead>")
+
+
+def test_parent_errors_are_greenlets() -> None:
+    g = greenlet(lambda: None)
+    for bad in (None, 1, "42"):
+        with pytest.raises(TypeError):
+            g.parent = bad
+    with pytest.raises(AttributeError, match="main greenlet"):
+        getcurrent().parent = greenlet(lambda: None)
+    with pytest.raises(ValueError, match="cyclic parent chain"):
+        g.parent = g
+
+
+def test_an_abstract_subclass_cannot_be_instantiated() -> None:
+    import abc
+
+    class Abstract(greenlet, metaclass=abc.ABCMeta):  # type: ignore[misc, valid-type]
+        @abc.abstractmethod
+        def needed(self) -> None: ...
+
+    with pytest.raises(TypeError, match="abstract"):
+        Abstract()
+
+
+def test_a_suspended_greenlets_frames_end_at_run() -> None:
+    main = getcurrent()
+
+    def run() -> None:
+        main.switch()
+
+    g = greenlet(run)
+    g.switch()
+    frame = g.gr_frame
+    assert frame is not None and frame.f_code is run.__code__
+    assert frame.f_back is None  # nothing of the machinery below run's frame
+    g.switch()
+
+
+def test_profile_events_show_no_machinery_frames() -> None:
+    seen: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            seen.append(frame.f_code.co_name)
+
+    def child() -> str:
+        return "done"
+
+    g = greenlet(child)
+    sys.setprofile(profile)
+    try:
+        assert g.switch() == "done"
+    finally:
+        sys.setprofile(None)
+    assert seen == ["child"]
+
+
+def test_throw_at_a_dead_greenlet_returns_greenlet_exit() -> None:
+    g = greenlet(lambda: None)
+    g.switch()
+    assert g.dead
+    assert isinstance(g.throw(), GreenletExit)
+    exc = GreenletExit("bye")
+    assert g.throw(exc) is exc
+
+
+def test_a_dead_greenlet_keeps_the_context_it_ran_in() -> None:
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var")
+
+    def run() -> None:
+        var.set(7)
+
+    g = greenlet(run)
+    g.switch()
+    assert g.dead and g.gr_context is not None and g.gr_context[var] == 7
+
+
+def test_switches_made_by_the_trace_function_are_traced() -> None:
+    main = getcurrent()
+    events: list[tuple[str, Any, Any]] = []
+    g = greenlet(lambda: "g done")
+    other = greenlet(lambda: "other done", parent=g)
+
+    def tracer(event: str, args: Any) -> None:
+        events.append((event, *args))
+        if len(events) == 1:  # on g's side of its start: a switch of its own
+            assert other.switch() == "other done"
+
+    gl.settrace(tracer)
+    try:
+        assert g.switch() == "g done"
+    finally:
+        gl.settrace(None)
+    assert events == [
+        ("switch", main, g),
+        ("switch", g, other),
+        ("switch", other, g),
+        ("switch", g, main),
+    ]
+
+
+def test_a_greenlet_dropped_on_another_thread_is_killed_whole_on_its_own() -> None:
+    main = getcurrent()
+    log: list[str] = []
+
+    class Bomb:
+        def __del__(self) -> None:
+            log.append("dict cleared on " + threading.current_thread().name)
+
+    def body() -> None:
+        try:
+            main.switch()
+        except GreenletExit:
+            log.append("exit on " + threading.current_thread().name)
+
+    g = greenlet(body)
+    g.bomb = Bomb()
+    g.switch()
+    holder = [g]
+    del g
+    t = threading.Thread(target=holder.clear, name="dropper")
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    assert log == []  # nothing of it ran on the other thread
+    getcurrent()  # the owner's next getcurrent() (or switch) kills it
+    gc.collect()
+    me = threading.current_thread().name
+    assert log == ["exit on " + me, "dict cleared on " + me]
+
+
+@only_stackful
+def test_a_plain_fiber_gets_a_greenlet_standing_for_it() -> None:
+    import stackful
+
+    seen: list[Any] = []
+    fiber = stackful.Fiber(lambda: seen.append(getcurrent()))
+    fiber.switch()
+    assert isinstance(seen[0], greenlet) and seen[0].fiber is fiber
+
+
+@only_stackful
+def test_python_m_stackful_greenlet_runs_a_script_and_a_module(tmp_path: Path) -> None:
+    import stackful
+
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent("""
+        import sys, greenlet
+        g = greenlet.greenlet(lambda a: a * 2)
+        print(greenlet.__name__, __name__, sys.argv[1:], g.switch(21))
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), str(Path(stackful.__file__).resolve().parents[1])])}
+    as_script = subprocess.run([sys.executable, "-m", "stackful.greenlet", str(script), "x", "y"],
+                               env=env, capture_output=True, text=True, timeout=120)
+    assert as_script.stdout.split() == ["stackful.greenlet", "__main__", "['x',", "'y']", "42"], (
+        as_script.stderr)
+    as_module = subprocess.run([sys.executable, "-m", "stackful.greenlet", "-m", "prog", "z"],
+                               env=env, capture_output=True, text=True, timeout=120)
+    assert as_module.stdout.split() == ["stackful.greenlet", "__main__", "['z']", "42"], (
+        as_module.stderr)
+    usage = subprocess.run([sys.executable, "-m", "stackful.greenlet"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "usage" in usage.stderr

@@ -44,6 +44,7 @@ static const char *const state_names[] = {"new", "running", "suspended", "dead"}
 
 PyObject *FiberExit;
 PyObject *FiberError;
+int (*sf_fiber_resolve_target)(Fiber *);
 size_t sf_default_stack_size = SF_STACK_DEFAULT;
 static unsigned long long fiber_counter;
 
@@ -166,10 +167,8 @@ static void call_switch_hook(sf_thread *th, Fiber *origin, Fiber *target, sf_tra
     PyObject *hook = Py_NewRef(th->switch_hook);
     PyObject *event = t->kind == TRANSFER_THROW ? str_throw : str_switch;
     PyObject *pending = t->kind == TRANSFER_THROW ? NULL : sf_fetch_exception();
-    /* A fiber that has a greenlet standing for it is reported as that greenlet. */
-    PyObject *from = !origin ? Py_None : origin->face ? origin->face : (PyObject *)origin;
-    PyObject *to = target->face ? target->face : (PyObject *)target;
-    PyObject *r = PyObject_CallFunction(hook, "O(OO)", event, from, to);
+    PyObject *r = PyObject_CallFunction(hook, "O(OO)", event,
+                                        origin ? (PyObject *)origin : Py_None, target);
     Py_DECREF(hook);
     if (r) {
         Py_DECREF(r);
@@ -341,10 +340,15 @@ static _Noreturn void fiber_finish(Fiber *self, sf_thread *th, sf_transfer t)
     sf_pystate_save(&self->py, ts, &th->pythread, NULL);
 
     if (parent->state == FIBER_NEW && fiber_prepare(parent, 0) < 0) {
-        /* Cannot start the parent: hand the MemoryError to the root. */
-        transfer_clear(&t);
-        t.kind = TRANSFER_THROW;
-        t.value = sf_fetch_exception();
+        /* Cannot start the parent: hand the error to the root (an exception
+         * already on its way, why the start was refused, wins). */
+        if (t.kind == TRANSFER_THROW) {
+            PyErr_Clear();
+        } else {
+            transfer_clear(&t);
+            t.kind = TRANSFER_THROW;
+            t.value = sf_fetch_exception();
+        }
         parent = th->root;
     }
     th->transfer = t;
@@ -395,6 +399,19 @@ static void fiber_entry(void *value, void *arg)
     } else {
         out.kind = TRANSFER_THROW;
         out.value = sf_fetch_exception();
+    }
+    /* A parent that has not started may need Python code to find what it
+     * runs (a greenlet's run attribute): that runs here, while we are alive. */
+    Fiber *next = live_parent(self);
+    if (next && next->state == FIBER_NEW && !next->target && sf_fiber_resolve_target) {
+        PyObject *pending = sf_fetch_exception();
+        if (sf_fiber_resolve_target(next) < 0) {
+            transfer_clear(&out);
+            out.kind = TRANSFER_THROW;
+            out.value = sf_fetch_exception();
+        }
+        if (pending)
+            sf_restore_exception(pending);
     }
     fiber_finish(self, th, out);
 }

@@ -146,6 +146,9 @@ PyObject *sf_fiber_switch_call(Fiber *f, PyObject *const *args, size_t nargsf, P
 PyObject *sf_fiber_throw_call(Fiber *f, PyObject *const *args, Py_ssize_t nargs);
 /* Fiber.parent's setter (TypeError / ValueError as there). */
 int sf_fiber_set_parent(Fiber *f, PyObject *parent);
+/* Set by greenlet_type.c: give a fiber that has no target yet the one its
+ * greenlet names (run code to find it); -1 with an exception set. */
+extern int (*sf_fiber_resolve_target)(Fiber *);
 /* Pin `f`'s face (it runs now); `face` must be f->face. */
 static inline void sf_fiber_pin_face(Fiber *f)
 {

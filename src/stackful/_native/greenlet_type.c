@@ -262,6 +262,23 @@ static int resolve_run(Greenlet *self)
     return 0;
 }
 
+/* For the core: a parent greenlet started by its child's end. */
+static int resolve_fiber_target(Fiber *f)
+{
+    return f->face ? resolve_run((Greenlet *)f->face) : 0;
+}
+
+/* A switch or throw at a dead greenlet goes to its first live ancestor; if
+ * that has not started, find what it runs now (Python code may run). */
+static int resolve_dead_destination(Fiber *f)
+{
+    for (int hops = 0; f && f->state == FIBER_DEAD && hops < 1000; hops++)
+        f = f->parent;
+    if (f && f->state == FIBER_NEW && f->face)
+        return resolve_run((Greenlet *)f->face);
+    return 0;
+}
+
 PyDoc_STRVAR(switch_doc,
 "switch(*args, **kwargs)\n--\n\n"
 "Switch to this greenlet.  The first switch calls run(*args, **kwargs); later\n"
@@ -299,6 +316,8 @@ static PyObject *Greenlet_switch(Greenlet *self, PyObject *const *args, size_t n
     if (f->thread != sf_tls_thread && other_thread(f) < 0)
         return NULL;
     if (f->state == FIBER_NEW && resolve_run(self) < 0)
+        return NULL;
+    if (f->state == FIBER_DEAD && resolve_dead_destination(f) < 0)
         return NULL;
     return sf_fiber_switch_call(f, args, nargsf, kwnames);
 }
@@ -338,6 +357,8 @@ static PyObject *Greenlet_throw(Greenlet *self, PyObject *const *args, Py_ssize_
         PyObject *exc = exit_for_dead(args, nargs);
         if (exc || PyErr_Occurred())
             return exc;
+        if (resolve_dead_destination(f) < 0)
+            return NULL;
     }
     return sf_fiber_throw_call(f, args, nargs);
 }
@@ -694,6 +715,7 @@ int sf_greenlet_init(PyObject *m)
         "A stackful.FiberExit.", FiberExit, NULL);
     if (!GreenletExit || PyType_Ready(&GreenletType) < 0)
         return -1;
+    sf_fiber_resolve_target = resolve_fiber_target;
     greenlet_fiber_type = make_fiber_type();
     if (!greenlet_fiber_type)
         return -1;

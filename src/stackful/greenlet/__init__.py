@@ -35,7 +35,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
-from stackful import Fiber, FiberError, _native
+from stackful import FiberError, _native
 
 __all__ = [
     "GreenletExit",
@@ -78,20 +78,16 @@ _greenlet_of: Final = _native.greenlet_of
 # greenlet calls the trace function on the *target's* side once a transfer has landed, and
 # an exception from it is raised there in place of what the transfer carried.  That is the
 # contract of the core's switch hook, so a trace function is installed as this thread's
-# switch hook, wrapped only to remove it when it raises (as greenlet does) and to report a
-# fiber that has no greenlet yet as its greenlet.  The wrapper is a functools.partial of
+# switch hook, wrapped to report the greenlets of the fibers it is told about and to remove
+# it when it raises (as greenlet does).  The wrapper is a functools.partial of
 # _call_trace: the hook runs on every switch, and a partial is the cheapest to call from C.
 
 
 def _call_trace(callback: TraceFunction, event: str, args: tuple[Any, Any]) -> None:
     """The switch hook settrace() installs, with ``callback`` bound by a partial."""
-    origin, target = args
-    if origin is not None and isinstance(origin, Fiber):
-        origin = _greenlet_of(origin)
-    if isinstance(target, Fiber):
-        target = _greenlet_of(target)
+    origin, target = args  # the core reports fibers: greenlet code sees their greenlets
     try:
-        callback(event, (origin, target))
+        callback(event, (None if origin is None else _greenlet_of(origin), _greenlet_of(target)))
     except BaseException:
         if _callback_of(_get_switch_hook()) is callback:  # unless it replaced itself
             _set_switch_hook(None)

@@ -1,0 +1,101 @@
+"""Run part of gevent's own test suite on real greenlet and on stackful.greenlet, side by side.
+
+gevent ships its tests inside the package; each chosen module runs as a script in a fresh
+process, once as ``python -m gevent.tests.MODULE`` (on the real greenlet gevent installed)
+and once as ``python -m stackful.greenlet -m gevent.tests.MODULE`` (the same compiled gevent,
+its Cython modules reaching stackful through greenlet's C API capsule).  Prints a table of
+tests run / failed / errors per module and side; a module that does not finish within the
+timeout is shown as such.
+
+    python tools/gevent_suite.py [--timeout 300] [MODULE ...]
+
+The interpreter needs gevent (from PyPI) installed; stackful is found on PYTHONPATH or
+installed (this script adds the source tree's ``src``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_tree_path() -> list[str]:
+    """The source tree's src, if stackful is built in place there for this interpreter
+    (else the installed stackful is used)."""
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    built = (ROOT / "src" / "stackful" / f"_native{suffix}").exists()
+    return [str(ROOT / "src")] if built else []
+
+# The part of gevent's suite issue 13 names: greenlets, hub, events, queues, pools, locks,
+# timeouts, sockets, monkey.patch_all(), subprocess, DNS resolver threads, gevent.local.
+MODULES = [
+    "test__greenlet", "test__GreenletExit", "test__greenletset", "test__joinall", "test__iwait",
+    "test__hub", "test__hub_join", "test__sleep0", "test__api", "test__api_timeout",
+    "test__event", "test__queue", "test__pool", "test__semaphore", "test__lock",
+    "test__timeout", "test__local", "test__contextvars", "test__exc_info",
+    "test__socket", "test__socketpair", "test__socket_close", "test__socket_timeout",
+    "test__server", "test__pywsgi", "test__select", "test__selectors",
+    "test__monkey", "test__monkey_queue", "test__monkey_select",
+    "test__subprocess", "test__subprocess_poll", "test__socket_dns", "test__getaddrinfo_import",
+    "test__threadpool", "test__threading", "test__thread", "test__fileobject",
+    "test__os", "test__signal", "test__refcount", "test__destroy", "test__order",
+]
+
+SUMMARY = re.compile(r"^Ran (\d+) tests? in")
+FAILED = re.compile(r"^FAILED \((.*)\)")
+
+
+def run_one(module: str, stackful: bool, timeout: float) -> tuple[str, float]:
+    """(outcome, seconds) of one module on one side."""
+    target = ["-m", f"gevent.tests.{module}"]
+    cmd = [sys.executable, *(["-m", "stackful.greenlet"] if stackful else []), *target]
+    env = dict(os.environ)
+    extra = [*source_tree_path(), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in extra if p)
+    start = time.monotonic()
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.monotonic() - start
+    took = time.monotonic() - start
+    ran, failed = None, ""
+    for line in done.stderr.splitlines() + done.stdout.splitlines():
+        if m := SUMMARY.match(line):
+            ran = int(m.group(1))
+        if m := FAILED.match(line):
+            failed = m.group(1)
+    if ran is None:
+        return f"crashed (rc {done.returncode})", took
+    if done.returncode == 0:
+        return f"ok {ran}", took
+    return f"{ran} run: {failed or 'rc ' + str(done.returncode)}", took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("modules", nargs="*", default=MODULES)
+    args = parser.parse_args()
+    same = 0
+    print(f"{'module':32} {'greenlet':34} {'stackful.greenlet':34}")
+    for module in args.modules:
+        real, t_real = run_one(module, False, args.timeout)
+        ours, t_ours = run_one(module, True, args.timeout)
+        same += real == ours
+        print(f"{module:32} {real + f' ({t_real:.0f}s)':34} {ours + f' ({t_ours:.0f}s)':34}",
+              flush=True)
+    print(f"{same} of {len(args.modules)} modules end the same on both")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
