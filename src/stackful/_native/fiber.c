@@ -781,12 +781,9 @@ PyDoc_STRVAR(switch_doc,
 "Returns what is sent back when this fiber's caller is resumed, including\n"
 "the return value of a fiber whose parent it is.");
 
-static PyObject *Fiber_switch(Fiber *self, PyObject *const *args, size_t nargsf,
-                              PyObject *kwnames)
+static inline PyObject *switch_call(sf_thread *th, Fiber *self, PyObject *const *args,
+                                     size_t nargsf, PyObject *kwnames)
 {
-    sf_thread *th = current_thread();
-    if (!th)
-        return NULL;
     Fiber *target = switch_destination(th, self);
     if (!target)
         return NULL;
@@ -800,6 +797,13 @@ static PyObject *Fiber_switch(Fiber *self, PyObject *const *args, size_t nargsf,
         return NULL;
     mark_call_top(th, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0));
     return switch_prepared(th, target);
+}
+
+static PyObject *Fiber_switch(Fiber *self, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames)
+{
+    sf_thread *th = current_thread();
+    return th ? switch_call(th, self, args, nargsf, kwnames) : NULL;
 }
 
 static PyObject *make_exception(PyObject *typ, PyObject *val, PyObject *tb)
@@ -1257,9 +1261,10 @@ Fiber *sf_fiber_create(PyTypeObject *type, PyObject *target)
     return f;
 }
 
-PyObject *sf_fiber_switch_call(Fiber *f, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+PyObject *sf_fiber_switch_call(sf_thread *th, Fiber *f, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
 {
-    return Fiber_switch(f, args, nargsf, kwnames);
+    return switch_call(th, f, args, nargsf, kwnames);
 }
 
 PyObject *sf_fiber_throw_call(Fiber *f, PyObject *const *args, Py_ssize_t nargs)

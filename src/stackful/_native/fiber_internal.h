@@ -141,8 +141,10 @@ int sf_fiber_init_type(PyObject *module);
 /* For greenlet_type.c: make a fiber of `type` (a Fiber subclass) parented to
  * the running fiber, with `target` (may be NULL: given before the start). */
 Fiber *sf_fiber_create(PyTypeObject *type, PyObject *target);
-/* Fiber.switch / Fiber.throw on `f`, as if called as methods. */
-PyObject *sf_fiber_switch_call(Fiber *f, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+/* Fiber.switch on `f` from the running thread `th`, and Fiber.throw, as if
+ * called as methods. */
+PyObject *sf_fiber_switch_call(sf_thread *th, Fiber *f, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames);
 PyObject *sf_fiber_throw_call(Fiber *f, PyObject *const *args, Py_ssize_t nargs);
 /* Fiber.parent's setter (TypeError / ValueError as there). */
 int sf_fiber_set_parent(Fiber *f, PyObject *parent);

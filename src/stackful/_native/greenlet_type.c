@@ -313,13 +313,14 @@ static PyObject *Greenlet_switch(Greenlet *self, PyObject *const *args, size_t n
                                  PyObject *kwnames)
 {
     Fiber *f = self->fiber;
-    if (f->thread != sf_tls_thread && other_thread(f) < 0)
+    sf_thread *th = current_thread();
+    if (!th || (f->thread != th && other_thread(f) < 0))
         return NULL;
     if (f->state == FIBER_NEW && resolve_run(self) < 0)
         return NULL;
     if (f->state == FIBER_DEAD && resolve_dead_destination(f) < 0)
         return NULL;
-    return sf_fiber_switch_call(f, args, nargsf, kwnames);
+    return sf_fiber_switch_call(th, f, args, nargsf, kwnames);
 }
 
 PyDoc_STRVAR(throw_doc,

@@ -47,15 +47,13 @@ __all__ = [
     "settrace",
 ]
 
-greenlet: Final[Any] = _native.greenlet
-"""greenlet(run=None, parent=None): see the type's docstring."""
-
-GreenletExit: Final[type[BaseException]] = _native.GreenletExit
+greenlet = _native.greenlet
+GreenletExit = _native.GreenletExit
 
 error: Final = FiberError
 """Misuse of a greenlet, such as switching to one that belongs to another thread."""
 
-getcurrent: Final[Callable[[], Any]] = _native.getcurrent
+getcurrent: Final = _native.getcurrent
 
 _C_API: Final = _native._greenlet_C_API
 """greenlet's C API (greenlet.h's PyGreenlet_Import() reads it)."""
