@@ -424,6 +424,45 @@ def test_parent_on_another_thread_is_a_value_error() -> None:
         t.join()
 
 
+def test_an_unstarted_greenlet_moves_to_its_new_parents_thread() -> None:
+    # gevent's thread pool makes its workers in one thread and runs them in another so.
+    ran_on: list[str] = []
+    g = greenlet(lambda: ran_on.append(threading.current_thread().name) or "done")
+    results: list[Any] = []
+
+    def thread_body() -> None:
+        g.parent = getcurrent()
+        results.append(g.switch())
+
+    t = threading.Thread(target=thread_body, name="worker-thread")
+    t.start()
+    t.join(60)
+    assert not t.is_alive()
+    assert results == ["done"] and ran_on == ["worker-thread"] and g.dead
+
+
+def test_switching_to_a_greenlet_moved_to_another_thread_is_an_error() -> None:
+    ready, finish = threading.Event(), threading.Event()
+    theirs: list[Any] = []
+
+    def thread_body() -> None:
+        theirs.append(getcurrent())
+        ready.set()
+        assert finish.wait(60)
+
+    t = threading.Thread(target=thread_body)
+    t.start()
+    assert ready.wait(60)
+    try:
+        g = greenlet(lambda: None)
+        g.parent = theirs[0]
+        with pytest.raises(gl.error, match="Cannot switch to a different thread"):
+            g.switch()
+    finally:
+        finish.set()
+        t.join(60)
+
+
 def test_dead_parents_are_skipped_on_return() -> None:
     dead_parent = greenlet(lambda: None)
     dead_parent.switch()

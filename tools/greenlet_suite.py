@@ -56,13 +56,6 @@ NOT_PASSED: dict[str, str] = {
     # Reads CPython's trashcan nesting through greenlet._greenlet's private helpers.
     "test_greenlet_trash.py::TestTrashCanReEnter::test_it":
         "needs greenlet._greenlet.get_tstate_trash_delete_nesting, a private C helper",
-    # greenlet lets a greenlet that has not started be re-parented to another thread's
-    # greenlet and refuses the switch later; stackful refuses the re-parenting itself
-    # (ValueError: a fiber belongs to the thread that made it), one step earlier.
-    "test_greenlet.py::TestGreenletSetParentErrors::test_unexpected_reparenting":
-        "the misuse is refused when the parent is set, not at the switch",
-    "test_greenlet.py::TestGreenletSetParentErrors::test_unexpected_reparenting_thread_running":
-        "the misuse is refused when the parent is set, not at the switch",
 }
 
 # The stand-in for greenlet's private extension module, greenlet._greenlet: what the
@@ -70,7 +63,6 @@ NOT_PASSED: dict[str, str] = {
 # queue (a dropped greenlet of another thread is killed at that thread's next switch).
 SHIM_PRIVATE = '''\
 """Stand-ins for greenlet's private module, for greenlet's test harness only."""
-import time
 
 from stackful.greenlet import *  # noqa: F401,F403
 from stackful.greenlet import greenlet as UnswitchableGreenlet  # noqa: F401

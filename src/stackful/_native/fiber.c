@@ -1277,6 +1277,25 @@ int sf_fiber_set_parent(Fiber *f, PyObject *parent)
     return Fiber_set_parent(f, parent, NULL);
 }
 
+int sf_fiber_reparent_new(Fiber *f, Fiber *parent)
+{
+    if (f->state != FIBER_NEW) {
+        PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
+        return -1;
+    }
+    if (parent == f || find_ancestor(parent, is_same, f)) {
+        PyErr_SetString(PyExc_ValueError, "cyclic parent chain");
+        return -1;
+    }
+    /* Nothing of it is bound to its thread before it starts but the record. */
+    sf_thread *old = f->thread;
+    f->thread = parent->thread;
+    f->thread->refs++;
+    Py_XSETREF(f->parent, (Fiber *)Py_NewRef(parent));
+    sf_thread_decref(old);
+    return 0;
+}
+
 int sf_fiber_init_type(PyObject *m)
 {
     if (PyType_Ready(&FiberType) < 0)

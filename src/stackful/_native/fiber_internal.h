@@ -148,6 +148,10 @@ PyObject *sf_fiber_switch_call(sf_thread *th, Fiber *f, PyObject *const *args, s
 PyObject *sf_fiber_throw_call(Fiber *f, PyObject *const *args, Py_ssize_t nargs);
 /* Fiber.parent's setter (TypeError / ValueError as there). */
 int sf_fiber_set_parent(Fiber *f, PyObject *parent);
+/* Give `f`, which has not started, a parent of another thread, and move it to
+ * that thread (greenlet allows it: gevent's thread pool starts its workers so).
+ * ValueError if it has started, or for a cycle. */
+int sf_fiber_reparent_new(Fiber *f, Fiber *parent);
 /* Set by greenlet_type.c: give a fiber that has no target yet the one its
  * greenlet names (run code to find it); -1 with an exception set. */
 extern int (*sf_fiber_resolve_target)(Fiber *);

@@ -465,10 +465,8 @@ int sf_greenlet_set_parent(Greenlet *self, PyObject *value)
         PyErr_SetString(PyExc_AttributeError, "cannot set the parent of a main greenlet");
         return -1;
     }
-    if (p->thread != f->thread) {
-        PyErr_SetString(PyExc_ValueError, "parent cannot be on a different thread");
-        return -1;
-    }
+    if (p->thread != f->thread)  /* moves a greenlet that has not started there */
+        return sf_fiber_reparent_new(f, p);
     return sf_fiber_set_parent(f, (PyObject *)p);
 }
 
