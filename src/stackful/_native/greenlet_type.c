@@ -316,8 +316,11 @@ static PyObject *Greenlet_switch(Greenlet *self, PyObject *const *args, size_t n
     sf_thread *th = current_thread();
     if (!th || (f->thread != th && other_thread(f) < 0))
         return NULL;
-    if (f->state == FIBER_NEW && resolve_run(self) < 0)
-        return NULL;
+    if (f->state == FIBER_NEW) {
+        /* Looking run up runs code, which may even move it to another thread. */
+        if (resolve_run(self) < 0 || (f->thread != th && other_thread(f) < 0))
+            return NULL;
+    }
     if (f->state == FIBER_DEAD && resolve_dead_destination(f) < 0)
         return NULL;
     return sf_fiber_switch_call(th, f, args, nargsf, kwnames);
@@ -352,7 +355,7 @@ static PyObject *Greenlet_throw(Greenlet *self, PyObject *const *args, Py_ssize_
     Fiber *f = self->fiber;
     if (f->thread != sf_tls_thread && other_thread(f) < 0)
         return NULL;
-    if (f->state == FIBER_NEW && resolve_run(self) < 0)
+    if (f->state == FIBER_NEW && (resolve_run(self) < 0 || other_thread(f) < 0))
         return NULL;
     if (f->state == FIBER_DEAD && nargs <= 3) {
         PyObject *exc = exit_for_dead(args, nargs);
