@@ -3,6 +3,10 @@
  * preserved, 16-byte alignment on entry (printf("%f") on the new stack would
  * fault otherwise on some libcs), and a fresh context per round.
  *
+ * On AArch64 with pointer authentication, the return address a suspended
+ * context keeps is signed, and `switch_test tamper` (which flips one bit of it
+ * before resuming) must die instead of jumping.
+ *
  * Built and run by tests/test_switch_native.py, natively and, where a cross
  * compiler and qemu-user exist, for the other architectures. */
 #include <fenv.h>
@@ -12,6 +16,20 @@
 #include <string.h>
 
 #include "switch.h"
+
+#if defined(__aarch64__)
+#  include <sys/auxv.h>
+#  ifndef HWCAP_PACA
+#    define HWCAP_PACA (1UL << 30)
+#  endif
+/* `p` without its pointer authentication code (xpaclri: a NOP without PAuth). */
+static void *strip_pac(void *p)
+{
+    register void *x30 __asm__("x30") = p;
+    __asm__("hint #7" : "+r"(x30));
+    return x30;
+}
+#endif
 
 static sf_context main_ctx, co_ctx;
 static int failures;
@@ -61,12 +79,34 @@ static void finisher(void *value, void *arg)
     sf_switch(&co_ctx, main_ctx, value);  /* hand the value back, never resumed */
 }
 
-int main(void)
+/* Through a pointer, so the calls are indirect: with BTI enforced, an entry
+ * without a landing pad faults. */
+static sf_context (*volatile make_context)(void *, sf_entry_fn, void *) = sf_make_context;
+static void *(*volatile switch_to)(sf_context *, sf_context, void *) = sf_switch;
+
+int main(int argc, char **argv)
 {
     size_t size = 256 * 1024;
     char *stack = malloc(size);
-    co_ctx = sf_make_context(stack + size, counter, &co_ctx);
+    co_ctx = make_context(stack + size, counter, &co_ctx);
     CHECK(registers_survive(), "callee-saved registers or values were lost");
+    CHECK((uintptr_t)switch_to(&main_ctx, co_ctx, (void *)41) == 42, "indirect switch");
+#if defined(__aarch64__)
+    if (getauxval(AT_HWCAP) & HWCAP_PACA) {
+        void **ret = (void **)((char *)co_ctx + SF_FRAME_OFFSET_RETURN);
+        CHECK(strip_pac(*ret) != *ret, "a suspended context's return address is not signed");
+        if (argc > 1 && strcmp(argv[1], "tamper") == 0) {
+            *ret = (void *)((uintptr_t)*ret ^ ((uintptr_t)1 << 53));  /* inside the PAC field */
+            switch_to(&main_ctx, co_ctx, (void *)0);
+            printf("tampered return address was followed\n");
+            return 3;
+        }
+    }
+#endif
+    if (argc > 1 && strcmp(argv[1], "tamper") == 0) {
+        printf("no pointer authentication here\n");
+        return 2;
+    }
 
     /* Floating-point modes belong to each context. */
     fesetround(FE_UPWARD);

@@ -29,7 +29,30 @@
  * Alignment: sp must be 16-aligned at all times on AArch64; 0xb0 is a
  * multiple of 16, so sf_trampoline starts with sp = top, aligned.
  * Offsets are mirrored in switch.h and checked by fiber.c's _Static_asserts.
+ *
+ * Pointer authentication: the saved x30 is the one value here that decides
+ * where code runs next, and it sits in memory (on a suspended stack) for as
+ * long as a fiber sleeps.  sf_switch signs it on entry (paciasp: key A, the
+ * entry sp as modifier) and authenticates it on the way out (autiasp, with
+ * the resumed context's sp, which is that context's entry sp again);
+ * sf_make_context signs the trampoline's address for the fresh stack's top
+ * with pacia1716.  All three are in the hint space: plain NOPs on cores
+ * without FEAT_PAuth, so one binary runs everywhere.  A tampered frame makes
+ * the return fault instead of jumping.
+ *
+ * Branch target identification: the two global entry points start with
+ * `bti c` (a NOP without FEAT_BTI), so the file carries the GNU property note
+ * below that says BTI and PAC; without it the linker drops both properties
+ * for the whole shared object.  sf_trampoline is entered by `ret`, which BTI
+ * does not check.
  */
+
+/* bti c / paciasp / autiasp / pacia1716 by their hint numbers: any assembler
+ * takes them, whatever -march says. */
+#define BTI_C       hint #34
+#define PACIASP     hint #25
+#define AUTIASP     hint #29
+#define PACIA1716   hint #8
 
     .text
     .globl  sf_switch
@@ -38,6 +61,9 @@
     .p2align 4
 sf_switch:
     .cfi_startproc
+    BTI_C                       /* a valid target of an indirect call */
+    PACIASP                     /* sign x30 with key A and the entry sp */
+    .cfi_negate_ra_state        /* unwinders: x30 is signed from here on */
     sub     sp, sp, #0xb0
     stp     d8,  d9,  [sp, #0x00]
     stp     d10, d11, [sp, #0x10]
@@ -68,7 +94,9 @@ sf_switch:
     ldp     x25, x26, [sp, #0x70]
     ldp     x27, x28, [sp, #0x80]
     ldp     x29, x30, [sp, #0x90]
-    add     sp, sp, #0xb0
+    add     sp, sp, #0xb0       /* sp = the resumed context's entry sp */
+    AUTIASP                     /* check x30 against it: a tampered
+                                   frame faults at the ret */
     mov     x0, x2              /* value: our return value, or the
                                    trampoline's first argument */
     ret                         /* to x30 */
@@ -81,6 +109,7 @@ sf_switch:
     .p2align 4
 sf_make_context:
     .cfi_startproc
+    BTI_C
     and     x9, x0, #~15        /* align the top down to 16 */
     sub     x0, x9, #0xb0       /* the new context's stack pointer */
     mov     x10, x0
@@ -89,8 +118,10 @@ sf_make_context:
     b.lo    1b
     str     x1, [x0, #0x40]     /* x19 = entry */
     str     x2, [x0, #0x48]     /* x20 = arg */
-    adr     x10, sf_trampoline
-    str     x10, [x0, #0x98]    /* x30: where sf_switch returns to */
+    adr     x17, sf_trampoline
+    mov     x16, x9             /* sf_switch leaves with sp = the top */
+    PACIA1716                   /* sign x17 as sf_switch's AUTIASP checks */
+    str     x17, [x0, #0x98]    /* x30: where sf_switch returns to */
     mrs     x10, fpcr
     str     x10, [x0, #0xa0]    /* the fresh context inherits our FP modes */
     ret
@@ -109,3 +140,16 @@ sf_trampoline:
     .size   sf_trampoline, .-sf_trampoline
 
     .section .note.GNU-stack, "", %progbits
+
+/* The GNU property note: this object keeps to BTI (bit 0) and PAC (bit 1),
+ * so a shared object built with -mbranch-protection=standard stays marked. */
+    .section .note.gnu.property, "a"
+    .p2align 3
+    .word   4                   /* name size: "GNU" and its NUL */
+    .word   16                  /* descriptor size */
+    .word   5                   /* NT_GNU_PROPERTY_TYPE_0 */
+    .asciz  "GNU"
+    .word   0xc0000000          /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
+    .word   4                   /* its data size */
+    .word   3                   /* BTI | PAC */
+    .word   0                   /* padding to 8 bytes */
