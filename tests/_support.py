@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import stackful
 from stackful.runtime_api import VirtualClock, run
 
@@ -27,6 +29,16 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 CRASH = Path(__file__).parent / "crash"
+
+# The architecture qemu-user emulates for this interpreter, or "": tools/arm64-python.sh's
+# wrapper sets it.  Said explicitly, so a test that cannot run under an emulator skips with
+# its reason there and never silently elsewhere.
+EMULATED = os.environ.get("STACKFUL_QEMU", "")
+
+
+def not_under_qemu(why: str) -> pytest.MarkDecorator:
+    """Skip the test when running under qemu-user, saying why it cannot run there."""
+    return pytest.mark.skipif(bool(EMULATED), reason=f"under qemu-user ({EMULATED}): {why}")
 
 
 def run_crash_script(name: str, *args: str, python: str = sys.executable,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
-from ._support import run_crash_script
+import stackful
+
+from ._support import not_under_qemu, run_crash_script
 
 CRASH = Path(__file__).parent / "crash"
 SRC = Path(__file__).parent.parent / "src"  # for an interpreter that cannot install us
@@ -54,9 +58,10 @@ def test_a_large_c_frame_cannot_jump_the_guard(tmp_path: Path) -> None:
     """A C frame landing 20 KiB below the stack's base (a 16 KiB buffer and change) hits
     the guard, with the neighbouring stacks mapped right below: reported, never a silent
     write into a neighbour."""
-    cc = shutil.which("gcc")
+    # The compiler this interpreter was built with: a cross compiler under qemu-user.
+    cc = shutil.which((sysconfig.get_config_var("CC") or "gcc").split()[0])
     if cc is None:
-        pytest.skip("no gcc to build the big-frame helper")
+        pytest.skip("no C compiler to build the big-frame helper")
     lib = tmp_path / "big_frame.so"
     subprocess.run([cc, "-O0", "-fno-stack-clash-protection", "-shared", "-fPIC",
                     str(Path(__file__).parent / "native" / "big_frame.c"), "-o", str(lib)],
@@ -185,6 +190,35 @@ def test_mprotect_guard_fallback_works_and_reports_overflow() -> None:
     assert result.returncode != 0
 
 
+def test_guard_region_stops_an_access() -> None:
+    """Whatever method installed it, a fiber's guard refuses access: the kernel's own
+    read for write() fails with EFAULT.  (qemu-user accepts MADV_GUARD_INSTALL and
+    installs nothing: the guard must then fall back to mprotect.)"""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    libc.write.restype = ctypes.c_ssize_t
+
+    def body() -> tuple[int, int]:
+        info = stackful.current().stack_info()
+        page = os.sysconf("SC_PAGESIZE")
+        inside_guard = (info.base & ~(page - 1)) - info.guard_size // 2
+        read_fd, write_fd = os.pipe()
+        try:
+            ctypes.set_errno(0)
+            n = libc.write(write_fd, inside_guard, 1)
+            return n, ctypes.get_errno()
+        finally:
+            os.close(read_fd)
+            os.close(write_fd)
+
+    stackful.clear_stack_pool()
+    n, err = stackful.Fiber(body, stack_size=64 * 1024).switch()
+    assert (n, err) == (-1, errno.EFAULT), stackful.stack_pool()["guard_method"]
+
+
+@not_under_qemu("qemu-user keeps RLIMIT_AS for itself (setrlimit is accepted and ignored)")
 def test_refused_stack_is_a_memory_error_naming_the_limits() -> None:
     if "libasan" in os.environ.get("LD_PRELOAD", ""):
         pytest.skip("AddressSanitizer reserves terabytes of shadow memory: no RLIMIT_AS test")

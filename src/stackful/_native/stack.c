@@ -3,6 +3,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,14 +110,35 @@ static void set_mapping_error(const char *what, size_t bytes, int err)
                  guard_method == 2 ? "two" : "one");
 }
 
+/* Does the guard that madvise accepted stop an access?  qemu-user (7.x) answers
+ * 0 to any advice it does not know, MADV_GUARD_INSTALL included, and installs
+ * nothing: an overflow would then run on into whatever lies below the stack.
+ * The kernel reads the guard for write() and fails with EFAULT only if it is
+ * real.  Asked once, with the first stack. */
+static int guard_stops_access(const char *guard)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0)
+        return 1;  /* cannot tell: trust the answer madvise gave */
+    ssize_t n = write(fds[1], guard, 1);
+    int err = errno;
+    close(fds[0]);
+    close(fds[1]);
+    return n < 0 && err == EFAULT;
+}
+
 static int install_guard(char *map, size_t guard_size)
 {
     if (guard_method == 0 && getenv("STACKFUL_GUARD_MPROTECT"))
         guard_method = 2;  /* testing the fallback on a kernel that has guard regions */
     if (guard_method != 2) {
         if (madvise(map, guard_size, MADV_GUARD_INSTALL) == 0) {
-            guard_method = 1;
-            return 0;
+            if (guard_method == 1 || guard_stops_access(map)) {
+                guard_method = 1;
+                return 0;
+            }
+            guard_method = 2;  /* accepted but not installed: protect the pages instead */
+            return mprotect(map, guard_size, PROT_NONE);
         }
         if (guard_method == 1 || (errno != EINVAL && errno != ENOSYS))
             return -1;
