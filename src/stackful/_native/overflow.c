@@ -24,11 +24,28 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#define ALTSTACK_SIZE (64 * 1024)
+/* Room for the handler itself (write, mincore, abort), beyond the frame the
+ * kernel pushes. */
+#define ALTSTACK_HANDLER_ROOM (64 * 1024)
 
 static struct sigaction previous_segv, previous_bus;
 static pthread_key_t altstack_key;
 static _Thread_local char *thread_altstack;
+
+/* The kernel's signal frame depends on the CPU: on AArch64 it carries the
+ * SVE vectors and SME's ZA array when they are live (AT_MINSIGSTKSZ, tens of
+ * KiB for a large ZA), where x86-64's frame is about 3 KiB.  Ask for its size
+ * (glibc 2.34+ reads AT_MINSIGSTKSZ) instead of assuming x86-64's. */
+static size_t altstack_size(void)
+{
+    long frame = MINSIGSTKSZ;
+#ifdef _SC_MINSIGSTKSZ
+    long reported = sysconf(_SC_MINSIGSTKSZ);
+    if (reported > frame)
+        frame = reported;
+#endif
+    return ALTSTACK_HANDLER_ROOM + (size_t)frame;
+}
 
 static void write_str(const char *s) { (void)!write(2, s, strlen(s)); }
 
@@ -119,10 +136,11 @@ void sf_overflow_prepare_thread(void)
     stack_t now;
     if (sigaltstack(NULL, &now) != 0 || !(now.ss_flags & SS_DISABLE))
         return;  /* keep the one installed (faulthandler's) */
-    char *mem = malloc(ALTSTACK_SIZE);
+    size_t size = altstack_size();
+    char *mem = malloc(size);
     if (!mem)
         return;
-    stack_t ss = {.ss_sp = mem, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
+    stack_t ss = {.ss_sp = mem, .ss_size = size, .ss_flags = 0};
     if (sigaltstack(&ss, NULL) != 0 || pthread_setspecific(altstack_key, mem) != 0) {
         stack_t off = {.ss_flags = SS_DISABLE};
         sigaltstack(&off, NULL);
