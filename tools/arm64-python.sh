@@ -13,7 +13,7 @@
 #   - the extension is built by setup.py run by that arm64 python (so it picks the aarch64
 #     switch by name, as on a real arm64 machine), with aarch64-linux-gnu-gcc as its compiler;
 #   - pytest and the test dependencies come from PyPI as arm64 wheels (host pip, --platform),
-#     installed into a target directory of the cache, never into an interpreter.
+#     installed into the sysroot's site directory (pip --target), never into a host interpreter.
 #
 #   tools/arm64-python.sh setup              sysroot + test dependencies; prints the wrapper's path
 #   tools/arm64-python.sh build              setup, then build src/stackful/_native.*-aarch64-*.so
@@ -32,7 +32,8 @@ triplet=aarch64-linux-gnu
 cache=${STACKFUL_ARM64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stackful/arm64-python}
 root=$cache/root
 wrapper=$root/usr/bin/python$v-qemu
-deps=$cache/site-packages
+# A site directory of the sysroot's interpreter: seen whatever PYTHONPATH a test gives a child.
+deps=$root/usr/local/lib/python$v/dist-packages
 
 # The interpreter and what it and its standard library's extension modules link (Debian 12 names).
 packages=(python$v-minimal libpython$v-minimal libpython$v-stdlib libpython$v-dev
@@ -146,7 +147,7 @@ build() {
     # Debian's sysconfig names /usr/include/python3.11, the host's (x86-64) headers if any: the
     # sysroot's come first.  The cross compiler's own glibc headers and libraries are Debian 12's.
     local out
-    out=$(CC=$triplet-gcc LDSHARED="$triplet-gcc -shared" PYTHONPATH=$deps "$wrapper" setup.py -q \
+    out=$(CC=$triplet-gcc LDSHARED="$triplet-gcc -shared" "$wrapper" setup.py -q \
           build_ext --inplace --build-temp build/tmp-$v-arm64 -I "$root/usr/include/python$v" 2>&1) || { echo "$out" >&2; return 1; }
     local so
     so=$(ls src/stackful/_native.cpython-${v/./}-$triplet.so)
@@ -162,7 +163,7 @@ case "$cmd" in
     test)
         build
         [ $# -gt 0 ] || set -- tests/
-        PYTHONPATH=src:$deps "$wrapper" -m pytest -p no:cacheprovider "$@"
+        PYTHONPATH=src "$wrapper" -m pytest -p no:cacheprovider "$@"
         ;;
     *) say "usage: $0 [setup|build|test [PYTEST ARGS]]"; exit 2 ;;
 esac
