@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ._support import EMULATED
+
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "src" / "stackful" / "_native"
 TEST_SOURCE = ROOT / "tests" / "native" / "switch_test.c"
@@ -26,7 +28,8 @@ TARGETS = {
 def build_and_run(arch: str, tmp_path: Path, *args: str,
                   flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     compiler, emulator, asm = TARGETS[arch]
-    native = platform.machine() == arch
+    # Under qemu-user, platform.machine() is the emulated one, and gcc still the host's.
+    native = platform.machine() == arch and not EMULATED
     cc = shutil.which("gcc") if native else shutil.which(compiler)
     runner = [] if native else [shutil.which(emulator)]
     if cc is None or None in runner:
@@ -68,7 +71,7 @@ def test_aarch64_object_keeps_the_gnu_property_note(tmp_path: Path) -> None:
     """Without the note, linking the assembly would strip BTI and PAC from the
     whole extension built with -mbranch-protection."""
     cc, readelf = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("aarch64-linux-gnu-readelf")
-    if platform.machine() == "aarch64":
+    if platform.machine() == "aarch64" and not EMULATED:
         cc, readelf = shutil.which("gcc"), shutil.which("readelf")
     if cc is None or readelf is None:
         pytest.skip("no aarch64 gcc and readelf on this machine")
