@@ -110,7 +110,13 @@ extern size_t sf_default_stack_size;  /* what Fiber() gets without stack_size */
 
 /* ---- thread.c: the per-thread records ---- */
 
-/* The record of the OS thread running now; valid while its tstate is current. */
+/* The record of the OS thread running now; valid while its tstate is current.
+ * initial-exec: one load through the GOT plus the thread pointer (fs on
+ * x86-64, tpidr_el0 on AArch64), no __tls_get_addr or TLS descriptor call on
+ * the switch path, and safe to read in the overflow handler; glibc's static
+ * TLS surplus holds it in a dlopen'ed module on both (checked on arm64 3.11).
+ * A TLS address the compiler keeps across sf_switch stays right because a
+ * fiber never changes threads (switching to another thread's fiber raises). */
 extern _Thread_local sf_thread *sf_tls_thread __attribute__((tls_model("initial-exec")));
 
 /* Find or make the record of the thread whose state is `ts`.  NULL with an
