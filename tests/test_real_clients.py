@@ -41,6 +41,7 @@ from ._services import (  # noqa: F401 - session fixtures
     redis_server_fixture,
     rendezvous_server_fixture,
 )
+from ._support import not_under_qemu
 
 N = 100  # concurrent tasks in each test
 GATE = 20.0  # seconds a rendezvous waits for its group (the servers' bound, and ours)
@@ -354,6 +355,8 @@ def postgres(postgres_server: PostgresServer) -> PostgresServer:
     return postgres_server
 
 
+@not_under_qemu("100 pg8000 logins at once by an emulated interpreter take minutes, past "
+                "the server's authentication_timeout and this test's gate")
 def test_pg8000_from_100_tasks_runs_100_queries_at_once(
         postgres: PostgresServer, patched: None) -> None:
     """100 tasks, each with its own connection (password auth, TLS off), run a query that
