@@ -65,6 +65,9 @@ sf_switch:
     PACIASP                     /* sign x30 with key A and the entry sp */
     .cfi_negate_ra_state        /* unwinders: x30 is signed from here on */
     sub     sp, sp, #0xb0
+    .cfi_def_cfa_offset 0xb0    /* the same rules hold after the stack
+                                   swap: there they name the resumed
+                                   context's caller */
     stp     d8,  d9,  [sp, #0x00]
     stp     d10, d11, [sp, #0x10]
     stp     d12, d13, [sp, #0x20]
@@ -75,6 +78,8 @@ sf_switch:
     stp     x25, x26, [sp, #0x70]
     stp     x27, x28, [sp, #0x80]
     stp     x29, x30, [sp, #0x90]
+    .cfi_offset x29, -0x20
+    .cfi_offset x30, -0x18
     mrs     x9, fpcr
     str     x9, [sp, #0xa0]
 
@@ -94,9 +99,13 @@ sf_switch:
     ldp     x25, x26, [sp, #0x70]
     ldp     x27, x28, [sp, #0x80]
     ldp     x29, x30, [sp, #0x90]
+    .cfi_restore x29
+    .cfi_restore x30
     add     sp, sp, #0xb0       /* sp = the resumed context's entry sp */
+    .cfi_def_cfa_offset 0
     AUTIASP                     /* check x30 against it: a tampered
                                    frame faults at the ret */
+    .cfi_negate_ra_state        /* x30 is plain again */
     mov     x0, x2              /* value: our return value, or the
                                    trampoline's first argument */
     ret                         /* to x30 */
