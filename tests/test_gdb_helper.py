@@ -21,9 +21,15 @@ import pytest
 import stackful
 from stackful import debug
 
+from ._support import not_under_qemu
+
 BOUND = 120
 
-pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb"),
+    not_under_qemu("gdb attaches to the emulator, not to the arm64 process it runs "
+                   "(that takes qemu's gdb stub)"),
+]
 
 CHILD = textwrap.dedent("""
     import sys, stackful

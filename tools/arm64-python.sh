@@ -44,7 +44,7 @@ packages=(python$v-minimal libpython$v-minimal libpython$v-stdlib libpython$v-de
 # Test dependencies from pyproject.toml's [test] extra, and setuptools for setup.py.
 test_deps=(setuptools wheel "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "sqlalchemy>=2.0"
            aiosqlite sniffio anyio httpx aiohttp uvloop "redis>=5" "pg8000>=1.30" "requests>=2.28"
-           greenlet
+           greenlet "coverage>=7.4"
            # pip judges environment markers by the host's interpreter, not by --python-version:
            # what 3.11.2 needs and a newer host would skip (redis: python_full_version < 3.11.3).
            async-timeout)
