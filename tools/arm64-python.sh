@@ -150,8 +150,9 @@ build() {
     # Debian's sysconfig names /usr/include/python3.11, the host's (x86-64) headers if any: the
     # sysroot's come first.  The cross compiler's own glibc headers and libraries are Debian 12's.
     local out
-    out=$(CC=$triplet-gcc LDSHARED="$triplet-gcc -shared" "$wrapper" setup.py -q \
-          build_ext --inplace --build-temp build/tmp-$v-arm64 -I "$root/usr/include/python$v" 2>&1) || { echo "$out" >&2; return 1; }
+    out=$(CC=$triplet-gcc LDSHARED="$triplet-gcc -shared" "$wrapper" setup.py -q build_ext \
+          --inplace --build-temp build/tmp-$v-arm64 -I "$root/usr/include/python$v" 2>&1) \
+        || { echo "$out" >&2; return 1; }
     local so
     so=$(ls src/stackful/_native.cpython-${v/./}-$triplet.so)
     file -b "$so" 2>/dev/null | grep -q aarch64 || [ ! -x "$(command -v file)" ] \
