@@ -83,6 +83,7 @@ class Stress:
         self.ops = 0
         self.pinned = 0   # fibers only a pending call kept alive (drained in close)
         self.leaked = 0   # fibers held from a discarded fiber's C stack (see accept_leaks)
+        self.leak_rejected = "nothing left"  # why accept_leaks did not accept (a report)
         self.threads = 0
         self.hooks_before = (sys.gettrace(), sys.getprofile())
         Registration.acquire()
@@ -614,7 +615,8 @@ class Stress:
         gc.collect()
         self.collect_zombies()
         self.accept_leaks()
-        assert not m.f, f"fibers never collected: {self.describe_leftovers()}"
+        assert not m.f, (f"fibers never collected: {self.describe_leftovers()}; "
+                         f"not accepted as leaks: {self.leak_rejected}")
         assert w.finally_log == m.finally_log, (w.finally_log, m.finally_log)
         assert not w.violations, w.violations
         assert stackful.current() is w.root
@@ -634,9 +636,10 @@ class Stress:
         m, w = self.model, self.world
         left = {fid: w.refs[fid]() for fid in m.f}
         if not left or any(f is None or f.state != "dead" for f in left.values()):
+            self.leak_rejected = "a leftover fiber is not dead (or none is left)"
             return
         ids = {id(f) for f in left.values()}
-        for f in left.values():
+        for fid, f in left.items():
             holders = gc.get_referrers(f)
             for r in holders:
                 if id(r) in ids or r is left:
@@ -645,6 +648,12 @@ class Stress:
                 if not (type(r).__name__ == "builtin_function_or_method"
                         and getattr(r, "__self__", None) is f
                         and all(h is holders for h in gc.get_referrers(r))):
+                    # Why, for the failure report: the holder this rule does not accept.
+                    self.leak_rejected = (
+                        f"fiber {fid} held by {type(r).__name__} "
+                        f"{getattr(r, '__qualname__', '')!s} (self is the fiber: "
+                        f"{getattr(r, '__self__', None) is f}), whose referrers are "
+                        f"{[type(h).__name__ for h in gc.get_referrers(r) if h is not holders]}")
                     return
         self.leaked += len(left)
         for fid in list(m.f):  # dead: nothing more happens to them (a __del__ never runs)
