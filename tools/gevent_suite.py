@@ -20,19 +20,9 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def source_tree_path() -> list[str]:
-    """The source tree's src, if stackful is built in place there for this interpreter
-    (else the installed stackful is used)."""
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    built = (ROOT / "src" / "stackful" / f"_native{suffix}").exists()
-    return [str(ROOT / "src")] if built else []
+from greenlet_suite import source_tree_path  # a script beside this one
 
 # The part of gevent's suite issue 13 names: greenlets, hub, events, queues, pools, locks,
 # timeouts, sockets, monkey.patch_all(), subprocess, DNS resolver threads, gevent.local.
