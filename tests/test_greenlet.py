@@ -8,6 +8,7 @@ By default it runs against ``stackful.greenlet``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import gc
 import importlib
@@ -401,7 +402,9 @@ def test_parent_must_be_a_greenlet() -> None:
         del g.parent
 
 
-def test_parent_on_another_thread_is_a_value_error() -> None:
+@contextlib.contextmanager
+def another_threads_greenlet() -> Iterator[Any]:
+    """The main greenlet of a thread that waits (bounded) until the block has ended."""
     ready, finish = threading.Event(), threading.Event()
     theirs: list[Any] = []
 
@@ -414,14 +417,19 @@ def test_parent_on_another_thread_is_a_value_error() -> None:
     t.start()
     assert ready.wait(60)
     try:
+        yield theirs[0]
+    finally:
+        finish.set()
+        t.join(60)
+
+
+def test_parent_on_another_thread_is_a_value_error() -> None:
+    with another_threads_greenlet() as theirs:
         g = greenlet(lambda: getcurrent().parent.switch())
         g.switch()
         with pytest.raises(ValueError):
-            g.parent = theirs[0]
+            g.parent = theirs
         g.throw()
-    finally:
-        finish.set()
-        t.join()
 
 
 def test_an_unstarted_greenlet_moves_to_its_new_parents_thread() -> None:
@@ -442,25 +450,11 @@ def test_an_unstarted_greenlet_moves_to_its_new_parents_thread() -> None:
 
 
 def test_switching_to_a_greenlet_moved_to_another_thread_is_an_error() -> None:
-    ready, finish = threading.Event(), threading.Event()
-    theirs: list[Any] = []
-
-    def thread_body() -> None:
-        theirs.append(getcurrent())
-        ready.set()
-        assert finish.wait(60)
-
-    t = threading.Thread(target=thread_body)
-    t.start()
-    assert ready.wait(60)
-    try:
+    with another_threads_greenlet() as theirs:
         g = greenlet(lambda: None)
-        g.parent = theirs[0]
+        g.parent = theirs
         with pytest.raises(gl.error, match="Cannot switch to a different thread"):
             g.switch()
-    finally:
-        finish.set()
-        t.join(60)
 
 
 def test_dead_parents_are_skipped_on_return() -> None:

@@ -767,6 +767,7 @@ def test_a_signal_in_user_code_is_raised_at_the_next_blocking_point(
         assert signal.getsignal(signum) is default
 
 
+@pytest.mark.timeout(60)  # the spin has no end of its own: only the signal stops it
 @pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
 def test_a_signal_reaches_a_task_that_never_blocks(signum: int, raised: type,
                                                    default: Any) -> None:
@@ -789,6 +790,7 @@ def test_a_signal_reaches_a_task_that_never_blocks(signum: int, raised: type,
     assert signal.getsignal(signum) is default
 
 
+@pytest.mark.timeout(60)
 def test_a_second_signal_is_raised_at_once() -> None:
     """Two signals before the task blocks: the second raises where the task runs, and the
     run ends with one KeyboardInterrupt (the first's is not delivered again later)."""
