@@ -1,6 +1,7 @@
 """Random abuse of the fiber core, checked against a model after every step.
 
     python -m tests.stress --ops 1000000 [--seed N] [--threads K]
+    python -m tests.stress --seed N --pool P     # replay the pool a failure names
 
 A pool of fibers all run one small interpreter (`World.serve`, in
 tests/stress_world.py): whatever a fiber's pending switch() returns is its next
@@ -724,20 +725,33 @@ def _referrer_chains(obj: object, depth: int = 4) -> list[str]:
 
 # ---------------------------------------------------------------- the long profile
 
+def pool_random(seed: int, pool: int) -> random.Random:
+    """The random source of pool number `pool` of a run: each pool is seeded on its own,
+    so a failure in the 480th pool of a long run is replayed by `--pool 479` in seconds."""
+    return random.Random(f"{seed}:{pool}")
+
+
 def run(ops: int, seed: int, restart: int = 2000, progress: bool = False,
-        exact: bool = True) -> collections.Counter[str]:
-    """`ops` random operations, starting a fresh pool every `restart`; returns counts of
-    checked transfers, pinned fibers, worker threads, and the discards the model predicted."""
-    rnd = random.Random(seed)
+        exact: bool = True, first_pool: int = 0) -> collections.Counter[str]:
+    """`ops` random operations, starting a fresh pool every `restart` (the first being
+    number `first_pool`); returns counts of checked transfers, pinned fibers, worker
+    threads, and the discards the model predicted."""
     done = 0
+    pool = first_pool
     totals: collections.Counter[str] = collections.Counter()
     last = time.monotonic()
     while done < ops:
+        rnd = pool_random(seed, pool)
         s = Stress(exact)
-        for _ in range(min(restart, ops - done)):
-            s.random_op(rnd)
+        try:
+            for _ in range(min(restart, ops - done)):
+                s.random_op(rnd)
+            s.close()
+        except BaseException as e:
+            e.add_note(f"in pool {pool} (replay it alone: --seed {seed} --pool {pool})")
+            raise
         done += min(restart, ops - done)
-        s.close()
+        pool += 1
         totals.update(switches=s.ops, pinned=s.pinned, threads=s.threads, leaked=s.leaked)
         totals.update(s.predicted())
         if progress and time.monotonic() - last > 10:
@@ -753,8 +767,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1,
                         help="run independent pools on this many threads at once")
+    parser.add_argument("--pool", type=int, default=None,
+                        help="replay just this pool of the run (one thread, 2,000 operations)")
     args = parser.parse_args(argv)
     seed = random.randrange(2**32) if args.seed is None else args.seed
+    if args.pool is not None:
+        args.ops, args.threads = 2000, 1
     print(f"stress: {args.ops} operations, seed {seed}, {args.threads} thread(s), "
           f"{sys.implementation.name} {sys.version.split()[0]}", flush=True)
     start = time.monotonic()
@@ -766,7 +784,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def one(i: int) -> None:
         try:
-            totals.update(run(per, seed + i, progress=True, exact=args.threads == 1))
+            totals.update(run(per, seed + i, progress=True, exact=args.threads == 1,
+                              first_pool=args.pool or 0))
         except BaseException as e:  # reported below, with the seed
             errors.append(e)
             raise
@@ -779,7 +798,8 @@ def main(argv: list[str] | None = None) -> int:
         t.join()
     elapsed = time.monotonic() - start
     if errors:
-        print(f"stress: FAILED with seed {seed}: {errors[0]!r}", flush=True)
+        notes = "; ".join(getattr(errors[0], "__notes__", []))
+        print(f"stress: FAILED with seed {seed}: {errors[0]!r} {notes}", flush=True)
         return 1
     after = stackful.discarded_fibers()
     discarded = {k: after[k] - before[k] for k in after}
