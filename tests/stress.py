@@ -640,7 +640,8 @@ class Stress:
             self.leak_rejected = "a leftover fiber is not dead (or none is left)"
             return
         ids = {id(f) for f in left.values()}
-        for fid, f in left.items():
+        for fid in left:  # not items(): its iterator's result tuple would hold the fiber
+            f = left[fid]
             holders = gc.get_referrers(f)
             for r in holders:
                 if id(r) in ids or r is left:

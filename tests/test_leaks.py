@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +310,35 @@ def test_cycle_through_a_pending_switch_argument_is_collected() -> None:
     del f, box  # fiber -> (pending argument) box -> fiber
     gc.collect()
     assert ref() is None
+
+
+def test_cycle_through_the_locals_of_a_generator_suspended_in_a_switch_is_collected() -> None:
+    """A generator frame that switched away is running, so before 3.14 its generator
+    visits none of its locals: the fiber must, or a generator holding its own fiber is
+    never freed (3.11-3.13 leaked it, finally blocks never ran)."""
+    log: list[str] = []
+
+    def gen() -> Iterator[None]:
+        me = stackful.current()  # the generator's frame holds its fiber
+        try:
+            yield me.parent.switch("parked")  # type: ignore[union-attr]
+        finally:
+            log.append("generator")
+
+    def body() -> None:
+        g = gen()
+        try:
+            next(g)
+        finally:
+            log.append("body")
+
+    f = Fiber(body)
+    assert f.switch() == "parked"
+    ref = weakref.ref(f)
+    del f  # fiber -> body's frame -> g -> g's frame -> me -> fiber
+    gc.collect()
+    assert ref() is None
+    assert log == ["generator", "body"]  # killed, not discarded: both finally blocks ran
 
 
 def test_c_recursion_error_in_a_small_fiber_leaks_nothing() -> None:

@@ -934,6 +934,20 @@ int sf_pystate_traverse(const sf_pystate *s, visitproc visit, void *arg)
     for (_PyInterpreterFrame *f = first_frame(s); f; f = frame_below(s, f)) {
         /* Generator frames are traversed by their generator; shim and base
          * frames own nothing. */
+        if (f->owner == FRAME_OWNED_BY_GENERATOR) {
+#if PY_VERSION_HEX < 0x030E0000
+            /* ...all but the slots of one suspended in a C call (switch() called
+             * in the generator): the eval loop set its stacktop to -1, so its
+             * generator visits none of them, and a cycle through its locals (a
+             * generator holding its own fiber) would never be collected. */
+            if (f->stacktop < 0) {
+                int n = known_slots(s, f);
+                for (int i = 0; i < n; i++)
+                    Py_VISIT(slot_owned(f->localsplus[i]));
+            }
+#endif
+            continue;
+        }
         if (f->owner != FRAME_OWNED_BY_THREAD)
             continue;
         Py_VISIT(f->frame_obj);
