@@ -166,6 +166,13 @@ def test_shutdown_with_suspended_fibers_in_threads_is_clean() -> None:
     assert "Fatal" not in result.stderr
 
 
+def test_exit_with_fibers_suspended_inside_a_generator_and_a_coroutine_is_quiet() -> None:
+    result = run_script("exit_inside_a_generator.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["in a generator", "in a coroutine"]
+    assert result.stderr == ""  # no "generator already executing", no coroutine warning
+
+
 def test_unsupported_python_gets_a_clear_import_error() -> None:
     other = None
     pyenv = shutil.which("pyenv")

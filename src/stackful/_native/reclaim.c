@@ -201,7 +201,11 @@ void sf_fiber_finalize(Fiber *self)
     if (!th->tstate) {
         /* Its thread is gone: tp_clear or the deallocation discards it. */
     } else if (sf_interpreter_finalizing()) {
-        /* Too late to run code: leave it to the process's exit. */
+        /* Too late to run code, but not to drop its frames: a collection at
+         * exit that finalizes a generator running on it would otherwise find
+         * that generator "already executing" (3.14+ collect such cycles). */
+        if (th == current_thread())
+            sf_discard_fiber(self, SF_DISCARD_AT_SHUTDOWN, 1);
     } else if (th == current_thread()) {
         kill_for_collection(th, self);
     } else {
