@@ -44,8 +44,9 @@ from ._native import (
 from ._native import (
     _monotonic_coarse_ns as _now_coarse_ns,
 )
+from ._profile import Profile
 
-__all__ = ["RuntimeStats", "dump", "dump_on", "dump_schema", "snapshot", "stats"]
+__all__ = ["Profile", "RuntimeStats", "dump", "dump_on", "dump_schema", "snapshot", "stats"]
 
 # The gdb command (``source`` it in gdb, then ``stackful-fibers``) for a process that cannot
 # be asked, or a core file: see that file's docstring.

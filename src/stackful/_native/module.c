@@ -210,6 +210,38 @@ static PyObject *mod_set_recursion_budget(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(call_untraced_doc,
+"call_untraced(func, then, /, *args)\n--\n\n"
+"Call func(*args) with tracing and profiling suspended on this thread, then,\n"
+"if it returned and `then` is not None, then(*args) with them back on; return\n"
+"None.  Wrapped in functools.partial it is a switch hook a profiler can swap\n"
+"its per-fiber state in without its own frames showing in any profile.");
+
+static PyObject *mod_call_untraced(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)m;
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "call_untraced() needs func and then");
+        return NULL;
+    }
+    /* Suspends settrace/setprofile and (3.12+) every sys.monitoring tool:
+     * their events are all gated by the thread's `tracing` counter. */
+    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState_EnterTracing(ts);
+    PyObject *r = PyObject_Vectorcall(args[0], args + 2, (size_t)(nargs - 2), NULL);
+    PyThreadState_LeaveTracing(ts);
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
+    if (args[1] != Py_None) {
+        r = PyObject_Vectorcall(args[1], args + 2, (size_t)(nargs - 2), NULL);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"set_switch_hook", mod_set_switch_hook, METH_O, set_switch_hook_doc},
     {"get_switch_hook", mod_get_switch_hook, METH_NOARGS, get_switch_hook_doc},
@@ -222,6 +254,8 @@ static PyMethodDef module_methods[] = {
     {"clear_stack_pool", mod_clear_stack_pool, METH_NOARGS, clear_stack_pool_doc},
     {"stack_pointer", mod_stack_pointer, METH_NOARGS, stack_pointer_doc},
     {"switch_frame_layout", mod_switch_frame_layout, METH_NOARGS, switch_frame_layout_doc},
+    {"call_untraced", (PyCFunction)(void (*)(void))mod_call_untraced, METH_FASTCALL,
+     call_untraced_doc},
     {NULL, NULL, 0, NULL},
 };
 
