@@ -285,13 +285,17 @@ PDB_PROGRAM = textwrap.dedent('''
     import sys
 
     import stackful
+    import stackful.debug
     from stackful import Fiber
 
     root = stackful.current()
 
 
     def stop():
-        pdb.Pdb(nosigint=True, readrc=False).set_trace(sys._getframe(1))
+        if sys.argv[2] == "pdb":
+            pdb.Pdb(nosigint=True, readrc=False).set_trace(sys._getframe(1))
+        else:
+            stackful.debug.set_trace(frame=sys._getframe(1))
 
 
     def child():
@@ -315,8 +319,21 @@ PDB_PROGRAM = textwrap.dedent('''
 
     def in_fiber():
         f = Fiber(child_stepping)
-        x = f.switch()
-        return x, f.switch("back")
+        x = f.switch()  # F1
+        y = f.switch("back")  # F2
+        return x, y  # F3
+
+
+    def sleeper():
+        got = root.switch()
+        return got  # B1
+
+
+    def breakpoint_in_a_suspended_fiber():
+        f = Fiber(sleeper)
+        f.switch()
+        stop()  # STOP
+        return f.switch("back")  # B0
 
 
     def task_body():
@@ -345,16 +362,21 @@ PDB_PROGRAM = textwrap.dedent('''
 ''')
 
 
-def pdb_stops(tmp_path: Path, scenario: str, commands: list[str]) -> list[str]:
-    """Run `scenario` under pdb fed `commands`; return the marks of the lines it stopped at."""
+def pdb_stops(tmp_path: Path, scenario: str, commands: list[str], debugger: str = "pdb"
+              ) -> list[str]:
+    """Run `scenario` under `debugger` ("pdb": pdb.set_trace, else stackful.debug.set_trace)
+    fed `commands`; return the marks of the lines it stopped at, in the program's file."""
     script = tmp_path / "prog.py"
     script.write_text(PDB_PROGRAM)
     lines = PDB_PROGRAM.splitlines()
     if sys.version_info >= (3, 13):
         commands = ["n", *commands]  # past the stop at the set_trace() line itself
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.run([sys.executable, str(script), scenario], input="\n".join(commands) + "\n",
-                          capture_output=True, text=True, timeout=120, env=env)
+    b1 = next(n for n, line in enumerate(lines, 1) if line.endswith("# B1"))
+    commands = [c.replace("LINE:B1", str(b1)) for c in commands]
+    proc = subprocess.run([sys.executable, str(script), scenario, debugger],
+                          input="\n".join(commands) + "\n", capture_output=True, text=True,
+                          timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "RESULT" in proc.stdout, proc.stdout
     stops = []
@@ -388,3 +410,20 @@ def test_pdb_next_off_the_end_of_a_fiber_lands_after_the_parents_switch(tmp_path
     # Stepped into the child from the root, so the root's frame is traced too.
     assert pdb_stops(tmp_path, "in_root", ["s", "n", "n", "n", "n", "c"]) == [
         "R1", "?", "C1", "C2", "C2", "R3"]
+
+
+def test_pdb_alone_leaves_suspended_fibers_untraced(tmp_path: Path) -> None:
+    # The control for the two below: pdb sets f_trace only on the running fiber's frames.
+    assert pdb_stops(tmp_path, "breakpoint_in_a_suspended_fiber", ["b LINE:B1", "c"]) == ["B0"]
+    assert pdb_stops(tmp_path, "in_fiber", ["n", "n", "n", "c"]) == ["K1", "K2", "K2"]
+
+
+def test_stackful_set_trace_stops_at_a_breakpoint_in_a_suspended_fiber(tmp_path: Path) -> None:
+    assert pdb_stops(tmp_path, "breakpoint_in_a_suspended_fiber", ["b LINE:B1", "c", "c"],
+                     "stackful") == ["B0", "B1"]
+
+
+def test_stackful_set_trace_next_off_a_fiber_lands_in_its_suspended_parent(
+        tmp_path: Path) -> None:
+    assert pdb_stops(tmp_path, "in_fiber", ["n", "n", "n", "c"], "stackful") == [
+        "K1", "K2", "K2", "F3"]
