@@ -196,6 +196,57 @@ def test_only_one_profile_at_a_time() -> None:
             again.stats()
 
 
+def test_profile_follows_greenlets_and_a_region_inside_a_task() -> None:
+    from stackful.greenlet import greenlet
+
+    main_g: Any = None
+
+    def g_leaf(n: int) -> int:
+        return main_g.switch(n)
+
+    def g_body(n: int) -> int:
+        for i in range(n):
+            g_leaf(i)
+        return n
+
+    def task() -> int:
+        nonlocal main_g
+        main_g = greenlet.getcurrent()  # the task's own greenlet
+        g = greenlet(g_body)
+        prof = Profile()
+        with prof:  # enabled and disabled in a task, with greenlet switches between
+            g.switch(ROUNDS)
+            for _ in range(ROUNDS):
+                g.switch()
+            yielder = stackful.spawn(worker, YIELDS)
+            stackful.yield_now()
+        assert yielder.join() == YIELDS
+        got = by_name(prof.stats().stats)
+        assert got["g_body"][:2] == (1, 1) and got["g_leaf"][:2] == (ROUNDS, ROUNDS)
+        # The worker ran only while this task was suspended in yield_now: its first step.
+        assert got["worker"][:2] == (1, 1) and got["yield_now"][:2] == (2, 2)
+        return 0
+
+    assert stackful.run(task) == 0
+
+
+def test_profile_is_disabled_on_its_own_thread() -> None:
+    import threading
+
+    prof = Profile()
+    prof.enable()
+    try:
+        errors: list[BaseException] = []
+        t = threading.Thread(target=lambda: errors.append(pytest.raises(RuntimeError,
+                                                                        prof.disable).value))
+        t.start()
+        t.join(60)
+        assert not t.is_alive() and len(errors) == 1
+    finally:
+        prof.disable()
+    assert Profile._enabled is None
+
+
 def test_call_untraced_hides_its_callee_from_the_profile_function() -> None:
     events: list[tuple[str, str]] = []
 

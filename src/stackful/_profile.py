@@ -21,6 +21,7 @@ from __future__ import annotations
 import cProfile
 import pstats
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -88,6 +89,7 @@ class Profile:
         self._callback_names: dict[int, str] = {}
         self._hook: Callable[[str, tuple[Fiber, Fiber]], object] | None = None
         self._previous_hook: Callable[[str, tuple[Fiber, Fiber]], object] | None = None
+        self._thread = 0
 
     # -- enabling ------------------------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class Profile:
         """Start profiling the running thread (a ``RuntimeError`` if one is already on)."""
         if Profile._enabled is not None:
             raise RuntimeError("a stackful.debug.Profile is already enabled")
+        self._thread = threading.get_ident()
         call_untraced(self._start, None)
 
     def _start(self) -> None:
@@ -113,6 +116,8 @@ class Profile:
         """Stop profiling; calls still open in any fiber count as returned now."""
         if Profile._enabled is not self:
             return
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("disable() a Profile on the thread that enabled it")
         call_untraced(self._stop, None)
 
     def _stop(self) -> None:
