@@ -22,7 +22,7 @@ import pytest
 
 import stackful
 from stackful import Fiber
-from stackful._native import call_untraced, get_switch_hook, set_switch_hook
+from stackful._native import FiberClock, call_untraced, get_switch_hook, set_switch_hook
 from stackful.debug import Profile
 
 ROUNDS = 20
@@ -245,6 +245,18 @@ def test_profile_is_disabled_on_its_own_thread() -> None:
     finally:
         prof.disable()
     assert Profile._enabled is None
+
+
+def test_fiber_clock_subtracts_the_time_paused() -> None:
+    clock = FiberClock()
+    assert (clock.paused_ns, clock.left_ns) == (0, 0)
+    before = time.monotonic_ns()
+    reading = clock()
+    assert before <= reading <= time.monotonic_ns()  # the same clock as time.monotonic_ns
+    clock.paused_ns = reading
+    assert 0 <= clock() < reading
+    with pytest.raises(TypeError):
+        clock(1)  # type: ignore[call-arg]
 
 
 def test_call_untraced_hides_its_callee_from_the_profile_function() -> None:

@@ -78,6 +78,13 @@ def set_switch_hook(
     hook: Callable[[str, tuple[Fiber, Fiber]], object] | None, /
 ) -> Callable[[str, tuple[Fiber, Fiber]], object] | None: ...
 def get_switch_hook() -> Callable[[str, tuple[Fiber, Fiber]], object] | None: ...
+class FiberClock:
+    """time.monotonic_ns() - paused_ns when called: the time a fiber has run."""
+
+    paused_ns: int
+    left_ns: int
+    def __call__(self) -> int: ...
+
 def call_untraced(
     func: Callable[..., object], then: Callable[..., object] | None, /, *args: Any
 ) -> None: ...

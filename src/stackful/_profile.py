@@ -25,11 +25,11 @@ import threading
 import weakref
 from collections.abc import Callable
 from functools import partial
-from time import perf_counter_ns
+from time import monotonic_ns
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._native import Fiber, call_untraced, current, get_switch_hook, set_switch_hook
+from ._native import Fiber, FiberClock, call_untraced, current, get_switch_hook, set_switch_hook
 
 __all__ = ["Profile"]
 
@@ -41,18 +41,13 @@ _monitoring: Any = getattr(sys, "monitoring", None)  # 3.12+
 class _FiberProfile:
     """One fiber's cProfile.Profile and the clock it runs on."""
 
-    __slots__ = ("name", "paused_ns", "left_ns", "profile", "callbacks")
+    __slots__ = ("name", "clock", "profile", "callbacks")
 
     def __init__(self, name: str, subcalls: bool, builtins: bool) -> None:
         self.name = name
-        self.paused_ns = 0  # time spent suspended so far
-        self.left_ns = 0  # when it was last switched away from
+        self.clock = FiberClock()  # stops while the fiber is suspended (the hook moves it)
         self.profile = cProfile.Profile(self.clock, 1e-9, subcalls, builtins)
         self.callbacks: list[tuple[int, Any]] = []  # 3.12+: (event, bound method) to register
-
-    def clock(self) -> int:
-        """Nanoseconds this fiber has run since its profile began."""
-        return perf_counter_ns() - self.paused_ns
 
 
 class Profile:
@@ -126,7 +121,7 @@ class Profile:
             set_switch_hook(self._previous_hook)
         else:
             self._hook = None  # another hook wraps ours: _on_switch now does nothing
-        now = perf_counter_ns()
+        now = monotonic_ns()
         running = self._current
         self._current = None
         if running is not None:
@@ -134,8 +129,8 @@ class Profile:
         # Close the calls still open in suspended fibers, at the time they were left.
         for rec in self._profiles:
             if rec is not running:
-                rec.paused_ns += now - rec.left_ns
-                rec.left_ns = now
+                rec.clock.paused_ns += now - rec.clock.left_ns
+                rec.clock.left_ns = now
                 rec.profile.enable()
                 rec.profile.disable()
 
@@ -175,15 +170,16 @@ class Profile:
         left = self._current
         if left is None or Profile._enabled is not self:
             return
-        now = perf_counter_ns()
+        now = monotonic_ns()
         landing = self._profile_of(fibers[1])
         if landing is left:
             return
-        left.left_ns = now
-        if landing.left_ns:
-            landing.paused_ns += now - landing.left_ns
+        left.clock.left_ns = now
+        clock = landing.clock
+        if clock.left_ns:
+            clock.paused_ns += now - clock.left_ns
         else:  # a new fiber: its clock starts now
-            landing.paused_ns = now
+            clock.paused_ns = now
         self._current = landing
         if _MONITORING:
             register = _monitoring.register_callback
