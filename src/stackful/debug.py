@@ -44,8 +44,13 @@ from ._native import (
 from ._native import (
     _monotonic_coarse_ns as _now_coarse_ns,
 )
+from ._profile import Profile
+from ._tracing import set_trace, trace_suspended_fibers
 
-__all__ = ["RuntimeStats", "dump", "dump_on", "dump_schema", "snapshot", "stats"]
+__all__ = [
+    "Profile", "RuntimeStats", "dump", "dump_on", "dump_schema", "set_trace", "snapshot", "stats",
+    "trace_suspended_fibers",
+]
 
 # The gdb command (``source`` it in gdb, then ``stackful-fibers``) for a process that cannot
 # be asked, or a core file: see that file's docstring.

@@ -6,6 +6,9 @@
 #include "scheduler.h"
 #include "timers.h"
 
+#include <structmember.h>
+#include <time.h>
+
 PyDoc_STRVAR(current_doc, "current()\n--\n\nThe fiber running now (a thread's root fiber outside any other).");
 
 static PyObject *mod_current(PyObject *m, PyObject *Py_UNUSED(ignored))
@@ -210,6 +213,81 @@ static PyObject *mod_set_recursion_budget(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(call_untraced_doc,
+"call_untraced(func, then, /, *args)\n--\n\n"
+"Call func(*args) with tracing and profiling suspended on this thread, then,\n"
+"if it returned and `then` is not None, then(*args) with them back on; return\n"
+"None.  Wrapped in functools.partial it is a switch hook a profiler can swap\n"
+"its per-fiber state in without its own frames showing in any profile.");
+
+static PyObject *mod_call_untraced(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)m;
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "call_untraced() needs func and then");
+        return NULL;
+    }
+    /* Suspends settrace/setprofile and (3.12+) every sys.monitoring tool:
+     * their events are all gated by the thread's `tracing` counter. */
+    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState_EnterTracing(ts);
+    PyObject *r = PyObject_Vectorcall(args[0], args + 2, (size_t)(nargs - 2), NULL);
+    PyThreadState_LeaveTracing(ts);
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
+    if (args[1] != Py_None) {
+        r = PyObject_Vectorcall(args[1], args + 2, (size_t)(nargs - 2), NULL);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+/* A clock that stops while its fiber is suspended: stackful.debug.Profile
+ * gives one to each fiber's cProfile, which reads it at every event (a Python
+ * function there doubled a profiled call's cost).  The switch hook moves
+ * paused_ns; calling it gives CLOCK_MONOTONIC (time.monotonic_ns()) minus it. */
+typedef struct {
+    PyObject_HEAD
+    long long paused_ns;  /* time spent suspended, plus the reading it started at */
+    long long left_ns;    /* when its fiber was last switched away from; 0: never */
+} FiberClock;
+
+static PyObject *FiberClock_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "a FiberClock takes no arguments");
+        return NULL;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ns = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+    return PyLong_FromLongLong(ns - ((FiberClock *)self)->paused_ns);
+}
+
+static PyMemberDef FiberClock_members[] = {
+    {"paused_ns", T_LONGLONG, offsetof(FiberClock, paused_ns), 0,
+     "subtracted from time.monotonic_ns() when called"},
+    {"left_ns", T_LONGLONG, offsetof(FiberClock, left_ns), 0,
+     "when its fiber was last switched away from (0: never)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject FiberClockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stackful._native.FiberClock",
+    .tp_doc = "FiberClock()\n--\n\n"
+              "Calling it returns time.monotonic_ns() - paused_ns: nanoseconds a fiber\n"
+              "has run, when the switch hook adds each suspension to paused_ns.",
+    .tp_basicsize = sizeof(FiberClock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_call = FiberClock_call,
+    .tp_members = FiberClock_members,
+};
+
 static PyMethodDef module_methods[] = {
     {"set_switch_hook", mod_set_switch_hook, METH_O, set_switch_hook_doc},
     {"get_switch_hook", mod_get_switch_hook, METH_NOARGS, get_switch_hook_doc},
@@ -222,6 +300,8 @@ static PyMethodDef module_methods[] = {
     {"clear_stack_pool", mod_clear_stack_pool, METH_NOARGS, clear_stack_pool_doc},
     {"stack_pointer", mod_stack_pointer, METH_NOARGS, stack_pointer_doc},
     {"switch_frame_layout", mod_switch_frame_layout, METH_NOARGS, switch_frame_layout_doc},
+    {"call_untraced", (PyCFunction)(void (*)(void))mod_call_untraced, METH_FASTCALL,
+     call_untraced_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -254,7 +334,8 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "DATA_CHUNK_SIZE", SF_DATA_CHUNK_SIZE) < 0 ||
         sf_timers_init(m) < 0 || sf_poller_init(m) < 0 || sf_scheduler_init(m) < 0 ||
         sf_sockets_init(m) < 0 || sf_overflow_init() < 0 || sf_greenlet_init(m) < 0 ||
-        sf_install_recursion_limit_hook(running_fiber_state) < 0) {
+        sf_install_recursion_limit_hook(running_fiber_state) < 0 ||
+        PyModule_AddType(m, &FiberClockType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
