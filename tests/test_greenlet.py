@@ -1218,6 +1218,109 @@ def test_a_greenlet_dropped_on_another_thread_is_killed_whole_on_its_own() -> No
     assert log == ["exit on " + me, "dict cleared on " + me]
 
 
+def test_a_greenlet_dropped_by_another_thread_dies_under_its_owners_running_greenlet() -> None:
+    # The owner is busy in another greenlet when it next calls into greenlet: the dying one's
+    # parent is that greenlet while it dies (greenlet's rule), never the thread that dropped it.
+    log: list[Any] = []
+    holder: list[Any] = []
+    dropped_ready, dropped = threading.Event(), threading.Event()
+
+    def owner() -> None:
+        main = getcurrent()
+
+        def body() -> None:
+            try:
+                main.switch()
+            except GreenletExit:
+                log.append((threading.current_thread().name, getcurrent().parent))
+
+        g = greenlet(body)
+        g.switch()
+        holder.append(g)
+        del g
+
+        def busy() -> None:
+            dropped_ready.set()
+            assert dropped.wait(60)
+            log.append(("before", busy_one))  # nothing before the owner calls into greenlet
+            getcurrent()
+
+        busy_one = greenlet(busy)
+        busy_one.switch()
+
+    t = threading.Thread(target=owner, name="owner")
+    t.start()
+    assert dropped_ready.wait(60)
+    holder.clear()  # the last reference, dropped on this thread
+    dropped.set()
+    t.join(60)
+    assert not t.is_alive()
+    assert [entry[0] for entry in log] == ["before", "owner"]
+    assert log[1][1] is log[0][1]  # the owner's busy greenlet
+
+
+def test_a_greenlet_of_an_exited_thread_is_freed_without_greenlet_exit() -> None:
+    log: list[str] = []
+    holder: list[Any] = []
+
+    class Bomb:
+        def __del__(self) -> None:
+            log.append("freed")
+
+    def owner() -> None:
+        main = getcurrent()
+
+        def body() -> None:
+            try:
+                main.switch()
+            except GreenletExit:
+                log.append("greenlet exit")
+
+        g = greenlet(body)
+        g.switch()
+        g.bomb = Bomb()
+        holder.append(g)
+
+    t = threading.Thread(target=owner)
+    t.start()
+    t.join(60)
+    assert not t.is_alive()
+    holder.clear()
+    for _ in range(3):
+        gc.collect()
+    getcurrent()
+    assert log == ["freed"]
+
+
+def test_a_subclass_run_given_as_argument_and_set_later() -> None:
+    # greenlet looks `run` up on the instance when it starts: a class's `run` shadows the
+    # argument, and a `run` set later on the instance or on the class wins over both.
+    def given(*args: Any) -> Any:
+        return ("given", args)
+
+    def later(*args: Any) -> Any:
+        return ("later", args)
+
+    class Own(greenlet):  # type: ignore[misc]
+        def run(self, *args: Any) -> Any:
+            return ("class", args)
+
+    class Plain(greenlet):  # type: ignore[misc]
+        pass
+
+    assert Own(given).switch(1) == ("class", (1,))
+    g = Own(given)
+    g.run = later
+    assert g.switch(2) == ("later", (2,))
+    g = Plain(given)
+    assert g.run is given
+    g.run = later
+    assert g.switch(3) == ("later", (3,))
+    g = Plain(given)
+    Plain.run = lambda self, *args: ("set on the class", args)
+    assert g.switch(4) == ("set on the class", (4,))
+
+
 @only_stackful
 def test_a_plain_fiber_gets_a_greenlet_standing_for_it() -> None:
     import stackful
