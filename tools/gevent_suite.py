@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from greenlet_suite import source_tree_path  # a script beside this one
+from suite_common import with_pythonpath  # a script beside this one
 
 # The part of gevent's suite issue 13 names: greenlets, hub, events, queues, pools, locks,
 # timeouts, sockets, monkey.patch_all(), subprocess, DNS resolver threads, gevent.local.
@@ -47,9 +47,7 @@ def run_one(module: str, stackful: bool, timeout: float) -> tuple[str, float]:
     """(outcome, seconds) of one module on one side."""
     target = ["-m", f"gevent.tests.{module}"]
     cmd = [sys.executable, *(["-m", "stackful.greenlet"] if stackful else []), *target]
-    env = dict(os.environ)
-    extra = [*source_tree_path(), env.get("PYTHONPATH")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in extra if p)
+    env = with_pythonpath(dict(os.environ))
     start = time.monotonic()
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,

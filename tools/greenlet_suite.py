@@ -27,16 +27,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from suite_common import default_cache, pypi_sdist, with_pythonpath  # a script beside this one
+
 GREENLET_VERSION = "3.5.6"
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def source_tree_path() -> list[str]:
-    """The source tree's src, if stackful is built in place there for this interpreter
-    (else the installed stackful is used)."""
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    built = (ROOT / "src" / "stackful" / f"_native{suffix}").exists()
-    return [str(ROOT / "src")] if built else []
 
 # greenlet's tests that stackful.greenlet does not pass, and why.  Only greenlet's own
 # internals may be listed (its C++ helpers, stack copying, its per-thread bookkeeping);
@@ -123,20 +117,6 @@ __version__ = "{GREENLET_VERSION}"
 '''
 
 
-def sdist(cache: Path) -> Path:
-    """The sdist, downloaded into `cache` the first time."""
-    cache.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache.glob(f"greenlet-{GREENLET_VERSION}.tar.gz"))
-    if not found:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary", ":all:", f"greenlet=={GREENLET_VERSION}", "-d", str(cache)],
-            check=True,
-        )
-        found = sorted(cache.glob(f"greenlet-{GREENLET_VERSION}.tar.gz"))
-    return found[0]
-
-
 def build_extension(source: Path, include: Path) -> None:
     """Compile one of the suite's C extensions next to its source, against `include`."""
     cxx = source.suffix == ".cpp"
@@ -171,8 +151,7 @@ def main() -> int:
     parser.add_argument("--real", action="store_true", help="test the real greenlet instead")
     parser.add_argument("--all", action="store_true", help="run the NOT_PASSED tests too")
     parser.add_argument("--cache", type=Path,
-                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                        / "stackful-greenlet-suite")
+                        default=default_cache("stackful-greenlet-suite"))
     args, pytest_args = parser.parse_known_args()
     base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o",
             "addopts=", "--timeout=60", "-o", "timeout_method=signal", *pytest_args]
@@ -180,12 +159,11 @@ def main() -> int:
     if args.real:
         return subprocess.run([*base, "--pyargs", "greenlet.tests"], env=env).returncode
     with tempfile.TemporaryDirectory(prefix="greenlet-suite-") as tmp:
-        work = lay_out(sdist(args.cache), Path(tmp))
+        work = lay_out(pypi_sdist("greenlet", GREENLET_VERSION, args.cache), Path(tmp))
         tests = work / "greenlet" / "tests"
         deselect = [] if args.all else [
             a for test_id in NOT_PASSED for a in ("--deselect", f"greenlet/tests/{test_id}")]
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(work), *source_tree_path(), env.get("PYTHONPATH")]))
+        env = with_pythonpath(env, str(work))
         cmd = [*base, "--rootdir", str(work), *deselect, str(tests)]
         return subprocess.run(cmd, env=env, cwd=work).returncode
 
