@@ -1292,6 +1292,29 @@ def test_a_greenlet_of_an_exited_thread_is_freed_without_greenlet_exit() -> None
     assert log == ["freed"]
 
 
+@only_stackful
+def test_a_suspended_greenlet_in_an_unreachable_cycle_is_collected() -> None:
+    # greenlet never collects it (an active greenlet is not collectable there); a greenlet
+    # here is a fiber, and an unreachable suspended fiber is killed and freed.
+    main = getcurrent()
+    log: list[str] = []
+
+    def body() -> None:
+        try:
+            main.switch()
+        except GreenletExit:
+            log.append("exit")
+
+    g = greenlet(body)
+    g.switch()
+    g.cycle = g
+    gone = weakref.ref(g)
+    del g
+    for _ in range(3):
+        gc.collect()
+    assert log == ["exit"] and gone() is None
+
+
 def test_a_subclass_run_given_as_argument_and_set_later() -> None:
     # greenlet looks `run` up on the instance when it starts: a class's `run` shadows the
     # argument, and a `run` set later on the instance or on the class wins over both.
