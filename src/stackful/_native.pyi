@@ -131,6 +131,7 @@ def _greenlet_set_class_attr(name: str, value: object, /) -> None: ...
 
 # -- the runtime's hot path (scheduler.c) ---------------------------------------------------------
 
+TASK_FINISHED: str
 TASK_READY: str
 TASK_BLOCKED: str
 TASK_RUNNING: str
@@ -173,6 +174,12 @@ class SchedulerCore:
     _hub: Fiber | None
     io: Any
     timers: Any
+    _fast_spawn: bool
+    _live: dict[Any, None]
+    _main: Any
+    _interrupt: BaseException | None
+    _entry: Callable[..., None]
+    _task_type: type[Any]
     @property
     def ready(self) -> ReadyQueue: ...
     @property
@@ -188,6 +195,11 @@ class SchedulerCore:
     def wake_with_exception(self, task: TaskCore, exc: BaseException, /) -> None: ...
     def _poll(self, timeout: float | None, /) -> int: ...
     def _trim_parked(self) -> int: ...
+    def _spawn_fast(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        name: str | None, /,
+    ) -> Any: ...
+    def _task_entry(self, *ignored: Any) -> None: ...
 
 def yield_now() -> None: ...
 

@@ -225,7 +225,10 @@ class TaskGroup:
         if self._state is not _OPEN or get_thread_scheduler() is not runtime:
             runtime = self._runtime_checked("TaskGroup.spawn()")  # raises the clear error
         assert runtime is not None
-        task = runtime.spawn(fn, args, kwargs, name=name, stack_size=stack_size)
+        if stack_size is None and runtime._fast_spawn:
+            task: Task = runtime._spawn_fast(fn, args, kwargs, name)  # spawn()'s common case
+        else:
+            task = runtime.spawn(fn, args, kwargs, name=name, stack_size=stack_size)
         task._group = self
         self._children[task] = None
         if self._cancelled:
