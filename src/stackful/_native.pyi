@@ -163,6 +163,13 @@ class TaskCore:
     @property
     def _run_fiber(self) -> Fiber: ...
 
+class GroupCore:
+    """The fields of a TaskGroup that a child's spawn and end touch."""
+
+    _children: dict[Any, None]
+    _starting: dict[Any, Any]
+    _waiter: Any
+
 class SchedulerCore:
     """The fields and the yield step of a runtime that must be fast."""
 
@@ -197,7 +204,7 @@ class SchedulerCore:
     def _trim_parked(self) -> int: ...
     def _spawn_fast(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-        name: str | None, /,
+        name: str | None, group: GroupCore = ..., /,
     ) -> Any: ...
     def _task_entry(self, *ignored: Any) -> None: ...
 

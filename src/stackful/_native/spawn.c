@@ -24,7 +24,106 @@
 #include "scheduler.h"
 
 static PyObject *str_task_done, *str_pick_next, *str_child_finished, *str_report_unretrieved,
-    *str_context, *empty_tuple;
+    *str_context, *str_task_prefix, *empty_tuple;
+
+/* ---- GroupCore: the fields of a TaskGroup a child's spawn and end touch ---- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *children;  /* the live children: a dict used as an insertion-ordered set */
+    PyObject *starting;  /* children started by start() not yet ready: task -> status */
+    PyObject *waiter;    /* the owner, while blocked at the end of the block; or None */
+} GroupCore;
+
+static PyObject *GroupCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args; (void)kwds;
+    GroupCore *g = (GroupCore *)type->tp_alloc(type, 0);
+    if (!g)
+        return NULL;
+    g->children = PyDict_New();
+    g->starting = PyDict_New();
+    g->waiter = Py_NewRef(Py_None);
+    if (!g->children || !g->starting)
+        Py_CLEAR(g);
+    return (PyObject *)g;
+}
+
+static int GroupCore_traverse(GroupCore *g, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(g));
+    Py_VISIT(g->children);
+    Py_VISIT(g->starting);
+    Py_VISIT(g->waiter);
+    return 0;
+}
+
+static int GroupCore_clear(GroupCore *g)
+{
+    Py_CLEAR(g->children);
+    Py_CLEAR(g->starting);
+    Py_CLEAR(g->waiter);
+    return 0;
+}
+
+static void GroupCore_dealloc(GroupCore *g)
+{
+    PyObject_GC_UnTrack(g);
+    GroupCore_clear(g);
+    Py_TYPE(g)->tp_free((PyObject *)g);
+}
+
+static PyMemberDef GroupCore_members[] = {
+    {"_children", T_OBJECT_EX, offsetof(GroupCore, children), 0,
+     "the live children, in spawn order (a dict used as a set)"},
+    {"_starting", T_OBJECT_EX, offsetof(GroupCore, starting), 0,
+     "children started by start() that have not called started() yet"},
+    {"_waiter", T_OBJECT_EX, offsetof(GroupCore, waiter), 0,
+     "the owner, while it is blocked at the end of the block waiting for children"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject GroupCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stackful._native.GroupCore",
+    .tp_doc = "The fields of a TaskGroup that a child's spawn and end touch (spawn.c).",
+    .tp_basicsize = sizeof(GroupCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = GroupCore_new,
+    .tp_dealloc = (destructor)GroupCore_dealloc,
+    .tp_traverse = (traverseproc)GroupCore_traverse,
+    .tp_clear = (inquiry)GroupCore_clear,
+    .tp_members = GroupCore_members,
+};
+
+/* TaskGroup._child_finished for a child that returned while no start() waits: forget
+ * it, and wake the owner if it was the last.  0, or -1 with an exception. */
+static int group_child_returned(SchedulerCore *s, PyObject *group, TaskCore *task)
+{
+    GroupCore *g = (GroupCore *)group;
+    if (!PyObject_TypeCheck(group, &GroupCoreType) || !g->starting || !PyDict_Check(g->starting) ||
+        PyDict_GET_SIZE(g->starting) || !g->children || !PyDict_Check(g->children) ||
+        !g->waiter) {
+        PyObject *r = PyObject_CallMethodOneArg(group, str_child_finished, (PyObject *)task);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    if (PyDict_DelItem(g->children, (PyObject *)task) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            return -1;
+        PyErr_Clear();
+    }
+    if (PyDict_GET_SIZE(g->children))
+        return 0;
+    PyObject *owner = g->waiter;
+    g->waiter = Py_NewRef(Py_None);
+    /* (Not blocked: the run's wind-down gave up on it and killed its fiber.) */
+    int rc = 0;
+    if (PyObject_TypeCheck(owner, &TaskCoreType) && ((TaskCore *)owner)->state == STATE_BLOCKED)
+        rc = sf_wake(s, (TaskCore *)owner, Py_None);
+    Py_DECREF(owner);
+    return rc;
+}
 
 /* ---- the record's fields (TaskCore's traverse, clear, finalizer) ---- */
 
@@ -71,17 +170,24 @@ void sf_task_finalize(PyObject *self)
 /* ---- spawning ---- */
 
 PyDoc_STRVAR(spawn_fast_doc,
-"_spawn_fast(fn, args, kwargs, name)\n--\n\n"
+"_spawn_fast(fn, args, kwargs, name, group=None)\n--\n\n"
 "Runtime.spawn's common case (its caller checked _fast_spawn): make the task\n"
-"and its fiber, queue it, return it.");
+"and its fiber, queue it, return it; with a group (a GroupCore), as its child.");
 
 static PyObject *Sched_spawn_fast(SchedulerCore *s, PyObject *const *a, Py_ssize_t n)
 {
-    if (n != 4 || !PyTuple_Check(a[1]) || !PyDict_Check(a[2])) {
-        PyErr_SetString(PyExc_TypeError, "_spawn_fast(fn, args: tuple, kwargs: dict, name)");
+    if (n < 4 || n > 5 || !PyTuple_Check(a[1]) || !PyDict_Check(a[2]) ||
+        (n == 5 && !PyObject_TypeCheck(a[4], &GroupCoreType))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_spawn_fast(fn, args: tuple, kwargs: dict, name[, group])");
         return NULL;
     }
     PyObject *fn = a[0], *args = a[1], *kwargs = a[2], *name = a[3];
+    GroupCore *group = n == 5 ? (GroupCore *)a[4] : NULL;
+    if (group && (!group->children || !PyDict_Check(group->children))) {
+        PyErr_SetString(PyExc_TypeError, "_spawn_fast: the group has no children dict");
+        return NULL;
+    }
     if (!s->fast_spawn || !s->live || !PyDict_Check(s->live) || !s->entry || !s->hub ||
         !s->task_type || !PyType_Check(s->task_type) ||
         !PyType_IsSubtype((PyTypeObject *)s->task_type, &TaskCoreType)) {
@@ -103,10 +209,19 @@ static PyObject *Sched_spawn_fast(SchedulerCore *s, PyObject *const *a, Py_ssize
         return NULL;
     Py_ssize_t task_id = s->next_id++;
     Py_SETREF(t->id, PyLong_FromSsize_t(task_id));
-    Py_SETREF(t->name, name == Py_None ? PyUnicode_FromFormat("task-%zd", task_id)
-                                       : Py_NewRef(name));
-    if (!t->id || !t->name)
+    if (!t->id)
         goto fail;
+    if (name == Py_None) {
+        PyObject *digits = PyObject_Str(t->id);  /* (PyUnicode_FromFormat: 5x the cost) */
+        if (!digits)
+            goto fail;
+        Py_SETREF(t->name, PyUnicode_Concat(str_task_prefix, digits));
+        Py_DECREF(digits);
+        if (!t->name)
+            goto fail;
+    } else {
+        Py_SETREF(t->name, Py_NewRef(name));
+    }
     Py_SETREF(t->runtime, Py_NewRef((PyObject *)s));
     Py_SETREF(t->fn, Py_NewRef(fn));
     Py_SETREF(t->args, Py_NewRef(args));
@@ -136,11 +251,15 @@ static PyObject *Sched_spawn_fast(SchedulerCore *s, PyObject *const *a, Py_ssize
                 goto fail;
         }
     }
-    if (PyDict_SetItem(s->live, (PyObject *)t, Py_None) < 0)
+    if (group && PyDict_SetItem(group->children, (PyObject *)t, Py_None) < 0)
         goto fail;
-    if (rq_push(s->ready, (PyObject *)t) < 0) {
+    if (group)
+        Py_SETREF(t->group, Py_NewRef((PyObject *)group));
+    if (PyDict_SetItem(s->live, (PyObject *)t, Py_None) < 0 || rq_push(s->ready, (PyObject *)t) < 0) {
         PyObject *exc = sf_fetch_exception();
         if (PyDict_DelItem(s->live, (PyObject *)t) < 0)
+            PyErr_Clear();
+        if (group && PyDict_DelItem(group->children, (PyObject *)t) < 0)
             PyErr_Clear();
         sf_restore_exception(exc);
         goto fail;
@@ -167,13 +286,8 @@ static int finish_returned(SchedulerCore *s, TaskCore *task, PyObject *result)
             return -1;
         PyErr_Clear();
     }
-    if (task->group != Py_None) {
-        PyObject *r = PyObject_CallMethodOneArg(task->group, str_child_finished,
-                                                (PyObject *)task);
-        if (!r)
-            return -1;
-        Py_DECREF(r);
-    }
+    if (task->group != Py_None && group_child_returned(s, task->group, task) < 0)
+        return -1;
     PyObject *joiners = task->joiners;
     if (joiners != Py_None) {
         task->joiners = Py_NewRef(Py_None);
@@ -300,15 +414,15 @@ PyMethodDef sf_spawn_methods[] = {
 
 int sf_spawn_init(PyObject *m)
 {
-    (void)m;
     str_task_done = PyUnicode_InternFromString("_task_done");
     str_pick_next = PyUnicode_InternFromString("_pick_next");
     str_child_finished = PyUnicode_InternFromString("_child_finished");
     str_report_unretrieved = PyUnicode_InternFromString("report_unretrieved");
     str_context = PyUnicode_InternFromString("context");
+    str_task_prefix = PyUnicode_InternFromString("task-");
     empty_tuple = PyTuple_New(0);
     if (!str_task_done || !str_pick_next || !str_child_finished || !str_report_unretrieved ||
-        !str_context || !empty_tuple)
+        !str_context || !str_task_prefix || !empty_tuple || PyType_Ready(&GroupCoreType) < 0)
         return -1;
-    return 0;
+    return PyModule_AddObjectRef(m, "GroupCore", (PyObject *)&GroupCoreType);
 }
