@@ -133,9 +133,22 @@ static int group_child_returned(SchedulerCore *s, PyObject *group, TaskCore *tas
 
 int sf_task_traverse(TaskCore *t, visitproc visit, void *arg)
 {
-    PyObject **fields[] = TASK_RECORD(t);
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
-        Py_VISIT(*fields[i]);
+    /* Field by field, None skipped: most are None, and every collection walks every
+     * live task (10,000 of them in the benchmark). */
+#define VISIT_SET(o) do { if ((o) != Py_None) Py_VISIT(o); } while (0)
+    VISIT_SET(t->name);
+    VISIT_SET(t->id);
+    VISIT_SET(t->parent_id);
+    VISIT_SET(t->runtime);
+    VISIT_SET(t->fn);
+    VISIT_SET(t->args);
+    VISIT_SET(t->kwargs);
+    VISIT_SET(t->joiners);
+    VISIT_SET(t->result);
+    VISIT_SET(t->exception);
+    VISIT_SET(t->scopes);
+    VISIT_SET(t->group);
+#undef VISIT_SET
     return 0;
 }
 
