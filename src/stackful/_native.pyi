@@ -163,6 +163,29 @@ class TaskCore:
     @property
     def _run_fiber(self) -> Fiber: ...
 
+class ScopeCore:
+    """The fields of a cancel scope and its entry and exit."""
+
+    _deadline: float | None
+    what: str
+    expired: bool
+    error: BaseException | None
+    shield: bool
+    cancel_called: bool
+    cancelled_caught: bool
+    _fail: bool
+    _task: Any
+    _timer: Any
+    _held: BaseException | None
+    _exited: bool
+    group: Any
+    def __init__(
+        self, deadline: float | None = None, what: str = "", *, shield: bool = False,
+        fail: bool = False,
+    ) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any, /) -> bool: ...
+
 class GroupCore:
     """The fields of a TaskGroup that a child's spawn and end touch."""
 

@@ -646,7 +646,8 @@ int sf_scheduler_init(PyObject *m)
         PyModule_AddObjectRef(m, "TaskCore", (PyObject *)&TaskCoreType) < 0 ||
         PyModule_AddObjectRef(m, "SchedulerCore", (PyObject *)&SchedulerCoreType) < 0 ||
         PyModule_AddFunctions(m, scheduler_functions) < 0 || sf_loop_init(m) < 0 ||
-        sf_watchdog_init(m) < 0 || sf_spawn_init(m) < 0)
+        sf_watchdog_init(m) < 0 || sf_spawn_init(m) < 0 ||
+        sf_scope_init(m) < 0)
         return -1;
     return 0;
 }

@@ -141,6 +141,10 @@ int sf_task_traverse(TaskCore *t, visitproc visit, void *arg);
 void sf_task_clear(TaskCore *t, int to_none);
 void sf_task_finalize(PyObject *task);
 
+/* ---- scope.c ---- */
+
+int sf_scope_init(PyObject *module);
+
 /* ---- watchdog.c ---- */
 
 int sf_watchdog_init(PyObject *module);
