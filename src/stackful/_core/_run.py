@@ -725,6 +725,12 @@ class Runtime(SchedulerCore):
 
     def sleep(self, seconds: float) -> None:
         """Block the running task for ``seconds`` (0: just yield; +inf: until cancelled)."""
+        if (type(seconds) is float or type(seconds) is int) and 0 < seconds < NEVER:
+            task = self.current
+            if task is not None:  # sleep_until's common case, inline
+                timer = self.timers.schedule(self.clock.now() + seconds, self._wake_sleeper, task)
+                self.park("sleep", timer.cancel)
+                return
         if seconds == 0:
             self.yield_now()
             return

@@ -29,6 +29,7 @@ typedef struct {
     PyObject *held, *exited, *group;
 } ScopeCore;
 
+static PyObject *kw_names[4];  /* deadline, what, shield, fail */
 static PyObject *str_checked_deadline, *str_absorb_pending, *str_interrupt, *str_fire,
     *str_remove, *str_fails_by_default, *str_empty;
 
@@ -53,14 +54,51 @@ static PyObject *ScopeCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     return (PyObject *)s;
 }
 
+/* The arguments of ScopeCore_init, by hand: PyArg_ParseTupleAndKeywords makes and
+ * hashes a str per keyword per call, a tenth of a `with move_on_after(...)`. */
+static int parse_args(PyObject *args, PyObject *kwds, PyObject **deadline, PyObject **what,
+                      PyObject **shield, PyObject **fail)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (n > 2) {
+        PyErr_Format(PyExc_TypeError, "CancelScope() takes at most 2 positional arguments "
+                     "(%zd given)", n);
+        return -1;
+    }
+    if (n > 0)
+        *deadline = PyTuple_GET_ITEM(args, 0);
+    if (n > 1)
+        *what = PyTuple_GET_ITEM(args, 1);
+    if (!kwds)
+        return 0;
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(kwds, &pos, &key, &value)) {
+        PyObject **slot = NULL;
+        int positional = 0;
+        for (int i = 0; i < 4 && !slot; i++) {
+            if (key == kw_names[i] || (PyUnicode_Check(key) && PyUnicode_Compare(key, kw_names[i]) == 0)) {
+                PyObject **slots[] = {deadline, what, shield, fail};
+                slot = slots[i];
+                positional = i < n;
+            }
+        }
+        if (!slot || positional) {
+            PyErr_Format(PyExc_TypeError, "CancelScope() got an unexpected or repeated keyword "
+                         "argument %R", key);
+            return -1;
+        }
+        *slot = value;
+    }
+    return 0;
+}
+
 /* CancelScope(deadline=None, what="", *, shield=False, fail=False); a class whose
  * _fails_by_default is true (TimeoutScope) fails unless told otherwise. */
 static int ScopeCore_init(ScopeCore *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"deadline", "what", "shield", "fail", NULL};
     PyObject *deadline = Py_None, *what = NULL, *shield = Py_False, *fail = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO$OO:CancelScope", kwlist, &deadline,
-                                     &what, &shield, &fail))
+    if (parse_args(args, kwds, &deadline, &what, &shield, &fail) < 0)
         return -1;
     if (deadline != Py_None &&
         !(PyFloat_CheckExact(deadline) && PyFloat_AS_DOUBLE(deadline) < INFINITY)) {
@@ -109,17 +147,15 @@ static void ScopeCore_dealloc(ScopeCore *s)
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
-/* Every field may have been deleted from Python (NULL): the paths below check. */
+/* Every field may have been deleted from Python (NULL): the paths below check the
+ * ones they read, in one test. */
 static int fields_present(ScopeCore *s)
 {
-    PyObject **fields[] = SCOPE_FIELDS(s);
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-        if (!*fields[i]) {
-            PyErr_SetString(PyExc_AttributeError, "a field of the cancel scope was deleted");
-            return 0;
-        }
-    }
-    return 1;
+    if (s->deadline && s->shield && s->error && s->fail && s->task && s->timer && s->held &&
+        s->exited && s->cancelled_caught)
+        return 1;
+    PyErr_SetString(PyExc_AttributeError, "a field of the cancel scope was deleted");
+    return 0;
 }
 
 static PyObject *call_method2(PyObject *obj, PyObject *name, PyObject *a, PyObject *b)
@@ -329,6 +365,10 @@ int sf_scope_init(PyObject *m)
     str_remove = PyUnicode_InternFromString("remove");
     str_fails_by_default = PyUnicode_InternFromString("_fails_by_default");
     str_empty = PyUnicode_InternFromString("");
+    const char *names[] = {"deadline", "what", "shield", "fail"};
+    for (int i = 0; i < 4; i++)
+        if (!(kw_names[i] = PyUnicode_InternFromString(names[i])))
+            return -1;
     if (!str_checked_deadline || !str_absorb_pending || !str_interrupt || !str_fire ||
         !str_remove || !str_fails_by_default || !str_empty || PyType_Ready(&ScopeCoreType) < 0)
         return -1;
