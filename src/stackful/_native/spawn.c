@@ -177,7 +177,8 @@ void sf_task_finalize(PyObject *self)
         Py_DECREF(r);
     else
         PyErr_Clear();  /* never let a finalizer raise */
-    sf_restore_exception(saved);
+    if (saved)  /* (NULL: nothing was raised; 3.11's restore needs an exception) */
+        sf_restore_exception(saved);
 }
 
 /* ---- spawning ---- */
