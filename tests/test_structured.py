@@ -630,7 +630,7 @@ def test_moving_the_deadline() -> None:
 
 def test_a_scope_s_arguments_are_checked_and_kept() -> None:
     # (CancelScope's __init__ is C, its arguments parsed by hand: scope.c.)
-    scope = CancelScope(5, "what", shield=1, fail=True)  # type: ignore[arg-type]
+    scope = CancelScope(5, "what", shield=1, fail=True)
     assert (scope.deadline, scope.what, scope.shield, scope._fail) == (5.0, "what", True, True)
     assert CancelScope(float("inf")).deadline is None
     assert TimeoutScope(None)._fail is True
