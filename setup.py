@@ -63,6 +63,8 @@ setup(
                 os.path.join(NATIVE, "registry.c"),
                 os.path.join(NATIVE, "scheduler.c"),
                 os.path.join(NATIVE, "loop.c"),
+                os.path.join(NATIVE, "spawn.c"),
+                os.path.join(NATIVE, "scope.c"),
                 os.path.join(NATIVE, "watchdog.c"),
                 os.path.join(NATIVE, "sockets.c"),
                 os.path.join(NATIVE, "timers.c"),

@@ -91,7 +91,7 @@ class _Checked:
     left_with: BaseException | None
     _task: Task | None
 
-    def _fire(self, arg: object) -> None:
+    def _fire(self, arg: object = None) -> None:  # the timer calls _fire(scope)
         task = self._task
         assert task is not None
         scopes = task._scopes or []

@@ -116,7 +116,7 @@ FIELD_OUTCOMES = {
     "other.state": ("deleted", "run returned"),
     "other._fiber": ("deleted", "run raised AttributeError: .* '_fiber'"),
     "other._pending_exc": ("deleted", "run raised AttributeError: .* '_pending_exc'"),
-    "runtime.current": ("deleted", "run raised AttributeError: .* has no attribute 'current'"),
+    "runtime.current": ("deleted", "run raised AttributeError: .*'current'"),
     "runtime.ready": ("AttributeError: readonly attribute", "run returned"),
     "runtime._countdown": ("TypeError: can't delete numeric/char attribute", "run returned"),
     "runtime.current=junk": ("RuntimeError: yield_now\\(\\) must be called from a task",

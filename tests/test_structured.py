@@ -11,6 +11,7 @@ import pytest
 
 import stackful
 from stackful import lowlevel
+from stackful.lowlevel import TimeoutScope
 from stackful.runtime_api import (
     Cancelled,
     CancelScope,
@@ -625,6 +626,21 @@ def test_moving_the_deadline() -> None:
             CancelScope(deadline=float("nan"))
 
     vrun(main)
+
+
+def test_a_scope_s_arguments_are_checked_and_kept() -> None:
+    # (CancelScope's __init__ is C, its arguments parsed by hand: scope.c.)
+    scope = CancelScope(5, "what", shield=1, fail=True)
+    assert (scope.deadline, scope.what, scope.shield, scope._fail) == (5.0, "what", True, True)
+    assert CancelScope(float("inf")).deadline is None
+    assert TimeoutScope(None)._fail is True
+    assert TimeoutScope(None, fail=False)._fail is False  # type: ignore[call-arg]
+    for args, kwargs in [((1.0, "a", "b"), {}), ((1.0,), {"deadline": 2.0}),
+                         ((), {"bogus": 1}), ((), {"what": "x", "sheild": True})]:
+        with pytest.raises(TypeError):
+            CancelScope(*args, **kwargs)
+    with pytest.raises(ValueError):
+        CancelScope(-float("nan"))
 
 
 def test_nesting_an_inner_scope_that_expires_alone_is_caught_by_itself() -> None:

@@ -131,6 +131,7 @@ def _greenlet_set_class_attr(name: str, value: object, /) -> None: ...
 
 # -- the runtime's hot path (scheduler.c) ---------------------------------------------------------
 
+TASK_FINISHED: str
 TASK_READY: str
 TASK_BLOCKED: str
 TASK_RUNNING: str
@@ -162,6 +163,36 @@ class TaskCore:
     @property
     def _run_fiber(self) -> Fiber: ...
 
+class ScopeCore:
+    """The fields of a cancel scope and its entry and exit."""
+
+    _deadline: float | None
+    what: str
+    expired: bool
+    error: BaseException | None
+    shield: bool
+    cancel_called: bool
+    cancelled_caught: bool
+    _fail: bool
+    _task: Any
+    _timer: Any
+    _held: BaseException | None
+    _exited: bool
+    group: Any
+    def __init__(
+        self, deadline: float | None = None, what: str = "", *, shield: bool = False,
+        fail: bool = False,
+    ) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any, /) -> bool: ...
+
+class GroupCore:
+    """The fields of a TaskGroup that a child's spawn and end touch."""
+
+    _children: dict[Any, None]
+    _starting: dict[Any, Any]
+    _waiter: Any
+
 class SchedulerCore:
     """The fields and the yield step of a runtime that must be fast."""
 
@@ -173,6 +204,12 @@ class SchedulerCore:
     _hub: Fiber | None
     io: Any
     timers: Any
+    _fast_spawn: bool
+    _live: dict[Any, None]
+    _main: Any
+    _interrupt: BaseException | None
+    _entry: Callable[..., None]
+    _task_type: type[Any]
     @property
     def ready(self) -> ReadyQueue: ...
     @property
@@ -188,6 +225,11 @@ class SchedulerCore:
     def wake_with_exception(self, task: TaskCore, exc: BaseException, /) -> None: ...
     def _poll(self, timeout: float | None, /) -> int: ...
     def _trim_parked(self) -> int: ...
+    def _spawn_fast(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        name: str | None, group: GroupCore = ..., /,
+    ) -> Any: ...
+    def _task_entry(self, *ignored: Any) -> None: ...
 
 def yield_now() -> None: ...
 

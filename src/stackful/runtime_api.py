@@ -32,6 +32,7 @@ from ._core import (
     set_thread_pool_size,
     to_thread,
 )
+from ._native import get_thread_scheduler as _get_thread_scheduler
 from ._native import wait_io as _wait_io
 from ._native import yield_now as _native_yield_now
 
@@ -95,7 +96,10 @@ The whole round-robin step is in C (scheduler.c): no Python frame on the hot pat
 
 def sleep(seconds: float) -> None:
     """Block the running task for ``seconds`` on the runtime's clock."""
-    get_runtime("sleep()").sleep(seconds)
+    runtime = _get_thread_scheduler()
+    if runtime is None:
+        runtime = get_runtime("sleep()")  # raises the clear error
+    runtime.sleep(seconds)
 
 
 def wait_readable(fd: int | HasFileno, timeout: float | None = None) -> None:

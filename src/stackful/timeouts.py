@@ -63,6 +63,10 @@ def _after(seconds: float | None, what: str) -> float | None:
 def fail_after(seconds: float | None, *, shield: bool = False) -> TimeoutScope:
     """:func:`timeout` with trio's name, and ``shield``: ``TimeoutError`` out of the block if
     it is still blocked after ``seconds``."""
+    if (type(seconds) is float or type(seconds) is int) and 0 <= seconds < NEVER:
+        runtime = get_thread_scheduler()  # _after's common case, inline
+        if runtime is not None:
+            return TimeoutScope(runtime.clock.now() + seconds, "fail_after", shield=shield)
     return TimeoutScope(_after(seconds, "fail_after()"), "fail_after", shield=shield)
 
 
@@ -74,6 +78,10 @@ def fail_at(deadline: float | None, *, shield: bool = False) -> TimeoutScope:
 def move_on_after(seconds: float | None, *, shield: bool = False) -> CancelScope:
     """Context manager: leave the block quietly if it is still blocked after ``seconds``
     (``scope.cancelled_caught`` then True); the code after the block runs."""
+    if (type(seconds) is float or type(seconds) is int) and 0 <= seconds < NEVER:
+        runtime = get_thread_scheduler()  # _after's common case, inline
+        if runtime is not None:
+            return CancelScope(runtime.clock.now() + seconds, "move_on_after", shield=shield)
     return CancelScope(_after(seconds, "move_on_after()"), "move_on_after", shield=shield)
 
 

@@ -39,9 +39,9 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .._native import get_thread_scheduler
+from .._native import ScopeCore, get_thread_scheduler
 from ._exceptions import Cancelled
-from ._run import Runtime, _strength, get_task
+from ._run import Runtime, _strength
 from ._timers import NEVER, Timer, deadline_at
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ._task import Task
 
 
-class CancelScope:
+class CancelScope(ScopeCore):
     """Context manager: a block of the running task that can be cancelled.
 
     ``deadline`` (absolute, on the runtime's clock; None or +inf: none) cancels the block
@@ -62,36 +62,52 @@ class CancelScope:
     left by this scope's own ``Cancelled``).  A scope is entered at most once.
     """
 
-    __slots__ = (
-        "_deadline", "what", "expired", "error", "shield", "cancel_called",
-        "cancelled_caught", "_fail", "_task", "_timer", "_held", "_exited", "group",
-    )
+    # Every field is ScopeCore's, in C (scope.c), which also does __init__, __enter__ and
+    # __exit__: a scope's entry and exit are the runtime's most frequent operation after a
+    # switch.  The fields: the deadline (_deadline: a finite float or None), ``what`` (for
+    # messages), the flags documented above, ``_fail`` (fails at the deadline), ``error``
+    # (the interruption this scope raised -- its Cancelled, or its TimeoutError if it fails:
+    # the identity that lets it, and the rule in _strength, tell it from any other; set
+    # once), ``_task`` (the task that entered it), ``_timer`` (the deadline's, while
+    # inside), ``_exited``, ``_held`` (a shield's: the strongest interruption from outside
+    # it that arrived while it ran), ``group`` (the TaskGroup whose body this scope is: the
+    # group tree walks it).
+    __slots__ = ()
 
-    def __init__(
-        self, deadline: float | None = None, what: str = "", *, shield: bool = False,
-        fail: bool = False,
-    ) -> None:
-        if deadline is not None and (type(deadline) is not float or not deadline < NEVER):
-            checked = deadline_at(deadline)  # not the common case
-            deadline = None if checked == NEVER else checked
-        self._deadline: float | None = deadline
-        self.what = what
-        self.shield = bool(shield)
-        self._fail = fail
-        self.expired = False
-        self.cancel_called = False
-        self.cancelled_caught = False
-        # The interruption this scope raised (its Cancelled, or its TimeoutError if it
-        # fails at the deadline): the identity that lets it, and the rule in _strength,
-        # tell it from any other.  Set once.
-        self.error: BaseException | None = None
-        self._task: Task | None = None
-        self._timer: Timer | None = None
-        self._exited = False
-        # A shield's: the strongest interruption from outside it that arrived while it ran.
-        self._held: BaseException | None = None
-        # The TaskGroup whose body this scope is (the group tree walks it); else None.
-        self.group: TaskGroup | None = None
+    if TYPE_CHECKING:
+        _deadline: float | None
+        what: str
+        expired: bool
+        error: BaseException | None
+        shield: bool
+        cancel_called: bool
+        cancelled_caught: bool
+        _fail: bool
+        _task: Task | None
+        _timer: Timer | None
+        _held: BaseException | None
+        _exited: bool
+        group: TaskGroup | None
+
+        def __init__(
+            self, deadline: float | None = None, what: str = "", *, shield: bool = False,
+            fail: bool = False,
+        ) -> None: ...
+
+        def __enter__(self) -> CancelScope: ...
+
+        def __exit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> bool: ...
+
+    @staticmethod
+    def _checked_deadline(deadline: float) -> float | None:
+        # (For ScopeCore.__init__, with a deadline that is not a finite float.)
+        checked = deadline_at(deadline)
+        return None if checked == NEVER else checked
 
     # -- the deadline ----------------------------------------------------------------------------
 
@@ -114,63 +130,9 @@ class CancelScope:
             self._timer.cancel()
             self._timer = None
         if self._deadline is not None:
-            self._timer = task._runtime.call_at(self._deadline, self._fire, None)
+            self._timer = task._runtime.call_at(self._deadline, type(self)._fire, self)
 
-    # -- entering and leaving ---------------------------------------------------------------------
-
-    def __enter__(self) -> CancelScope:
-        runtime = get_thread_scheduler()
-        task = None if runtime is None else runtime.current
-        if task is None:
-            task = get_task("a cancel scope")  # raises the clear error
-        if self._task is not None:
-            raise RuntimeError("a cancel scope cannot be entered twice")
-        self._task = task
-        scopes = task._scopes
-        if scopes is None:
-            task._scopes = [self]
-        else:
-            scopes.append(self)
-        if self.shield:
-            self._absorb_pending(task)
-        if self.error is not None:  # cancelled before it was entered
-            task._runtime.interrupt(task, self.error)
-        elif self._deadline is not None:
-            self._timer = runtime.timers.schedule(self._deadline, self._fire, None)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        # (TimeoutScope shares this body: keep them one.)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        task = self._task
-        assert task is not None
-        self._exited = True
-        scopes = task._scopes
-        assert scopes is not None
-        if scopes[-1] is self:
-            scopes.pop()
-        else:  # exited out of order (by hand): still forget it
-            scopes.remove(self)
-        error = self.error
-        if error is not None and task._pending_exc is error:
-            # Cancelled, but the body finished before blocking again: it made it in time.
-            task._pending_exc = None
-        held = self._held
-        if held is not None:
-            # A shield ends: what it held back goes on to the next blocking point.
-            self._held = None
-            task._runtime.interrupt(task, held)
-        if exc is not None and exc is error and not self._fail:
-            self.cancelled_caught = True
-            return True
-        return False
+    # -- entering and leaving (ScopeCore: C) ---------------------------------------------------
 
     def _absorb_pending(self, task: Task) -> None:
         # An interruption already waiting for the task's next blocking point comes from
@@ -209,7 +171,8 @@ class CancelScope:
         suffix = f" ({self.what})" if self.what else ""
         self._deliver(Cancelled(f"cancel scope cancelled{suffix}"))
 
-    def _fire(self, _: object) -> None:
+    def _fire(self, _: object = None) -> None:
+        # The deadline's timer calls CancelScope._fire(scope): no bound method per scope.
         self.expired = True
         if self._fail:
             suffix = f" in {self.what}" if self.what else ""

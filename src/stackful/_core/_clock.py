@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -32,9 +33,10 @@ class SystemClock:
 
     __slots__ = ()
 
-    def now(self) -> float:
-        """Return ``time.monotonic()``."""
-        return time.monotonic()
+    # time.monotonic itself: the runtime reads the clock at every timeout, sleep and
+    # deadline, and a Python frame around it doubled the cost of a scope with a deadline.
+    now: Callable[[], float] = staticmethod(time.monotonic)
+    """Return ``time.monotonic()``."""
 
     def idle_timeout(self, deadline: float) -> float:
         """Block until the deadline is due."""

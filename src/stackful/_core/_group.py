@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._native import FiberExit, get_thread_scheduler
+from .._native import FiberExit, GroupCore, get_thread_scheduler
 from ._cancel import CancelScope
 from ._exceptions import Cancelled
 from ._run import _NOT_AN_INTERRUPTION, _strength, get_task
@@ -68,7 +68,7 @@ class TaskStatus:
             self._group._runtime_checked("task_status.started()").wake(waiter, value)
 
 
-class TaskGroup:
+class TaskGroup(GroupCore):
     """Context manager: ``with TaskGroup() as tg: tg.spawn(fn, *args)``; see the module
     docstring for the rules.
 
@@ -77,10 +77,20 @@ class TaskGroup:
     was spawned into), ``tasks`` (live children) and ``groups`` (open groups inside it).
     """
 
+    # GroupCore's C fields (spawn.c: a child's spawn and end use them without Python code):
+    # _children, _starting, _waiter -- made in GroupCore.__new__, each described below.
     __slots__ = (
-        "name", "cancel_scope", "owner", "parent", "_runtime", "_state", "_children",
-        "_failures", "_failed_tasks", "_cancelled", "_waiter", "_starting", "_subgroups",
+        "name", "cancel_scope", "owner", "parent", "_runtime", "_state",
+        "_failures", "_failed_tasks", "_cancelled", "_subgroups",
     )
+
+    if TYPE_CHECKING:
+        # Invariant: the live children, in spawn order (each has _group = self).
+        _children: dict[Task, None]
+        # Children started by start() that have not called started() yet.
+        _starting: dict[Task, TaskStatus]
+        # The owner, while it is blocked at the end of the block waiting for children.
+        _waiter: Task | None
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name
@@ -91,15 +101,9 @@ class TaskGroup:
         self.parent: TaskGroup | None = None
         self._runtime: Runtime | None = None
         self._state = _NEW
-        # Invariant: the live children, in spawn order (each has _group = self).
-        self._children: dict[Task, None] = {}
         self._failures: list[BaseException] = []
         self._failed_tasks: list[Task] = []  # the children among the failures
         self._cancelled = False
-        # The owner, while it is blocked at the end of the block waiting for children.
-        self._waiter: Task | None = None
-        # Children started by start() that have not called started() yet.
-        self._starting: dict[Task, TaskStatus] = {}
         self._subgroups: dict[TaskGroup, None] = {}
 
     # -- the tree, for tools ---------------------------------------------------------------------
@@ -225,9 +229,13 @@ class TaskGroup:
         if self._state is not _OPEN or get_thread_scheduler() is not runtime:
             runtime = self._runtime_checked("TaskGroup.spawn()")  # raises the clear error
         assert runtime is not None
-        task = runtime.spawn(fn, args, kwargs, name=name, stack_size=stack_size)
-        task._group = self
-        self._children[task] = None
+        if stack_size is None and runtime._fast_spawn:
+            # spawn()'s common case, and the two lines below, in C (spawn.c)
+            task: Task = runtime._spawn_fast(fn, args, kwargs, name, self)
+        else:
+            task = runtime.spawn(fn, args, kwargs, name=name, stack_size=stack_size)
+            task._group = self
+            self._children[task] = None
         if self._cancelled:
             runtime.cancel(task)
         return task

@@ -31,7 +31,6 @@ from typing import Any
 
 from .._native import (
     Fiber,
-    FiberExit,
     SchedulerCore,
     current,
     get_thread_scheduler,
@@ -171,6 +170,10 @@ class Runtime(SchedulerCore):
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ValueError(f"max_tasks must be a positive int or None, got {max_tasks!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
+        # spawn()'s common case runs in C (_spawn_fast, spawn.c) while this holds: tasks on
+        # plain fibers, no cap on live tasks, the run neither winding down nor over.
+        self._fast_spawn = self._fiber_type is Fiber and max_tasks is None
+        self._task_type = Task
         self._real_clock = type(self.clock) is SystemClock
         self.max_tasks = max_tasks
         self.excepthook: Callable[[TaskExceptHookArgs], object] = (
@@ -218,8 +221,10 @@ class Runtime(SchedulerCore):
         # Failed tasks whose exception nobody retrieved yet, by id (weak: see Task.__del__).
         self._failed: weakref.WeakValueDictionary[int, Task] = weakref.WeakValueDictionary()
         self._reported: set[int] = set()
-        # The target of every task fiber, bound once.
-        self._entry = self._task_body
+        # The target of every task fiber, bound once: runs the task's function, records the
+        # outcome and hands over to the next task, in C (spawn.c); the unusual ends of a
+        # task (a failure, main's, the run ending) come back to _task_done.
+        self._entry = self._task_entry
         # How other threads post to this runtime: made on first use (to_thread, a token).
         self._bridge: ThreadBridge | None = None
 
@@ -250,6 +255,7 @@ class Runtime(SchedulerCore):
             self._deferred_signal = None
             self._restore_signal_handlers(old_handlers)
             self.closed = True
+            self._fast_spawn = False
             if self._bridge is not None:
                 self._bridge.close()
             set_thread_scheduler(None)
@@ -397,6 +403,7 @@ class Runtime(SchedulerCore):
 
     def _start_shutdown(self) -> None:
         self._shutting_down = True
+        self._fast_spawn = False
         for task in list(self._live):
             self.cancel(task)
 
@@ -437,6 +444,9 @@ class Runtime(SchedulerCore):
         stack_size: int | None = None,
     ) -> Task:
         """Create a task running ``fn(*args, **kwargs)`` and put it at the back of the queue."""
+        if stack_size is None and self._fast_spawn:
+            task: Task = self._spawn_fast(fn, args, kwargs, name)
+            return task
         if not callable(fn):
             raise TypeError(f"spawn() needs a callable, got {type(fn).__name__}")
         if self.closed:
@@ -469,42 +479,9 @@ class Runtime(SchedulerCore):
             self.cancel(task)
         return task
 
-    def _task_body(self, *_ignored: Any) -> None:
-        """The target of every task fiber (one bound method shared by all: no per-task
-        closure): run the task's function, record the outcome, hand over to the next task.
-
-        The task to run is ``self.current``: whoever switches to a fiber sets it first.
-        Arguments are ignored: a task starts either by a plain switch() or by a dying task
-        whose fiber was re-parented onto this one (which passes its return value).
-
-        Why no local names the task (it is always read from ``self.current``): a traceback
-        keeps the frames it passes through, and their callers through ``f_back``, alive with
-        their locals.  If this frame held the task, a failed task would be tied to its own
-        exception in a cycle, and the "nobody retrieved it" report would wait for a garbage
-        collection.
-        """
-        fn, args, kwargs = self.current._take_call()  # type: ignore[union-attr]
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            pending = self.current._pending_exc  # type: ignore[union-attr]
-            if pending is not None:
-                # Cancelled (or interrupted) before it ever ran: do not start the function.
-                self.current._pending_exc = None  # type: ignore[union-attr]
-                raise pending
-            result = fn(*args, **kwargs) if kwargs else fn(*args)  # the latter makes no dict
-        except FiberExit:
-            # The fiber is being killed (shutdown gave up on it, or it was collected): let the
-            # core unwind it; the task was already marked finished.
-            raise
-        except BaseException as exc:
-            # Drop this frame from the traceback: it is scheduler noise to the user.
-            tb = exc.__traceback__
-            error = exc.with_traceback(tb.tb_next if tb is not None else None)
-        del fn, args, kwargs
-        self._task_done(self.current, result, error)
-
     def _task_done(self, task: Task | None, result: Any, error: BaseException | None) -> None:
+        """A task's end, from its fiber's entry (``_task_entry``, in C, which does the common
+        case itself: a task other than main returned while the run goes on)."""
         if task is None or task.state is FINISHED:
             # Shutdown gave up on this task and killed its fiber; an exception replaced the
             # FiberExit on the way out.  The hub (our parent) is waiting for us: just go.
@@ -748,6 +725,12 @@ class Runtime(SchedulerCore):
 
     def sleep(self, seconds: float) -> None:
         """Block the running task for ``seconds`` (0: just yield; +inf: until cancelled)."""
+        if (type(seconds) is float or type(seconds) is int) and 0 < seconds < NEVER:
+            task = self.current
+            if task is not None:  # sleep_until's common case, inline
+                timer = self.timers.schedule(self.clock.now() + seconds, self._wake_sleeper, task)
+                self.park("sleep", timer.cancel)
+                return
         if seconds == 0:
             self.yield_now()
             return

@@ -12,11 +12,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._native import TASK_BLOCKED, TASK_READY, TASK_RUNNING, TaskCore
+from .._native import TASK_BLOCKED, TASK_FINISHED, TASK_READY, TASK_RUNNING, TaskCore
 from ._exceptions import Cancelled
-
-# What a task's call keeps once its function has started (never changed: shared).
-_NO_KWARGS: dict[str, Any] = {}
 
 if TYPE_CHECKING:
     from ._cancel import CancelScope
@@ -29,7 +26,7 @@ if TYPE_CHECKING:
 READY: str = TASK_READY
 RUNNING: str = TASK_RUNNING
 BLOCKED: str = TASK_BLOCKED
-FINISHED = "finished"
+FINISHED: str = TASK_FINISHED
 
 
 class TaskExceptHookArgs(NamedTuple):
@@ -53,13 +50,28 @@ class Task(TaskCore):
     Use :meth:`join` to wait for its result, :meth:`cancel` to stop it.
     """
 
-    # TaskCore's C fields, which every switch, park and wake touches (scheduler.h): state,
-    # _fiber, _pending_exc, _resume_value, _resume_exc, _abort, _wait_reason, _shield.
-    __slots__ = (
-        "name", "id", "_parent_id", "_runtime", "_fn", "_args", "_kwargs",
-        "_joiners", "_result", "_exception", "_exc_retrieved", "_cancel_requested",
-        "_cancel_count", "_scopes", "_group", "__weakref__",
-    )
+    # Every field is TaskCore's, in C (scheduler.h), so that the runtime makes, starts and
+    # finishes a task without Python code (spawn.c): state, _fiber, _pending_exc,
+    # _resume_value, _resume_exc, _abort, _wait_reason, _shield (what every switch, park and
+    # wake touches) and the rest of the record, each described below.
+    __slots__ = ("__weakref__",)
+
+    if TYPE_CHECKING:
+        name: str
+        id: int
+        _parent_id: int | None
+        _runtime: Runtime
+        _fn: Callable[..., Any] | None
+        _args: tuple[Any, ...]
+        _kwargs: dict[str, Any] | None
+        _joiners: list[Task] | None
+        _result: Any
+        _exception: BaseException | None
+        _exc_retrieved: bool
+        _cancel_requested: bool
+        _cancel_count: int
+        _scopes: list[CancelScope] | None
+        _group: TaskGroup | None
 
     def __init__(
         self,
@@ -70,6 +82,7 @@ class Task(TaskCore):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
+        # (Runtime.spawn's uncommon cases; the common one sets the same in C: spawn.c.)
         self.name = name
         self.id = task_id
         # Invariant: READY <=> the task is in runtime.ready exactly once; RUNNING <=> it is
@@ -77,7 +90,7 @@ class Task(TaskCore):
         self.state = READY
         self._runtime = runtime
         self._fiber = None
-        self._fn: Callable[..., Any] | None = fn
+        self._fn = fn
         self._args = args
         self._kwargs = kwargs
         # The C fields start as: _resume_value/_resume_exc None (set by whoever wakes the task;
@@ -87,30 +100,19 @@ class Task(TaskCore):
         # interruptions must wait: Runtime.call_shielded), _abort None, _wait_reason "".
         # The task's open cancel scopes (timeouts among them), outermost first (None until
         # it opens one).
-        self._scopes: list[CancelScope] | None = None
+        self._scopes = None
         # The TaskGroup this task was spawned into (told when the task finishes), or None.
-        self._group: TaskGroup | None = None
-        self._joiners: list[Task] | None = None  # tasks in join(): a list from the first
-        self._result: Any = None
-        self._exception: BaseException | None = None
+        self._group = None
+        self._joiners = None  # tasks in join(): a list from the first
+        self._result = None
+        self._exception = None
         self._exc_retrieved = False
         self._cancel_requested = False
         self._cancel_count = 0
         # Who spawned it, by id (not the task: a chain of spawners would stay alive), for
         # the task tree of dumps and deadlock reports; None: spawned by the hub (main).
         spawner = runtime.current
-        self._parent_id: int | None = spawner.id if spawner is not None else None
-
-    def _take_call(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-        # Hand the function and its arguments to the fiber and forget them here, so a finished
-        # task does not keep its arguments alive.
-        fn = self._fn
-        assert fn is not None, "a task's function is taken once"
-        call = (fn, self._args, self._kwargs)
-        self._fn = None
-        self._args = ()
-        self._kwargs = _NO_KWARGS
-        return call
+        self._parent_id = spawner.id if spawner is not None else None
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -169,11 +171,5 @@ class Task(TaskCore):
         extra = f" waiting on {self._wait_reason}" if self.state is BLOCKED else ""
         return f"<Task {self.name!r} {self.state}{extra}>"
 
-    def __del__(self) -> None:
-        # "Nothing lost": a failed task nobody looked at reports its exception when it is
-        # forgotten (or when the run ends, whichever comes first).
-        if self._exception is not None and not self._exc_retrieved:
-            try:
-                self._runtime.report_unretrieved(self)
-            except Exception:  # pragma: no cover - never let __del__ raise
-                pass
+    # "Nothing lost": a failed task nobody looked at reports its exception when it is
+    # forgotten (or when the run ends, whichever comes first) -- TaskCore's finalizer, in C.

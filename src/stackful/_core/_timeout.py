@@ -13,7 +13,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._cancel import CancelScope
-from ._timers import NEVER, deadline_at
 
 
 class TimeoutScope(CancelScope):
@@ -27,25 +26,9 @@ class TimeoutScope(CancelScope):
 
     __slots__ = ()
 
-    def __init__(self, deadline: float | None, what: str = "", *, shield: bool = False) -> None:
-        # CancelScope.__init__ by hand: internal timeouts (a lock's, a queue's) make one per
-        # wait.
-        if deadline is not None and (type(deadline) is not float or not deadline < NEVER):
-            checked = deadline_at(deadline)  # not the common case
-            deadline = None if checked == NEVER else checked
-        self._deadline = deadline
-        self.what = what
-        self.shield = bool(shield)
-        self._fail = True
-        self.expired = False
-        self.cancel_called = False
-        self.cancelled_caught = False
-        self.error = None
-        self._task = None
-        self._timer = None
-        self._exited = False
-        self._held = None
-        self.group = None
+    # ScopeCore.__init__ (C) gives a class with this set fail=True unless told otherwise:
+    # internal timeouts (a lock's, a queue's) make one per wait, without a Python frame.
+    _fails_by_default = True
 
     if TYPE_CHECKING:
         # Narrower than the base: it never swallows (its TimeoutError goes through), so code
@@ -55,4 +38,8 @@ class TimeoutScope(CancelScope):
             exc_type: type[BaseException] | None,
             exc: BaseException | None,
             tb: TracebackType | None,
+        ) -> None: ...
+
+        def __init__(  # noqa: D107
+            self, deadline: float | None, what: str = "", *, shield: bool = False
         ) -> None: ...

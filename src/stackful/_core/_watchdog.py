@@ -25,7 +25,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from .._native import Watcher
@@ -123,10 +123,8 @@ class Watchdog:
         """Start watching ``runtime``, which runs on the calling thread."""
         watched = threading.get_ident()
         watcher = Watcher(runtime, watched, self.threshold, self._period)
-        # The runtime's task entry: left out at the root of a task's stack.
-        task_body = type(runtime)._task_body.__code__
         name = f"stackful-watchdog ({threading.current_thread().name})"
-        thread = threading.Thread(target=self._watch, args=(watcher, watched, task_body),
+        thread = threading.Thread(target=self._watch, args=(watcher, watched),
                                   name=name, daemon=True)
         thread.start()
         self._pid = os.getpid()
@@ -143,7 +141,7 @@ class Watchdog:
 
     # -- the monitor thread --------------------------------------------------------------------
 
-    def _watch(self, watcher: Watcher, watched: int, task_body: CodeType) -> None:
+    def _watch(self, watcher: Watcher, watched: int) -> None:
         while True:
             stall = watcher.wait()  # without the GIL until there is something to report
             if stall is None:
@@ -154,7 +152,7 @@ class Watchdog:
                 task_name=task_name if task_name is not None else "hub",
                 task_id=task_id,
                 blocked_for=blocked_for,
-                stack=_stack_of(frame, task_body),
+                stack=_stack_of(frame),
                 thread_id=watched,
             )
             del frame  # its thread's frames are not ours to keep
@@ -175,12 +173,11 @@ class Watchdog:
                 del exc, tb
 
 
-def _stack_of(frame: FrameType | None, task_body: CodeType) -> traceback.StackSummary:
-    """``frame``'s stack, most recent call last, without the runtime's task entry at the root."""
+def _stack_of(frame: FrameType | None) -> traceback.StackSummary:
+    """``frame``'s stack, most recent call last (a task's starts at its function: the
+    runtime's task entry is C)."""
     if frame is None:
         return traceback.StackSummary()  # the thread has gone
     frames = list(traceback.walk_stack(frame))
     frames.reverse()
-    if frames and frames[0][0].f_code is task_body:
-        del frames[0]
     return traceback.StackSummary.extract(iter(frames), lookup_lines=False)

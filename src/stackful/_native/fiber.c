@@ -1272,6 +1272,14 @@ PyObject *sf_fiber_throw_call(Fiber *f, PyObject *const *args, Py_ssize_t nargs)
     return Fiber_throw(f, args, nargs);
 }
 
+PyObject *sf_fiber_new(PyObject *target, PyObject *name, PyObject *parent)
+{
+    PyObject *self = Fiber_new(&FiberType, NULL, NULL);
+    if (self && fiber_setup((Fiber *)self, target, name, NULL, parent) < 0)
+        Py_CLEAR(self);
+    return self;
+}
+
 int sf_fiber_set_parent(Fiber *f, PyObject *parent)
 {
     return Fiber_set_parent(f, parent, NULL);

@@ -19,6 +19,10 @@ PyObject *sf_current_fiber(void);
  * fiber is resumed with (a new reference), or NULL with an exception set. */
 PyObject *sf_fiber_switch_empty(PyObject *fiber);
 
+/* Fiber(target, name=name, parent=parent): a new reference, or NULL with an
+ * exception set (the runtime's spawn, spawn.c). */
+PyObject *sf_fiber_new(PyObject *target, PyObject *name, PyObject *parent);
+
 /* The running thread's scheduler slot (the runtime running on it, or NULL);
  * NULL with an exception set if the thread record cannot be made. */
 PyObject **sf_thread_scheduler_slot(void);

@@ -188,6 +188,14 @@ static int unpark(SchedulerCore *s, TaskCore *task)
     return 0;
 }
 
+int sf_wake(SchedulerCore *s, TaskCore *task, PyObject *value)
+{
+    if (unpark(s, task) < 0)
+        return -1;
+    Py_XSETREF(task->resume_value, Py_NewRef(value));
+    return 0;
+}
+
 PyDoc_STRVAR(wake_doc,
 "wake(task, value=None)\n--\n\nMake a parked task ready; its park() returns `value`.");
 

@@ -24,6 +24,7 @@
 PyObject *STATE_READY;    /* "ready" */
 PyObject *STATE_RUNNING;  /* "running" */
 PyObject *STATE_BLOCKED;  /* "blocked" */
+PyObject *STATE_FINISHED; /* "finished" */
 
 /* ------------------------------------------------------------------ */
 /* ReadyQueue: a ring buffer of strong references                      */
@@ -185,6 +186,11 @@ static PyObject *TaskCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
         t->resume_exc = Py_NewRef(Py_None);
         t->abort = Py_NewRef(Py_None);
         t->wait_reason = PyUnicode_New(0, 0);
+        PyObject **fields[] = {&t->name, &t->id, &t->parent_id, &t->runtime, &t->fn,
+                               &t->args, &t->kwargs, &t->joiners, &t->result, &t->exception,
+                               &t->scopes, &t->group};
+        for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+            *fields[i] = Py_NewRef(Py_None);
         if (!t->wait_reason)
             Py_CLEAR(t);
     }
@@ -203,7 +209,7 @@ static int TaskCore_traverse(TaskCore *t, visitproc visit, void *arg)
     Py_VISIT(t->wait_reason);
     Py_VISIT(t->resume_fiber);
     Py_VISIT(t->io_wait);
-    return 0;
+    return sf_task_traverse(t, visit, arg);
 }
 
 /* The object fields of TaskCore and SchedulerCore are T_OBJECT_EX slots, which the
@@ -230,6 +236,7 @@ static int TaskCore_clear(TaskCore *t)
     clear_to_none(&t->wait_reason);
     Py_CLEAR(t->resume_fiber);
     Py_CLEAR(t->io_wait);
+    sf_task_clear(t, 1);
     return 0;
 }
 
@@ -246,6 +253,7 @@ static void TaskCore_dealloc(TaskCore *t)
     Py_CLEAR(t->wait_reason);
     Py_CLEAR(t->resume_fiber);
     Py_CLEAR(t->io_wait);
+    sf_task_clear(t, 0);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
@@ -280,6 +288,22 @@ static PyMemberDef TaskCore_members[] = {
      "time.CLOCK_MONOTONIC_COARSE in ns when the task last parked (how long: dumps)"},
     {"_shield", T_INT, offsetof(TaskCore, shield), 0,
      "> 0 while interruptions must wait (call_shielded)"},
+    /* The rest of the record (what each is: Task in _core/_task.py). */
+    {"name", T_OBJECT_EX, offsetof(TaskCore, name), 0, "the task's name"},
+    {"id", T_OBJECT_EX, offsetof(TaskCore, id), 0, "the task's number in its runtime"},
+    {"_parent_id", T_OBJECT_EX, offsetof(TaskCore, parent_id), 0, NULL},
+    {"_runtime", T_OBJECT_EX, offsetof(TaskCore, runtime), 0, NULL},
+    {"_fn", T_OBJECT_EX, offsetof(TaskCore, fn), 0, NULL},
+    {"_args", T_OBJECT_EX, offsetof(TaskCore, args), 0, NULL},
+    {"_kwargs", T_OBJECT_EX, offsetof(TaskCore, kwargs), 0, NULL},
+    {"_joiners", T_OBJECT_EX, offsetof(TaskCore, joiners), 0, NULL},
+    {"_result", T_OBJECT_EX, offsetof(TaskCore, result), 0, NULL},
+    {"_exception", T_OBJECT_EX, offsetof(TaskCore, exception), 0, NULL},
+    {"_scopes", T_OBJECT_EX, offsetof(TaskCore, scopes), 0, NULL},
+    {"_group", T_OBJECT_EX, offsetof(TaskCore, group), 0, NULL},
+    {"_exc_retrieved", T_BOOL, offsetof(TaskCore, exc_retrieved), 0, NULL},
+    {"_cancel_requested", T_BOOL, offsetof(TaskCore, cancel_requested), 0, NULL},
+    {"_cancel_count", T_INT, offsetof(TaskCore, cancel_count), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -295,6 +319,7 @@ PyTypeObject TaskCoreType = {
     .tp_clear = (inquiry)TaskCore_clear,
     .tp_members = TaskCore_members,
     .tp_getset = TaskCore_getset,
+    .tp_finalize = sf_task_finalize,
 };
 
 /* ------------------------------------------------------------------ */
@@ -311,6 +336,8 @@ static PyObject *SchedulerCore_new(PyTypeObject *type, PyObject *args, PyObject 
     s->hub = Py_NewRef(Py_None);
     s->io = Py_NewRef(Py_None);
     s->timers = Py_NewRef(Py_None);
+    s->main = Py_NewRef(Py_None);
+    s->interrupt = Py_NewRef(Py_None);
     s->ready = (ReadyQueue *)PyObject_CallNoArgs((PyObject *)&ReadyQueueType);
     s->parked_io = (ReadyQueue *)PyObject_CallNoArgs((PyObject *)&ReadyQueueType);
     if (!s->ready || !s->parked_io) {
@@ -329,6 +356,11 @@ static int SchedulerCore_traverse(SchedulerCore *s, visitproc visit, void *arg)
     Py_VISIT(s->hub);
     Py_VISIT(s->io);
     Py_VISIT(s->timers);
+    Py_VISIT(s->live);
+    Py_VISIT(s->main);
+    Py_VISIT(s->interrupt);
+    Py_VISIT(s->entry);
+    Py_VISIT(s->task_type);
     return 0;
 }
 
@@ -339,6 +371,12 @@ static int SchedulerCore_clear(SchedulerCore *s)
     clear_to_none(&s->hub);
     clear_to_none(&s->io);
     clear_to_none(&s->timers);
+    s->fast_spawn = 0;
+    Py_CLEAR(s->live);
+    Py_CLEAR(s->main);
+    Py_CLEAR(s->interrupt);
+    Py_CLEAR(s->entry);
+    Py_CLEAR(s->task_type);
     return 0;
 }
 
@@ -352,6 +390,11 @@ static void SchedulerCore_dealloc(SchedulerCore *s)
     Py_CLEAR(s->hub);
     Py_CLEAR(s->io);
     Py_CLEAR(s->timers);
+    Py_CLEAR(s->live);
+    Py_CLEAR(s->main);
+    Py_CLEAR(s->interrupt);
+    Py_CLEAR(s->entry);
+    Py_CLEAR(s->task_type);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -515,14 +558,14 @@ static PyMethodDef SchedulerCore_methods[] = {
 };
 
 /* SchedulerCore's own methods and loop.c's, in one table for the type. */
-static PyMethodDef all_methods[16];
+static PyMethodDef all_methods[24];
 
 static int gather_methods(void)
 {
     const size_t room = sizeof all_methods / sizeof all_methods[0] - 1;  /* a sentinel last */
     size_t n = 0;
-    PyMethodDef *tables[] = {SchedulerCore_methods, sf_loop_methods};
-    for (size_t t = 0; t < 2; t++) {
+    PyMethodDef *tables[] = {SchedulerCore_methods, sf_loop_methods, sf_spawn_methods};
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
         for (PyMethodDef *d = tables[t]; d->ml_name; d++) {
             if (n == room) {
                 PyErr_SetString(PyExc_SystemError, "stackful: too many SchedulerCore methods");
@@ -556,6 +599,16 @@ static PyMemberDef SchedulerCore_members[] = {
      "the id of the next task spawned"},
     {"_idle", T_BOOL, offsetof(SchedulerCore, idle), 0,
      "True while the hub waits for timers and I/O"},
+    {"_fast_spawn", T_BOOL, offsetof(SchedulerCore, fast_spawn), 0,
+     "True while _spawn_fast may make tasks without the Python side (spawn.c)"},
+    {"_live", T_OBJECT_EX, offsetof(SchedulerCore, live), 0, "the live tasks (a dict)"},
+    {"_main", T_OBJECT_EX, offsetof(SchedulerCore, main), 0, "the main task, or None"},
+    {"_interrupt", T_OBJECT_EX, offsetof(SchedulerCore, interrupt), 0,
+     "what ends the run early, or None"},
+    {"_entry", T_OBJECT_EX, offsetof(SchedulerCore, entry), 0,
+     "the target of every task fiber"},
+    {"_task_type", T_OBJECT_EX, offsetof(SchedulerCore, task_type), 0,
+     "the class of the tasks _spawn_fast makes"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -578,6 +631,7 @@ int sf_scheduler_init(PyObject *m)
     STATE_READY = PyUnicode_InternFromString("ready");
     STATE_RUNNING = PyUnicode_InternFromString("running");
     STATE_BLOCKED = PyUnicode_InternFromString("blocked");
+    STATE_FINISHED = PyUnicode_InternFromString("finished");
     str_yield_slow = PyUnicode_InternFromString("_yield_slow");
     if (gather_methods() < 0)
         return -1;
@@ -587,11 +641,13 @@ int sf_scheduler_init(PyObject *m)
     if (PyModule_AddObjectRef(m, "TASK_READY", STATE_READY) < 0 ||
         PyModule_AddObjectRef(m, "TASK_RUNNING", STATE_RUNNING) < 0 ||
         PyModule_AddObjectRef(m, "TASK_BLOCKED", STATE_BLOCKED) < 0 ||
+        !STATE_FINISHED || PyModule_AddObjectRef(m, "TASK_FINISHED", STATE_FINISHED) < 0 ||
         PyModule_AddObjectRef(m, "ReadyQueue", (PyObject *)&ReadyQueueType) < 0 ||
         PyModule_AddObjectRef(m, "TaskCore", (PyObject *)&TaskCoreType) < 0 ||
         PyModule_AddObjectRef(m, "SchedulerCore", (PyObject *)&SchedulerCoreType) < 0 ||
         PyModule_AddFunctions(m, scheduler_functions) < 0 || sf_loop_init(m) < 0 ||
-        sf_watchdog_init(m) < 0)
+        sf_watchdog_init(m) < 0 || sf_spawn_init(m) < 0 ||
+        sf_scope_init(m) < 0)
         return -1;
     return 0;
 }

@@ -43,6 +43,17 @@ typedef struct {
     long long parked_ns;     /* CLOCK_MONOTONIC_COARSE when it last parked (dumps) */
     int shield;              /* > 0: interruptions wait (call_shielded) */
     char trim_listed;        /* in its scheduler's parked_io list */
+    /* The rest of a task's record (Task in _core/_task.py says what each is for): here so
+     * that a task is made, started and finished without Python code (spawn.c). */
+    char exc_retrieved;      /* its exception was looked at (or needs no report) */
+    char cancel_requested;   /* Task.cancel() was called */
+    int cancel_count;        /* how many times */
+    PyObject *name, *id, *parent_id, *runtime;
+    PyObject *fn, *args, *kwargs;  /* the call, until the fiber takes it */
+    PyObject *joiners;       /* tasks in join(), a list, or None */
+    PyObject *result, *exception;
+    PyObject *scopes;        /* its open cancel scopes, a list, or None */
+    PyObject *group;         /* the TaskGroup it was spawned into, or None */
 } TaskCore;
 
 typedef struct {
@@ -65,10 +76,16 @@ typedef struct {
     Py_ssize_t hub_resumptions;  /* times a task handed control back to the hub */
     Py_ssize_t next_id;          /* the id of the next task spawned */
     char idle;                   /* the hub is waiting for timers and I/O */
+    char fast_spawn;             /* spawn.c may spawn on its own (the Python side says when) */
+    PyObject *live;              /* live tasks: a dict used as an insertion-ordered set */
+    PyObject *main;              /* the main task, or None */
+    PyObject *interrupt;         /* what ends the run early, or None */
+    PyObject *entry;             /* the target of every task fiber */
+    PyObject *task_type;         /* the class of the tasks spawn.c makes */
 } SchedulerCore;
 
 extern PyTypeObject ReadyQueueType, TaskCoreType, SchedulerCoreType;
-extern PyObject *STATE_READY, *STATE_RUNNING, *STATE_BLOCKED;
+extern PyObject *STATE_READY, *STATE_RUNNING, *STATE_BLOCKED, *STATE_FINISHED;
 
 int rq_grow(ReadyQueue *q);
 
@@ -105,6 +122,9 @@ static inline PyObject *task_run_fiber(TaskCore *task)
 
 /* ---- loop.c ---- */
 
+/* Make the parked `task` ready; its park() returns `value`.  0, or -1 with an exception. */
+int sf_wake(SchedulerCore *s, TaskCore *task, PyObject *value);
+
 /* Block the running task of `scheduler` (a SchedulerCore) until `fd` is ready
  * for `direction` (SF_READ/SF_WRITE), with no timeout; `persistent` as in
  * poller.h.  None, or NULL with the interruption or ClosedResourceError. */
@@ -112,6 +132,18 @@ PyObject *sf_wait_io(PyObject *scheduler, int fd, int direction, int persistent)
 /* The scheduler running on this thread, or NULL with RuntimeError naming `what`. */
 SchedulerCore *sf_running_scheduler(const char *what);
 int sf_loop_init(PyObject *module);
+
+/* ---- spawn.c ---- */
+
+int sf_spawn_init(PyObject *module);
+extern PyMethodDef sf_spawn_methods[];  /* SchedulerCore methods defined in spawn.c */
+int sf_task_traverse(TaskCore *t, visitproc visit, void *arg);
+void sf_task_clear(TaskCore *t, int to_none);
+void sf_task_finalize(PyObject *task);
+
+/* ---- scope.c ---- */
+
+int sf_scope_init(PyObject *module);
 
 /* ---- watchdog.c ---- */
 

@@ -145,6 +145,9 @@ static void Timer_dealloc(sf_timer *t)
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
+int sf_is_timer_heap(PyObject *o) { return PyObject_TypeCheck(o, &TimerHeapType); }
+int sf_is_timer(PyObject *o) { return PyObject_TypeCheck(o, &TimerType); }
+
 int sf_timer_cancel(sf_timer *t)
 {
     if (!t->callback)

@@ -13,6 +13,9 @@ typedef struct sf_timer_heap sf_timer_heap;
  * A new reference, or NULL with an exception set. */
 sf_timer *sf_timer_schedule(sf_timer_heap *h, double deadline, PyObject *callback,
                             PyObject *arg);
+/* True if `o` is a TimerHeap (a Timer). */
+int sf_is_timer_heap(PyObject *o);
+int sf_is_timer(PyObject *o);
 /* Cancel; 1 if it was pending. */
 int sf_timer_cancel(sf_timer *t);
 /* The earliest deadline into *deadline, or 0 if no timer is pending. */
