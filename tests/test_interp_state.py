@@ -231,6 +231,56 @@ def test_fibers_suspended_in_the_same_function_resume_it_instrumented() -> None:
                      ("b", 4), ("b", 5)]
 
 
+@needs_monitoring
+def test_a_fiber_suspended_inside_a_line_callback_lands_in_code_reinstrumented_under_it(
+        ) -> None:
+    """A fiber suspended inside a LINE callback is mid-instruction in its code; another
+    fiber landing instruments that code in place (a hook came on), then LINE goes off and
+    the first one's own landing instruments it again, under its own running frame.  It
+    returns from the callback into the instruction it was in and runs on unmonitored."""
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    tool = mon.DEBUGGER_ID
+    root = stackful.current()
+    lines: list[tuple[str, int]] = []
+
+    def shared(label: str) -> str:
+        a = 1
+        b = a + 1
+        root.switch("parked " + label)
+        c = b + 1
+        return label + str(c)
+
+    start = shared.__code__.co_firstlineno
+
+    def on_line(code: Any, line: int) -> None:
+        if code is shared.__code__:
+            lines.append((stackful.current().name, line - start))
+            if stackful.current().name == "a" and line - start == 1:
+                root.switch("in callback")
+
+    mon.use_tool_id(tool, "stackful-test")
+    try:
+        mon.register_callback(tool, mon.events.LINE, on_line)
+        b = Fiber(lambda: shared("b"), name="b")
+        assert b.switch() == "parked b"
+        mon.set_events(tool, mon.events.LINE)
+        a = Fiber(lambda: shared("a"), name="a")
+        assert a.switch() == "in callback"
+        sys.setprofile(lambda *args: None)
+        try:
+            assert b.switch() == "b3"
+            mon.set_events(tool, 0)
+            assert a.switch() == "parked a"
+        finally:
+            sys.setprofile(None)
+        assert a.switch() == "a3"
+    finally:
+        mon.set_events(tool, 0)
+        mon.register_callback(tool, mon.events.LINE, None)
+        mon.free_tool_id(tool)
+    assert lines == [("a", 1), ("b", 4), ("b", 5)]
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12) or sys.version_info >= (3, 15),
                     reason="3.12-3.14 instrument a code object through sys.monitoring")
 def test_a_resumed_fibers_code_is_instrumented_once_per_change() -> None:
