@@ -91,11 +91,6 @@ RESUMED_FUNCS = ("caller_of_unwinder", "generator_parked_inside", "raises_after_
                  "reraises_after_resume", "runs_generator", "unwinds_after_resume")
 needs_monitoring = pytest.mark.skipif(sys.version_info < (3, 12),
                                       reason="instrumentation per code object is 3.12+")
-stale_before_315 = pytest.mark.xfail(
-    sys.version_info < (3, 15), strict=True,
-    reason="3.12-3.14 export nothing that instruments one code object: a fiber's frames "
-           "resumed after a hook came on keep their code's old instrumentation until they "
-           "return")
 
 
 def run_turned_on_while_suspended(mode: str) -> tuple[list[str], set[str]]:
@@ -137,10 +132,9 @@ def test_frames_resumed_after_setprofile_raise_without_crashing() -> None:
 
 
 @needs_monitoring
-@stale_before_315
 def test_frames_resumed_after_setprofile_report_their_returns() -> None:
     """As for a thread's frames when setprofile is called: each resumed frame's return is
-    seen."""
+    seen (the code of a fiber's frames is instrumented when it lands)."""
     _, events = run_turned_on_while_suspended("setprofile")
     assert events == {"call:generator_parked_inside"} | {f"return:{f}" for f in RESUMED_FUNCS}
 

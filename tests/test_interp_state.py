@@ -26,6 +26,7 @@ import gc
 import re
 import subprocess
 import sys
+import types
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -116,11 +117,15 @@ def test_monitoring_callback_guard_is_per_fiber() -> None:
         mon.free_tool_id(tool)
 
 
-def lines_seen_after_resume(turn_on_while_suspended: bool) -> list[int]:
+def lines_seen_after_resume(turn_on_while_suspended: bool, held: tuple[int, ...] = ()
+                            ) -> list[int]:
     """Line events from a fiber's function resumed mid-call after LINE monitoring was
-    switched on (or off) while it was suspended there."""
+    switched on (or off) while it was suspended there; the tool ids `held` are in use by
+    others meanwhile."""
     mon = sys.monitoring  # type: ignore[attr-defined]
     tool = mon.DEBUGGER_ID
+    for other in held:
+        mon.use_tool_id(other, f"held {other}")
     root = stackful.current()
     lines: list[int] = []
 
@@ -146,24 +151,180 @@ def lines_seen_after_resume(turn_on_while_suspended: bool) -> list[int]:
         mon.set_events(tool, mon.events.LINE if turn_on_while_suspended else 0)
         lines.clear()
         assert f.switch() == 2
+        assert [mon.get_tool(other) for other in held] == [f"held {other}" for other in held]
         return lines
     finally:
         mon.set_events(tool, 0)
         mon.register_callback(tool, mon.events.LINE, None)
         mon.free_tool_id(tool)
+        for other in held:
+            mon.free_tool_id(other)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
-@pytest.mark.xfail(sys.version_info < (3, 15), strict=True,
-                   reason="3.12-3.14 export nothing that instruments one code object")
+needs_monitoring = pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+
+
+@needs_monitoring
 def test_monitoring_turned_on_while_suspended_sees_the_resumed_lines() -> None:
-    """As a thread's running frames do when a tool turns LINE events on."""
+    """As a thread's running frames do when a tool turns LINE events on: the code of the
+    fiber's frames is instrumented when it lands."""
     assert lines_seen_after_resume(turn_on_while_suspended=True) == [2, 3, 4]
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+@needs_monitoring
 def test_monitoring_turned_off_while_suspended_sees_no_more_lines() -> None:
     assert lines_seen_after_resume(turn_on_while_suspended=False) == []
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12) or sys.version_info >= (3, 15),
+                    reason="3.12-3.14 instrument a code object through a free tool id")
+def test_instrumenting_a_resumed_fibers_code_takes_only_a_free_tool_id() -> None:
+    """3.12-3.14 borrow a tool id nobody holds: with one free the lines are seen and the
+    users' tools are left as they were; with none, the resumed frame's code keeps its old
+    instrumentation until it returns (no events, no error)."""
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    assert lines_seen_after_resume(turn_on_while_suspended=True, held=(1, 2, 3, 4)) == [2, 3, 4]
+    assert mon.get_tool(5) is None  # given back
+    assert lines_seen_after_resume(turn_on_while_suspended=True, held=(1, 2, 3, 4, 5)) == []
+
+
+@needs_monitoring
+def test_fibers_suspended_in_the_same_function_resume_it_instrumented() -> None:
+    """Two fibers suspended mid-call in one function when LINE events come on: the first to
+    land instruments the code in place, under the other's suspended frame; each then runs
+    the rest of its own call, with its lines seen, and gets its own result."""
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    tool = mon.DEBUGGER_ID
+    root = stackful.current()
+    lines: list[tuple[str, int]] = []
+
+    def shared(label: str, first: Any, second: Any) -> str:
+        first.switch("parked")
+        x = label
+        second.switch("parked again")
+        x += "!"
+        return x
+
+    start = shared.__code__.co_firstlineno
+
+    def on_line(code: Any, line: int) -> None:
+        if code is shared.__code__:
+            lines.append((stackful.current().name, line - start))
+
+    a: Fiber = Fiber(lambda: shared("a", root, b), name="a")
+    b: Fiber = Fiber(lambda: shared("b", root, a), name="b")
+    assert a.switch() == "parked"
+    assert b.switch() == "parked"
+    mon.use_tool_id(tool, "stackful-test")
+    try:
+        mon.register_callback(tool, mon.events.LINE, on_line)
+        mon.set_events(tool, mon.events.LINE)
+        # a lands (instruments shared, b suspended in it), switches to b mid-call; b lands,
+        # switches to a (b's second.switch()), which finishes to root
+        assert a.switch() == "a!"
+        assert b.switch() == "b!"
+    finally:
+        mon.set_events(tool, 0)
+        mon.register_callback(tool, mon.events.LINE, None)
+        mon.free_tool_id(tool)
+    assert lines == [("a", 2), ("a", 3), ("b", 2), ("b", 3), ("a", 4), ("a", 5),
+                     ("b", 4), ("b", 5)]
+
+
+@needs_monitoring
+def test_a_fiber_suspended_inside_a_line_callback_lands_in_code_reinstrumented_under_it(
+        ) -> None:
+    """A fiber suspended inside a LINE callback is mid-instruction in its code; another
+    fiber landing instruments that code in place (a hook came on), then LINE goes off and
+    the first one's own landing instruments it again, under its own running frame.  It
+    returns from the callback into the instruction it was in and runs on unmonitored."""
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    tool = mon.DEBUGGER_ID
+    root = stackful.current()
+    lines: list[tuple[str, int]] = []
+
+    def shared(label: str) -> str:
+        a = 1
+        b = a + 1
+        root.switch("parked " + label)
+        c = b + 1
+        return label + str(c)
+
+    start = shared.__code__.co_firstlineno
+
+    def on_line(code: Any, line: int) -> None:
+        if code is shared.__code__:
+            lines.append((stackful.current().name, line - start))
+            if stackful.current().name == "a" and line - start == 1:
+                root.switch("in callback")
+
+    mon.use_tool_id(tool, "stackful-test")
+    try:
+        mon.register_callback(tool, mon.events.LINE, on_line)
+        b = Fiber(lambda: shared("b"), name="b")
+        assert b.switch() == "parked b"
+        mon.set_events(tool, mon.events.LINE)
+        a = Fiber(lambda: shared("a"), name="a")
+        assert a.switch() == "in callback"
+        sys.setprofile(lambda *args: None)
+        try:
+            assert b.switch() == "b3"
+            mon.set_events(tool, 0)
+            assert a.switch() == "parked a"
+        finally:
+            sys.setprofile(None)
+        assert a.switch() == "a3"
+    finally:
+        mon.set_events(tool, 0)
+        mon.register_callback(tool, mon.events.LINE, None)
+        mon.free_tool_id(tool)
+    assert lines == [("a", 1), ("b", 4), ("b", 5)]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12) or sys.version_info >= (3, 15),
+                    reason="3.12-3.14 instrument a code object through sys.monitoring")
+def test_a_resumed_fibers_code_is_instrumented_once_per_change() -> None:
+    """Instrumenting one fiber's code must not make the others' stale again (3.14's
+    free_tool_id bumps the interpreter's instrumentation version: were it used, each
+    landing would re-instrument every fiber, forever).  Counted at the call that does it:
+    each stale code object once, then nothing while fibers only switch."""
+    real = sys.monitoring  # type: ignore[attr-defined]
+    calls: list[tuple[str, int]] = []
+
+    def set_local_events(tool: int, code: Any, events: int) -> None:
+        calls.append((code.co_name, events))
+        real.set_local_events(tool, code, events)
+
+    proxy = types.ModuleType("monitoring")
+    proxy.__dict__.update(vars(real))
+    proxy.set_local_events = set_local_events  # type: ignore[attr-defined]
+    root = stackful.current()
+
+    def ping() -> None:
+        while True:
+            root.switch()
+
+    def pong() -> None:
+        while True:
+            root.switch()
+
+    fibers = [Fiber(ping), Fiber(pong)]
+    for f in fibers:
+        f.switch()
+    sys.monitoring = proxy  # type: ignore[attr-defined]
+    sys.setprofile(lambda *args: None)
+    try:
+        for _ in range(3):
+            for f in fibers:
+                f.switch()
+    finally:
+        sys.setprofile(None)
+        sys.monitoring = real  # type: ignore[attr-defined]
+    seen = list(calls)
+    for f in fibers:
+        f.kill()
+    assert sorted(name for name, events in seen if events) == ["ping", "pong"]
+    assert len(seen) == 4  # each set, then cleared
 
 
 def test_repr_guard_is_per_fiber() -> None:

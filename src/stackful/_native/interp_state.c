@@ -654,6 +654,34 @@ static void asyncio_release(sf_pystate *s)
     Py_CLEAR(s->asyncgen_finalizer);
 }
 
+#if PY_VERSION_HEX >= 0x030C0000
+/* The interpreter's instrumentation version: code whose own version differs
+ * has not been instrumented for the tools and hooks now on. */
+static inline uintptr_t instrumentation_version(PyInterpreterState *interp)
+{
+#  if PY_VERSION_HEX < 0x030D0000
+    return (uintptr_t)interp->monitoring_version;
+#  else
+    return interp->ceval.instrumentation_version;
+#  endif
+}
+
+static inline int code_instrumented(PyCodeObject *code, PyInterpreterState *interp)
+{
+    return (uintptr_t)code->_co_instrumentation_version == instrumentation_version(interp);
+}
+
+/* An entry or shim frame: no code of its own to instrument. */
+static inline int frame_is_shim(_PyInterpreterFrame *f)
+{
+#  if PY_VERSION_HEX < 0x030E0000
+    return f->owner == FRAME_OWNED_BY_CSTACK;
+#  else
+    return f->owner >= FRAME_OWNED_BY_INTERPRETER;
+#  endif
+}
+#endif
+
 /* ------------------------------------------------------------------ */
 /* Switching                                                           */
 
@@ -689,7 +717,9 @@ void sf_pystate_save(sf_pystate *s, PyThreadState *ts, sf_pythread *t,
     s->base_frame = ts->base_frame;
     s->jit_exit = ts->jit_exit;
     s->generator_return_kind = impl->generator_return_kind;
-    s->instrumentation_version = ts->interp->ceval.instrumentation_version;
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
+    s->instrumentation_version = instrumentation_version(ts->interp);
 #endif
     s->datastack_chunk = ts->datastack_chunk;
     s->datastack_top = ts->datastack_top;
@@ -750,10 +780,11 @@ void sf_pystate_restore(sf_pystate *s, PyThreadState *ts, sf_pythread *t)
     ts->base_frame = s->base_frame;
     ts->jit_exit = s->jit_exit;
     impl->generator_return_kind = s->generator_return_kind;
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
     /* Instrumented on landing (sf_pystate_landed): instrumenting can free
      * objects, which must not happen before the switch (see fiber_internal.h). */
-    s->instrumentation_stale =
-        s->instrumentation_version != ts->interp->ceval.instrumentation_version;
+    s->instrumentation_stale = s->instrumentation_version != instrumentation_version(ts->interp);
 #endif
     ts->datastack_chunk = s->datastack_chunk;
     ts->datastack_top = s->datastack_top;
@@ -785,7 +816,9 @@ void sf_pystate_init_fresh(sf_pystate *s, void *chunk_memory, size_t chunk_size,
     base->frame_obj = NULL;
     base->stackpointer = base->localsplus;
     s->base_frame = s->current_frame = base;
-    s->instrumentation_version = PyThreadState_GET()->interp->ceval.instrumentation_version;
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
+    s->instrumentation_version = instrumentation_version(PyThreadState_GET()->interp);
 #endif
 #if PY_VERSION_HEX < 0x030E0000
     (void)stack_base;
@@ -836,43 +869,134 @@ void sf_pystate_release(sf_pystate *s)
     repr_release(s);
 }
 
-#if PY_VERSION_HEX >= 0x030F0000
 /* sys.monitoring, settrace and setprofile re-instrument only the code of
  * frames on a thread's frame chain (a suspended fiber's are not on it), and
  * other code at its next RESUME (which a fiber resuming mid-call never runs).
- * 3.15 reads the RAISE, unwind and handled-exception tools from the raising
- * code's own monitoring data, so an exception in a frame whose code was never
+ * Left so, a resumed frame sends none of the events its code was not
+ * instrumented for (line, return, ...) until it returns; and 3.15 reads the
+ * RAISE, unwind and handled-exception tools from the raising code's own
+ * monitoring data, so an exception in a frame whose code was never
  * instrumented dereferences NULL.  Bring the fiber's code up to date as
- * CPython does for a thread's frames.  Runs on the fiber's own stack, its
- * state restored: instrumenting frees old instrumentation and JIT executors,
- * and so can run any deallocation, finalizers included. */
-void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s)
+ * CPython does for a thread's frames: in place, as CPython does with frames
+ * of the same code on other threads, mid-call (the code's layout does not
+ * change).  Runs on the fiber's own stack, its state restored: instrumenting
+ * frees old instrumentation and JIT executors, and so can run any
+ * deallocation, finalizers included. */
+#if PY_VERSION_HEX >= 0x030F0000
+static void instrument_landed(PyThreadState *ts, sf_pystate *s)
 {
     PyInterpreterState *interp = ts->interp;
     s->instrumentation_stale = 0;
     PyObject *pending = PyErr_GetRaisedException();
     for (_PyInterpreterFrame *f = current_frame(ts); f && f != ts->base_frame; f = f->previous) {
-        if (f->owner >= FRAME_OWNED_BY_INTERPRETER)
-            continue;  /* a shim frame: no code of its own */
+        if (frame_is_shim(f))
+            continue;
         PyCodeObject *code = (PyCodeObject *)frame_code(f);
-        if (code->_co_instrumentation_version != interp->ceval.instrumentation_version &&
-            _Py_Instrument(code, interp) < 0)
+        if (!code_instrumented(code, interp) && _Py_Instrument(code, interp) < 0)
             Py_FatalError("stackful: out of memory instrumenting a resumed fiber's code");
     }
     PyErr_SetRaisedException(pending);
 }
+#elif PY_VERSION_HEX >= 0x030C0000
+/* 3.12-3.14 export no call that instruments one code object (_Py_Instrument
+ * is hidden), but sys.monitoring.set_local_events() runs it at once: setting
+ * a local event instruments the code for every tool's events, and clearing it
+ * again leaves the others'.  The tool id must be one nobody holds (tools 0-5
+ * are the users'; 6 and 7 setprofile's and settrace's); none free, the code
+ * stays as it was, which is what 3.12-3.14 did before.  It is claimed and
+ * released as use_tool_id does, by naming it: 3.14's free_tool_id bumps the
+ * interpreter's version, which would make every other suspended fiber
+ * instrument again on landing, each bumping it for the next. */
+static PyObject *str_tool_name, *str_set_local_events;
+
+static int claim_free_tool(PyInterpreterState *interp)
+{
+    for (int tool = PY_MONITORING_SYS_PROFILE_ID - 1; tool >= 0; tool--) {
+        if (!interp->monitoring_tool_names[tool]) {
+            interp->monitoring_tool_names[tool] = Py_NewRef(str_tool_name);
+            return tool;
+        }
+    }
+    return -1;
+}
+
+static void release_tool(PyInterpreterState *interp, int tool)
+{
+    /* Unless code that ran meanwhile (a finalizer) freed it and took it again. */
+    if (interp->monitoring_tool_names[tool] == str_tool_name)
+        Py_CLEAR(interp->monitoring_tool_names[tool]);
+}
+
+static int set_local_events(PyObject *set, int tool, PyObject *code, int events)
+{
+    PyObject *r = PyObject_CallFunction(set, "iOi", tool, code, events);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static void instrument_landed(PyThreadState *ts, sf_pystate *s)
+{
+    PyInterpreterState *interp = ts->interp;
+    s->instrumentation_stale = 0;
+    if (!str_tool_name) {
+        str_tool_name = PyUnicode_InternFromString("stackful: instrumenting a resumed fiber");
+        str_set_local_events = PyUnicode_InternFromString("set_local_events");
+        if (!str_tool_name || !str_set_local_events) {
+            Py_CLEAR(str_tool_name);
+            PyErr_Clear();
+            return;
+        }
+    }
+    PyObject *pending = PyErr_GetRaisedException();
+    PyObject *set = NULL;
+    int tool = -1;
+    for (_PyInterpreterFrame *f = current_frame(ts); f; f = f->previous) {
+        if (frame_is_shim(f))
+            continue;
+        PyObject *code = frame_code(f);
+        if (!PyCode_Check(code) || code_instrumented((PyCodeObject *)code, interp))
+            continue;
+        if (!set) {
+            PyObject *monitoring = PySys_GetObject("monitoring");  /* borrowed */
+            tool = monitoring ? claim_free_tool(interp) : -1;
+            if (tool < 0)
+                break;
+            set = PyObject_GetAttr(monitoring, str_set_local_events);
+            if (!set) {
+                PyErr_WriteUnraisable(monitoring);
+                break;
+            }
+        }
+        Py_INCREF(code);  /* what instrumenting runs could drop the frame's */
+        if (set_local_events(set, tool, code, 1 << PY_MONITORING_EVENT_PY_START) < 0 ||
+            set_local_events(set, tool, code, 0) < 0)
+            PyErr_WriteUnraisable(code);
+        Py_DECREF(code);
+    }
+    Py_XDECREF(set);
+    if (tool >= 0)
+        release_tool(interp, tool);
+    PyErr_SetRaisedException(pending);
+}
+#endif
+
+#if PY_VERSION_HEX >= 0x030C0000
+void sf_pystate_landed_rare(PyThreadState *ts, sf_pystate *s)
+{
+    if (s->instrumentation_stale)
+        instrument_landed(ts, s);
+#  if PY_VERSION_HEX >= 0x030E0000
+    /* Deferred deallocations pending: free them if this stack has the room
+     * CPython itself asks for (_Py_Dealloc: 4 margins). */
+    if (ts->delete_later && _Py_RecursionLimit_GetMargin(ts) >= 4)
+        _PyTrash_thread_destroy_chain(ts);
+#  endif
+}
 #else
-void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s) { (void)ts; (void)s; }
+void sf_pystate_landed_rare(PyThreadState *ts, sf_pystate *s) { (void)ts; (void)s; }
 #endif
 
 #if PY_VERSION_HEX >= 0x030E0000
-/* Only called with deferred deallocations pending: free them if this stack
- * has the room CPython itself asks for (_Py_Dealloc: 4 margins). */
-void sf_pystate_trash_landed(PyThreadState *ts)
-{
-    if (_Py_RecursionLimit_GetMargin(ts) >= 4)
-        _PyTrash_thread_destroy_chain(ts);
-}
 
 /* Tell context watchers, as CPython does when Context.run enters or leaves:
  * one Py_CONTEXT_SWITCHED with the now-current context (or None).  A
@@ -896,7 +1020,6 @@ void sf_pystate_context_switched(PyThreadState *ts)
     PyErr_SetRaisedException(exc);
 }
 #else
-void sf_pystate_trash_landed(PyThreadState *ts) { (void)ts; }
 void sf_pystate_context_switched(PyThreadState *ts) { (void)ts; }
 #endif
 

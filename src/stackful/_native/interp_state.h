@@ -49,6 +49,8 @@ typedef struct sf_pystate {
     void *own_base_frame[12];     /* a fresh fiber's sentinel: a copy of its thread's */
     struct _PyExitData *jit_exit; /* the JIT's pending side exit */
     int generator_return_kind;    /* yield or return, read after an eval returns */
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
     uintptr_t instrumentation_version;  /* the interpreter's when the fiber left: its
                                            frames' code was instrumented up to it */
     int instrumentation_stale;    /* restored behind the interpreter's version: its
@@ -174,10 +176,11 @@ void sf_pystate_release(sf_pystate *s);
  * watchers told. */
 void sf_pystate_set_current_context(PyThreadState *ts, PyObject *ctx);
 
-/* Out of line parts of the landing (rare paths). */
-void sf_pystate_trash_landed(PyThreadState *ts);
+/* Out of line parts of the landing (rare paths).  The rare part of
+ * sf_pystate_landed is one call, so that the landing stays small enough to
+ * be inlined into the switch. */
 void sf_pystate_context_switched(PyThreadState *ts);
-void sf_pystate_instrument_landed(PyThreadState *ts, sf_pystate *s);
+void sf_pystate_landed_rare(PyThreadState *ts, sf_pystate *s);
 
 /* Called on every landing, right after the switch (hot path), with `origin`
  * the state just saved: nonzero if the landing changed the current context
@@ -198,7 +201,7 @@ static inline int sf_pystate_context_changed(PyThreadState *ts, const sf_pystate
  * on the stack of `s`, the state just restored: what may free objects, and
  * so run code, which must not happen before the switch.
  *
- * 3.15: the code of its frames is brought up to the interpreter's
+ * 3.12+: the code of its frames is brought up to the interpreter's
  * instrumentation if it moved while the fiber was suspended.
  *
  * The trash can's list of deferred deallocations stays with the thread:
@@ -210,18 +213,15 @@ static inline int sf_pystate_context_changed(PyThreadState *ts, const sf_pystate
 static inline void sf_pystate_landed(PyThreadState *ts, sf_pystate *s)
 {
 #if PY_VERSION_HEX >= 0x030E0000
-#  if PY_VERSION_HEX >= 0x030F0000
-    if (s->instrumentation_stale)
-        sf_pystate_instrument_landed(ts, s);
-#  else
-    (void)s;
-#  endif
-    if (ts->delete_later)
-        sf_pystate_trash_landed(ts);
-#elif PY_VERSION_HEX >= 0x030D0000
-    (void)s;
+    if (__builtin_expect(s->instrumentation_stale | (ts->delete_later != NULL), 0))
+        sf_pystate_landed_rare(ts, s);
+#elif PY_VERSION_HEX >= 0x030C0000
+    if (__builtin_expect(s->instrumentation_stale, 0))
+        sf_pystate_landed_rare(ts, s);
+#  if PY_VERSION_HEX >= 0x030D0000
     if (ts->delete_later && ts->c_recursion_remaining > 2 * Py_TRASHCAN_HEADROOM)
         _PyTrash_thread_destroy_chain(ts);
+#  endif
 #else
     (void)ts;
     (void)s;
