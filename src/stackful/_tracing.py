@@ -4,11 +4,8 @@ A trace function gets line and return events for a frame only if the frame's ``f
 set.  ``sys.settrace`` sets it for frames called afterwards, and a debugger entering at a
 frame (``bdb.set_trace``) sets it on that frame and its callers -- the running fiber's stack.
 Frames of fibers suspended at that moment keep ``f_trace`` unset: when such a fiber resumes,
-its breakpoints are not hit and ``next`` off the end of it does not stop in its caller.  On
-3.12-3.14 their code is also not instrumented (CPython instruments the code of the frames on
-the thread's stack, and a suspended fiber's are on none), so even with ``f_trace`` set they
-would send no line events; ``sys.monitoring.set_local_events`` instruments a code object at
-once, so toggling a local event of a free tool id brings it up to date.
+its breakpoints are not hit and ``next`` off the end of it does not stop in its caller.  (Their
+code is brought up to date with the tracing by the core, when each fiber next runs.)
 """
 
 from __future__ import annotations
@@ -23,16 +20,11 @@ from ._native import _fiber_debug, _live_fibers, call_untraced, current
 
 __all__ = ["set_trace", "trace_suspended_fibers"]
 
-_monitoring: Any = getattr(sys, "monitoring", None)  # 3.12+
-
-
 def trace_suspended_fibers(trace: Callable[[FrameType, str, Any], object]) -> int:
     """Give every frame of this thread's suspended fibers ``f_trace = trace``.
 
     Call it after starting `trace` with ``sys.settrace``; frames the running fiber calls later
-    are traced as usual.  Returns the number of frames.  On 3.12+ it also brings those frames'
-    code up to date with the tracing now on, through a free ``sys.monitoring`` tool id (none
-    free: their line events start only at their next call, the limit README describes).
+    are traced as usual.  Returns the number of frames.
     """
     me = threading.get_ident()
     running = current()
@@ -50,25 +42,7 @@ def trace_suspended_fibers(trace: Callable[[FrameType, str, Any], object]) -> in
     for frame in frames:
         frame.f_trace = trace
         frame.f_trace_lines = True
-    if _monitoring is not None and frames:
-        _instrument({frame.f_code for frame in frames})
     return len(frames)
-
-
-def _instrument(codes: set[Any]) -> None:
-    mon = _monitoring
-    tool = next((t for t in range(6) if mon.get_tool(t) is None), None)
-    if tool is None:
-        return
-    mon.use_tool_id(tool, "stackful")
-    try:
-        for code in codes:
-            # Setting a local event instruments the code now, to every tool's current events;
-            # clearing it again leaves only the others'.
-            mon.set_local_events(tool, code, mon.events.LINE)
-            mon.set_local_events(tool, code, 0)
-    finally:
-        mon.free_tool_id(tool)
 
 
 def set_trace(*, header: str | None = None, frame: FrameType | None = None) -> None:
