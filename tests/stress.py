@@ -2,6 +2,7 @@
 
     python -m tests.stress --ops 1000000 [--seed N] [--threads K]
     python -m tests.stress --seed N --pool P     # replay the pool a failure names
+    python -m tests.stress --seed N --ops K --from-pool P   # a long run in parts
 
 A pool of fibers all run one small interpreter (`World.serve`, in
 tests/stress_world.py): whatever a fiber's pending switch() returns is its next
@@ -770,6 +771,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run independent pools on this many threads at once")
     parser.add_argument("--pool", type=int, default=None,
                         help="replay just this pool of the run (one thread, 2,000 operations)")
+    parser.add_argument("--from-pool", type=int, default=0,
+                        help="start at this pool (a long run split in parts: pools are "
+                             "independent)")
     args = parser.parse_args(argv)
     seed = random.randrange(2**32) if args.seed is None else args.seed
     if args.pool is not None:
@@ -785,8 +789,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def one(i: int) -> None:
         try:
+            first = args.pool if args.pool is not None else args.from_pool
             totals.update(run(per, seed + i, progress=True, exact=args.threads == 1,
-                              first_pool=args.pool or 0))
+                              first_pool=first))
         except BaseException as e:  # reported below, with the seed
             errors.append(e)
             raise
