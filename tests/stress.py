@@ -658,6 +658,9 @@ class Stress:
                         f"{getattr(r, '__self__', None) is f}), whose referrers are "
                         f"{[type(h).__name__ for h in gc.get_referrers(r) if h is not holders]}")
                     return
+            # This fiber's holders (a child's parent link among them) must not be alive
+            # when the next one's are looked for.
+            holders = r = None  # type: ignore[assignment]
         self.leaked += len(left)
         for fid in list(m.f):  # dead: nothing more happens to them (a __del__ never runs)
             del m.f[fid]
