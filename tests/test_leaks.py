@@ -360,3 +360,29 @@ def test_c_recursion_error_in_a_small_fiber_leaks_nothing() -> None:
     assert [Fiber(burst, stack_size=256 * 1024).switch() for _ in range(3)] == ["limited"] * 3
     gc.collect()
     assert len(gc.get_objects()) - before < 100  # 15,000 lists on 3.13
+
+
+def test_an_instance_of_a_python_subclass_visits_its_type_once() -> None:
+    """The core's types are static, so a Python subclass's own traverse visits the (heap)
+    type; the core's must not visit it again: counted twice per instance, the type's count in
+    a collection goes below zero (a debug CPython aborts: "refcount is too small")."""
+    import stackful.greenlet as sg
+
+    class F(Fiber):
+        pass
+
+    class G(sg.greenlet):
+        pass
+
+    found: dict[str, object] = {"Fiber subclass": F(lambda: None),
+                                "greenlet subclass": G(run=lambda: None)}
+
+    def main() -> None:
+        with stackful.TaskGroup() as tg, stackful.CancelScope() as scope:
+            found["TaskGroup"] = tg
+            found["CancelScope"] = scope
+            found["Task"] = tg.spawn(lambda: None)
+
+    stackful.run(main)
+    for name, obj in found.items():
+        assert sum(r is type(obj) for r in gc.get_referents(obj)) == 1, name

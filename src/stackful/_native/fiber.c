@@ -651,7 +651,8 @@ static PyObject *Fiber_vectorcall(PyObject *type, PyObject *const *args, size_t 
 
 static int Fiber_traverse(Fiber *self, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(self));  /* a Python subclass's instances hold their type */
+    /* Not Py_TYPE(self): the type is static, and a Python subclass's own
+     * traverse visits its (heap) type before calling this one. */
     Py_VISIT(self->target);
     Py_VISIT(self->start.value);
     Py_VISIT(self->start.kwargs);

@@ -179,7 +179,6 @@ static void Greenlet_finalize_subclass(Greenlet *self)
 
 static int Greenlet_traverse(Greenlet *self, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->dict);
     Py_VISIT(self->fiber);
     return 0;

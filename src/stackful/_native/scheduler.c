@@ -199,7 +199,6 @@ static PyObject *TaskCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 
 static int TaskCore_traverse(TaskCore *t, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(t));  /* a Python subclass's instances hold their type */
     Py_VISIT(t->state);
     Py_VISIT(t->fiber);
     Py_VISIT(t->pending_exc);
@@ -349,7 +348,6 @@ static PyObject *SchedulerCore_new(PyTypeObject *type, PyObject *args, PyObject 
 
 static int SchedulerCore_traverse(SchedulerCore *s, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(s));
     Py_VISIT(s->current);
     Py_VISIT(s->ready);
     Py_VISIT(s->parked_io);

@@ -125,7 +125,6 @@ static int ScopeCore_init(ScopeCore *self, PyObject *args, PyObject *kwds)
 
 static int ScopeCore_traverse(ScopeCore *s, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(s));
     PyObject **fields[] = SCOPE_FIELDS(s);
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         Py_VISIT(*fields[i]);

@@ -51,7 +51,6 @@ static PyObject *GroupCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
 
 static int GroupCore_traverse(GroupCore *g, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(g));
     Py_VISIT(g->children);
     Py_VISIT(g->starting);
     Py_VISIT(g->waiter);
