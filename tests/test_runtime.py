@@ -330,6 +330,99 @@ def test_real_sleep_of_a_few_ms_blocks_in_the_hub() -> None:
     assert run(main) >= 0.002
 
 
+def test_real_sleep_is_the_runtimes_sleep_for_every_kind_of_number() -> None:
+    # On the real clock a finite sleep is all C (loop.c); what it accepts and refuses, and
+    # what it leaves behind, must be Runtime.sleep's.
+    def main() -> None:
+        runtime = lowlevel.current_runtime()
+        t0 = lowlevel.current_time()
+        sleep(0.001)
+        sleep(0.0005)
+        assert lowlevel.current_time() - t0 >= 0.0015
+        for bad, error in ((math.nan, ValueError), (-0.5, ValueError), ("1", TypeError),
+                           (10**400, OverflowError)):
+            with pytest.raises(error):
+                sleep(bad)  # type: ignore[arg-type]
+        assert not runtime.timers.active
+        current_task().cancel()  # pending: the next sleep raises at once, no timer left
+        with pytest.raises(Cancelled):
+            sleep(30)
+        assert not runtime.timers.active
+
+    run(main)
+    with pytest.raises(RuntimeError, match=r"sleep\(\) must be called inside stackful.run"):
+        sleep(1)
+
+
+def test_an_int_sleep_on_the_real_clock_parks_until_its_timer() -> None:
+    def sleeper(seconds: int, woke: list[str]) -> None:
+        sleep(seconds)
+        woke.append("sleeper")
+
+    def main() -> list[str]:
+        woke: list[str] = []
+        t = spawn(sleeper, 30, woke)
+        yield_now()
+        assert t.state == "blocked" and str(t._wait_reason) == "sleep"
+        t.cancel()
+        with pytest.raises(Cancelled):
+            t.join()
+        assert not lowlevel.current_runtime().timers.active  # its timer went with its wait
+        return woke
+
+    assert run(main) == []
+
+
+def test_timers_due_while_nothing_is_ready_do_not_starve_io() -> None:
+    # A task whose deadlines pass before it blocks finds its timers due with nothing else
+    # ready: they fire where it switches away, without the hub.  I/O must still be polled
+    # (at the end of each batch), or a reader would wait until the spinner is done.
+    from stackful.timeouts import move_on_after
+
+    rounds = 5000
+    a, b = socket.socketpair()
+    a.setblocking(False)
+
+    def reader(seen: list[int], done: list[int]) -> None:
+        wait_readable(a)
+        seen.append(len(done))
+
+    def expiring(done: list[int]) -> None:
+        for _ in range(rounds):
+            with move_on_after(0):
+                sleep(60)
+            done.append(1)
+
+    def main() -> int:
+        seen: list[int] = []
+        done: list[int] = []
+        r = spawn(reader, seen, done)
+        yield_now()  # the reader waits in the poller
+        b.send(b"x")
+        spawn(expiring, done).join()
+        r.join()
+        return seen[0]
+
+    try:
+        woken_after = run(main)
+    finally:
+        a.close()
+        b.close()
+    assert woken_after < rounds // 10
+
+
+def test_a_timer_callback_that_raises_where_nothing_is_ready_ends_the_run() -> None:
+    def boom(_: object) -> None:
+        raise KeyboardInterrupt
+
+    def main() -> None:
+        lowlevel.current_runtime().call_at(lowlevel.current_time(), boom, None)
+        sleep(600)  # nothing else is ready: the due timer fires as main switches away
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main)
+
+
 # -- I/O -------------------------------------------------------------------------------------------
 
 

@@ -974,6 +974,33 @@ def test_waiting_outside_a_task_is_a_clear_error() -> None:
     assert seen and "task" in seen[0]
 
 
+def test_waiting_in_a_timer_fired_at_the_end_of_a_batch_is_a_clear_error() -> None:
+    # Tasks that keep yielding never let the hub run: their timers fire where a batch ends,
+    # in a task's switch.  The callback must still see no task, not park that one.
+    client, conn = pair()
+    seen: list[str] = []
+
+    def callback(_: Any) -> None:
+        try:
+            client.recv(10)
+        except RuntimeError as exc:
+            seen.append(str(exc))
+
+    def spinner() -> None:
+        while not seen:
+            stackful.yield_now()
+
+    def main() -> None:
+        other = stackful.spawn(spinner)
+        stackful.lowlevel.call_later(0, callback)
+        spinner()
+        other.join()
+
+    with client, conn:
+        run_bounded(main)
+    assert seen and "task" in seen[0]
+
+
 def test_thread_safety_is_not_claimed_but_threads_each_block_on_their_own() -> None:
     # A socket used from another thread (no runtime there) blocks that thread only.
     client, conn = pair()

@@ -976,3 +976,26 @@ def test_started_racing_the_caller_s_cancellation_the_start_stands() -> None:
         assert got == ["ready", "server ran on"] and current_time() == 1
 
     vrun(main)
+
+
+def test_an_expired_scope_says_what_it_was_for() -> None:
+    # The deadline's timer is ScopeCore._fire (C): the interruption it makes, by kind.
+    def main() -> None:
+        now = lowlevel.current_time
+        with lowlevel.CancelScope(now(), what="the lookup") as scope:
+            stackful.sleep(60)
+        assert scope.cancelled_caught and scope.expired and scope.cancel_called
+        assert type(scope.error) is lowlevel.Cancelled
+        assert str(scope.error) == "deadline passed (the lookup)"
+        with lowlevel.CancelScope(now()) as bare:
+            stackful.sleep(60)
+        assert str(bare.error) == "deadline passed"
+        with pytest.raises(TimeoutError, match="^timed out in the lookup$"):
+            with lowlevel.CancelScope(now(), what="the lookup", fail=True):
+                stackful.sleep(60)
+        with pytest.raises(TimeoutError, match="^timed out$"):
+            with lowlevel.CancelScope(now(), fail=True):
+                stackful.sleep(60)
+        assert not lowlevel.current_runtime().timers.active
+
+    stackful.run(main)

@@ -32,7 +32,7 @@ from ._core import (
     set_thread_pool_size,
     to_thread,
 )
-from ._native import get_thread_scheduler as _get_thread_scheduler
+from ._native import sleep as _native_sleep
 from ._native import wait_io as _wait_io
 from ._native import yield_now as _native_yield_now
 
@@ -94,12 +94,12 @@ yield_now = _native_yield_now
 The whole round-robin step is in C (scheduler.c): no Python frame on the hot path."""
 
 
-def sleep(seconds: float) -> None:
-    """Block the running task for ``seconds`` on the runtime's clock."""
-    runtime = _get_thread_scheduler()
-    if runtime is None:
-        runtime = get_runtime("sleep()")  # raises the clear error
-    runtime.sleep(seconds)
+sleep = _native_sleep
+"""Block the running task for ``seconds`` on the runtime's clock (0: just yield; +inf: until
+cancelled).
+
+A finite sleep on the real clock is all C (loop.c: a timer and a park); anything else goes to
+:meth:`Runtime.sleep`."""
 
 
 def wait_readable(fd: int | HasFileno, timeout: float | None = None) -> None:

@@ -103,6 +103,7 @@ class CancelScope(ScopeCore):
             tb: TracebackType | None,
         ) -> bool: ...
 
+
     @staticmethod
     def _checked_deadline(deadline: float) -> float | None:
         # (For ScopeCore.__init__, with a deadline that is not a finite float.)
@@ -171,25 +172,9 @@ class CancelScope(ScopeCore):
         suffix = f" ({self.what})" if self.what else ""
         self._deliver(Cancelled(f"cancel scope cancelled{suffix}"))
 
-    def _fire(self, _: object = None) -> None:
-        # The deadline's timer calls CancelScope._fire(scope): no bound method per scope.
-        self.expired = True
-        if self._fail:
-            suffix = f" in {self.what}" if self.what else ""
-            self._deliver(TimeoutError(f"timed out{suffix}"))
-        else:
-            suffix = f" ({self.what})" if self.what else ""
-            self._deliver(Cancelled(f"deadline passed{suffix}"))
-
-    def _deliver(self, exc: BaseException) -> None:
-        self.cancel_called = True
-        self.error = exc
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        task = self._task
-        if task is not None and not self._exited:
-            task._runtime.interrupt(task, exc)
+    # _fire (the deadline's timer calls CancelScope._fire(scope): no bound method per
+    # scope) and _deliver (the interruption made this scope's, its timer stopped, the task
+    # interrupted) are ScopeCore's, in C: an expiring timeout is a hot path.
 
     @staticmethod
     def _check_thread(runtime: Runtime, what: str) -> None:

@@ -363,21 +363,36 @@ class Runtime(SchedulerCore):
         return max(len(self.ready) + 1, _MIN_BATCH)
 
     def _tick(self) -> None:
-        """Fire due timers and collect ready fds without blocking; start a new batch."""
-        if self.timers.active:
-            self.timers.fire_due(self.clock.now(), self._on_interrupt)
-        if self.io.waiting:
-            self._poll(0)
-        bridge = self._bridge
-        if bridge is not None and bridge.pending:
-            bridge.run_posted()
+        """Fire due timers and collect ready fds without blocking; start a new batch.
+
+        Called in the task whose switch ended a batch; timer callbacks and posted calls
+        run as in the hub, with no current task (one that blocks gets the clear error
+        instead of parking that task)."""
+        task = self.current
+        self.current = None
+        try:
+            if self.timers.active:
+                self.timers.fire_due(self.clock.now(), self._on_interrupt)
+            if self.io.waiting:
+                self._poll(0)
+            bridge = self._bridge
+            if bridge is not None and bridge.pending:
+                bridge.run_posted()
+        finally:
+            self.current = task
         self._countdown = self._batch_size()
 
+    def _needs_hub(self) -> bool:
+        """After a tick in a task: the hub must take over -- a timer callback ended the
+        run (the hub winds it down), or a signal came while no task was current."""
+        return (self.current is not None
+                and (self._run_ending() or self._hub_interrupt_pending is not None))
+
     def _end_batch(self) -> bool:
-        """The C park step's batch ran out: check timers and I/O.  True: go to the hub (a
-        timer callback just ended the run, which the hub must wind down)."""
+        """The C park step's batch ran out: check timers and I/O.  True: go to the hub
+        (see _needs_hub)."""
         self._tick()
-        return self._interrupt is not None and self.current is not None and self._run_ending()
+        return self._needs_hub()
 
     def _pick_next(self) -> Task | None:
         """Pop the next ready task (FIFO), checking timers and I/O once per batch.
@@ -388,7 +403,7 @@ class Runtime(SchedulerCore):
         self._countdown -= 1
         if self._countdown <= 0:
             self._tick()
-            if self._interrupt is not None and self.current is not None and self._run_ending():
+            if self._needs_hub():
                 return None
         if self.ready:
             task: Task = self.ready.popleft()
@@ -576,8 +591,8 @@ class Runtime(SchedulerCore):
         """What the C yield step hands back: a batch to end, or a pending exception."""
         if outcome == 2:  # the batch is over: timers and I/O first
             self._tick()
-            if self._interrupt is not None and self._run_ending():
-                # A timer callback raised: go to the hub, which winds the run down.
+            if self._needs_hub():
+                # A timer callback raised, or a signal waits for the hub: go there.
                 task = self.current
                 assert task is not None and self._hub is not None
                 task.state = READY

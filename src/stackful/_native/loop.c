@@ -19,19 +19,73 @@
 #include <structmember.h>
 
 #include <limits.h>
+#include <math.h>
 #include <time.h>
 
 #include "fiber.h"
 #include "interp_state.h"
 #include "scheduler.h"
 
-static PyObject *str_end_batch, *str_name;
+static PyObject *str_end_batch, *str_name, *str_on_interrupt, *str_hub_interrupt_pending;
 
 static void list_for_trim(SchedulerCore *s, TaskCore *task);
 
 #define MAX_PARKED_TO_TRIM (1 << 20)  /* past that, tasks parking in I/O are not listed */
 
 /* ---- switching away ---- */
+
+/* time.monotonic(), which is the real clock's now (_core/_clock.py). */
+static inline double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Nothing is ready, but a timer is due already (a deadline that passed while
+ * tasks ran, a timeout of zero): fire the due timers here, in the task that is
+ * switching away, as the end of a batch does.  Going to the hub for them would
+ * cost a round of its Python loop and a poll that returns at once -- more than
+ * the rest of an expiring timeout.  I/O is still polled at the end of every
+ * batch and whenever the hub runs.  1 if the timers fired and the run goes on
+ * (look at the ready queue again); 0 if nothing was due (or the clock is not
+ * the real one, or the run is ending: the hub's business); -1 on error. */
+static int fire_due_in_place(SchedulerCore *s)
+{
+    double deadline;
+    if (!s->real_clock || s->interrupt != Py_None || !s->timers || !sf_is_timer_heap(s->timers)
+        || !sf_timer_heap_next((sf_timer_heap *)s->timers, &deadline))
+        return 0;
+    double now = monotonic_now();
+    if (deadline > now)
+        return 0;
+    /* A callback's exception goes where the hub's timers send theirs. */
+    PyObject *on_error = PyObject_GetAttr((PyObject *)s, str_on_interrupt);
+    if (!on_error)
+        return -1;
+    Py_INCREF(s);
+    /* Callbacks run "in the scheduler", as in the hub: no current task, so one
+     * that blocks gets the clear error instead of parking the task it interrupted. */
+    PyObject *task = s->current;
+    s->current = Py_NewRef(Py_None);
+    Py_ssize_t fired = sf_timer_heap_fire_due((sf_timer_heap *)s->timers, now, on_error);
+    Py_DECREF(on_error);
+    Py_XSETREF(s->current, task);
+    /* A callback ended the run, or a signal came while no task was current: the hub
+     * winds the run down / takes the signal. */
+    int to_hub = s->interrupt != Py_None;
+    if (!to_hub && fired >= 0) {
+        PyObject *signalled = PyObject_GetAttr((PyObject *)s, str_hub_interrupt_pending);
+        to_hub = !signalled || signalled != Py_None;
+        Py_XDECREF(signalled);
+        if (!signalled)
+            fired = -1;
+    }
+    Py_DECREF(s);
+    if (fired < 0)
+        return -1;
+    return !to_hub;
+}
 
 /* `task` is queued or parked already: run the next ready task, or the hub
  * when none is.  The batch countdown is counted here; when it runs out the
@@ -53,6 +107,13 @@ static int switch_away(SchedulerCore *s, TaskCore *task)
             next = rq_pop(s->ready);
     } else {
         next = rq_pop(s->ready);
+        if (!next) {
+            int fired = fire_due_in_place(s);
+            if (fired < 0)
+                return -1;
+            if (fired)
+                next = rq_pop(s->ready);
+        }
     }
     if (next == (PyObject *)task) {
         Py_DECREF(next);  /* it was the only one ready (a yield with nobody else) */
@@ -227,6 +288,95 @@ static PyObject *Sched_wake_with_exception(SchedulerCore *s, PyObject *const *ar
         return NULL;
     Py_XSETREF(task->resume_exc, Py_NewRef(args[1]));
     Py_RETURN_NONE;
+}
+
+/* ---- interrupting ---- */
+
+int sf_interrupt_parked(SchedulerCore *s, TaskCore *task, PyObject *exc)
+{
+    PyObject *abort = task->abort ? task->abort : Py_NewRef(Py_None);
+    task->abort = Py_NewRef(Py_None);
+    if (abort != Py_None) {
+        PyObject *r = PyObject_CallNoArgs(abort);
+        if (!r) {
+            Py_DECREF(abort);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(abort);
+    if (unpark(s, task) < 0)
+        return -1;
+    Py_XSETREF(task->resume_exc, Py_NewRef(exc));
+    return 0;
+}
+
+/* ---- sleeping ---- */
+
+static PyObject *str_sleep, *wake_sleeper;  /* "sleep"; the timer callback below */
+
+/* A sleeper's timer fired: wake the task (its park() returns None). */
+static PyObject *mod_wake_sleeper(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    TaskCore *task = (TaskCore *)arg;
+    if (!PyObject_TypeCheck(arg, &TaskCoreType) || !task->runtime ||
+        !PyObject_TypeCheck(task->runtime, &SchedulerCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "_wake_sleeper() takes a task of a runtime");
+        return NULL;
+    }
+    if (sf_wake((SchedulerCore *)task->runtime, task, Py_None) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(sleep_doc,
+"sleep(seconds)\n--\n\n"
+"Block the running task for `seconds` on the runtime's clock (0: just yield;\n"
+"+inf: until cancelled).  On the real clock a finite sleep is all C: a timer\n"
+"and a park; anything else goes to Runtime.sleep.");
+
+static PyObject *mod_sleep(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    SchedulerCore *s = sf_running_scheduler("sleep()");
+    if (!s)
+        return NULL;
+    double seconds = -1.0;
+    if (PyFloat_CheckExact(arg)) {
+        seconds = PyFloat_AS_DOUBLE(arg);
+    } else if (PyLong_CheckExact(arg)) {
+        seconds = PyLong_AsDouble(arg);
+        if (seconds == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();  /* too big for a float: Runtime.sleep says what it makes of it */
+            seconds = -1.0;
+        }
+    }
+    Py_INCREF(s);  /* the thread's slot may let go of it while the task sleeps */
+    PyObject *r;
+    if (s->real_clock && seconds > 0 && seconds < HUGE_VAL && s->current &&
+        PyObject_TypeCheck(s->current, &TaskCoreType) && s->timers &&
+        sf_is_timer_heap(s->timers)) {
+        TaskCore *task = (TaskCore *)s->current;
+        if (raise_pending(task, NULL)) {  /* before a timer exists: nothing to undo */
+            Py_DECREF(s);
+            return NULL;
+        }
+        sf_timer *timer = sf_timer_schedule((sf_timer_heap *)s->timers, monotonic_now() + seconds,
+                                            wake_sleeper, (PyObject *)task);
+        PyObject *abort = timer ? sf_timer_canceller(timer) : NULL;
+        if (timer && !abort)
+            sf_timer_cancel(timer);
+        Py_XDECREF(timer);
+        r = abort ? block_and_switch(s, task, str_sleep, abort) : NULL;
+        Py_XDECREF(abort);
+        if (r)
+            Py_SETREF(r, Py_NewRef(Py_None));
+    } else {
+        r = PyObject_CallMethodOneArg((PyObject *)s, str_sleep, arg);
+    }
+    Py_DECREF(s);
+    return r;
 }
 
 /* ---- waits on file descriptors ---- */
@@ -601,6 +751,7 @@ static PyMethodDef loop_functions[] = {
     {"wait_io", (PyCFunction)(void (*)(void))mod_wait_io, METH_FASTCALL, wait_io_doc},
     {"_wait_readable", mod_wait_readable, METH_O, wait_readable_doc},
     {"_wait_writable", mod_wait_writable, METH_O, wait_writable_doc},
+    {"sleep", mod_sleep, METH_O, sleep_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -609,7 +760,14 @@ int sf_loop_init(PyObject *m)
     str_end_batch = PyUnicode_InternFromString("_end_batch");
     str_name = PyUnicode_InternFromString("name");
     str_wait_fd = PyUnicode_InternFromString("wait_fd");
-    if (!str_end_batch || !str_name || !str_wait_fd ||
+    str_on_interrupt = PyUnicode_InternFromString("_on_interrupt");
+    str_sleep = PyUnicode_InternFromString("sleep");
+    str_hub_interrupt_pending = PyUnicode_InternFromString("_hub_interrupt_pending");
+    static PyMethodDef wake_sleeper_def = {"_wake_sleeper", mod_wake_sleeper, METH_O,
+                                           "A sleeping task's timer fired: wake it."};
+    wake_sleeper = PyCFunction_New(&wake_sleeper_def, NULL);
+    if (!str_end_batch || !str_name || !str_wait_fd || !str_on_interrupt || !str_sleep || !str_hub_interrupt_pending ||
+        !wake_sleeper ||
         PyType_Ready(&IoWaitType) < 0)
         return -1;
     return PyModule_AddFunctions(m, loop_functions);

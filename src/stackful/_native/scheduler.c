@@ -599,6 +599,8 @@ static PyMemberDef SchedulerCore_members[] = {
      "True while the hub waits for timers and I/O"},
     {"_fast_spawn", T_BOOL, offsetof(SchedulerCore, fast_spawn), 0,
      "True while _spawn_fast may make tasks without the Python side (spawn.c)"},
+    {"_real_clock", T_BOOL, offsetof(SchedulerCore, real_clock), 0,
+     "True when the clock is the real one (time.monotonic): C reads it itself"},
     {"_live", T_OBJECT_EX, offsetof(SchedulerCore, live), 0, "the live tasks (a dict)"},
     {"_main", T_OBJECT_EX, offsetof(SchedulerCore, main), 0, "the main task, or None"},
     {"_interrupt", T_OBJECT_EX, offsetof(SchedulerCore, interrupt), 0,

@@ -77,6 +77,7 @@ typedef struct {
     Py_ssize_t next_id;          /* the id of the next task spawned */
     char idle;                   /* the hub is waiting for timers and I/O */
     char fast_spawn;             /* spawn.c may spawn on its own (the Python side says when) */
+    char real_clock;             /* the clock is time.monotonic's: C may read it itself */
     PyObject *live;              /* live tasks: a dict used as an insertion-ordered set */
     PyObject *main;              /* the main task, or None */
     PyObject *interrupt;         /* what ends the run early, or None */
@@ -124,6 +125,11 @@ static inline PyObject *task_run_fiber(TaskCore *task)
 
 /* Make the parked `task` ready; its park() returns `value`.  0, or -1 with an exception. */
 int sf_wake(SchedulerCore *s, TaskCore *task, PyObject *value);
+
+/* Runtime.interrupt for a task parked with nothing to weigh (not shielded, no
+ * other interruption): undo its wait (its abort), make it ready, and have its
+ * park() raise `exc`.  0, or -1 with an exception. */
+int sf_interrupt_parked(SchedulerCore *s, TaskCore *task, PyObject *exc);
 
 /* Block the running task of `scheduler` (a SchedulerCore) until `fd` is ready
  * for `direction` (SF_READ/SF_WRITE), with no timeout; `persistent` as in

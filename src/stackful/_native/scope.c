@@ -29,6 +29,8 @@ typedef struct {
     PyObject *held, *exited, *group;
 } ScopeCore;
 
+static PyTypeObject ScopeCoreType;
+
 static PyObject *kw_names[4];  /* deadline, what, shield, fail */
 static PyObject *str_checked_deadline, *str_absorb_pending, *str_interrupt, *str_fire,
     *str_remove, *str_fails_by_default, *str_empty;
@@ -311,9 +313,124 @@ done:
     return result;
 }
 
+/* ---- cancelling ---- */
+
+static PyObject *cancelled_type;  /* stackful._core._exceptions.Cancelled, on first use */
+
+/* No shield between the innermost scope and `exc`'s own scope (innermost
+ * first, as Runtime's _held_by_shield walks them): nothing holds it back.  0
+ * when a shield might, or a scope is not ours to read: the Python side weighs it. */
+static int unshielded(TaskCore *task, PyObject *exc)
+{
+    PyObject *scopes = task->scopes;
+    if (!scopes || scopes == Py_None)
+        return 1;
+    if (!PyList_Check(scopes))
+        return 0;
+    for (Py_ssize_t i = PyList_GET_SIZE(scopes) - 1; i >= 0; i--) {
+        PyObject *item = PyList_GET_ITEM(scopes, i);
+        if (!PyObject_TypeCheck(item, &ScopeCoreType))
+            return 0;
+        ScopeCore *scope = (ScopeCore *)item;
+        if (scope->error == exc)
+            return 1;
+        if (scope->shield != Py_False)
+            return 0;
+    }
+    return 1;
+}
+
+/* Runtime.interrupt(task, exc): its common case -- the task parked, nothing
+ * shielding it -- in C, the rest by the method. */
+static int interrupt(TaskCore *task, PyObject *exc)
+{
+    if (task->state == STATE_BLOCKED && !task->shield && task->runtime &&
+        PyObject_TypeCheck(task->runtime, &SchedulerCoreType) && unshielded(task, exc))
+        return sf_interrupt_parked((SchedulerCore *)task->runtime, task, exc);
+    PyObject *r = call_method2(task->runtime, str_interrupt, (PyObject *)task, exc);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+PyDoc_STRVAR(deliver_doc,
+"_deliver(exc)\n--\n\n"
+"Make `exc` this scope's interruption (once: cancel() and the deadline check\n"
+"`error` first), stop the deadline's timer, and interrupt the task inside.");
+
+static PyObject *ScopeCore_deliver(ScopeCore *self, PyObject *exc)
+{
+    if (!fields_present(self))
+        return NULL;
+    Py_SETREF(self->cancel_called, Py_NewRef(Py_True));
+    Py_SETREF(self->error, Py_NewRef(exc));
+    if (self->timer != Py_None) {
+        PyObject *timer = self->timer;
+        self->timer = Py_NewRef(Py_None);
+        if (sf_is_timer(timer))
+            sf_timer_cancel((sf_timer *)timer);
+        Py_DECREF(timer);
+    }
+    if (self->task == Py_None || self->exited != Py_False)
+        Py_RETURN_NONE;
+    if (!PyObject_TypeCheck(self->task, &TaskCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "a cancel scope's _task must be a task or None");
+        return NULL;
+    }
+    PyObject *task = Py_NewRef(self->task);
+    int rc = interrupt((TaskCore *)task, exc);
+    Py_DECREF(task);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(fire_doc,
+"_fire(_=None)\n--\n\n"
+"The deadline passed (its timer calls CancelScope._fire(scope)): deliver the\n"
+"scope's Cancelled, or TimeoutError if it fails.");
+
+static PyObject *ScopeCore_fire(ScopeCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "_fire() takes at most one argument");
+        return NULL;
+    }
+    if (!fields_present(self))
+        return NULL;
+    Py_SETREF(self->expired, Py_NewRef(Py_True));
+    int fails = PyObject_IsTrue(self->fail);
+    int named = fails < 0 ? -1 : PyObject_IsTrue(self->what);
+    if (named < 0)
+        return NULL;
+    PyObject *type = PyExc_TimeoutError;
+    if (!fails) {
+        if (!cancelled_type) {
+            PyObject *mod = PyImport_ImportModule("stackful._core._exceptions");
+            cancelled_type = mod ? PyObject_GetAttrString(mod, "Cancelled") : NULL;
+            Py_XDECREF(mod);
+            if (!cancelled_type)
+                return NULL;
+        }
+        type = cancelled_type;
+    }
+    PyObject *message = !named ? PyUnicode_FromString(fails ? "timed out" : "deadline passed")
+                        : PyUnicode_FromFormat(fails ? "timed out in %S" : "deadline passed (%S)",
+                                               self->what);
+    PyObject *exc = message ? PyObject_CallOneArg(type, message) : NULL;
+    Py_XDECREF(message);
+    if (!exc)
+        return NULL;
+    PyObject *r = ScopeCore_deliver(self, exc);
+    Py_DECREF(exc);
+    return r;
+}
+
 static PyMethodDef ScopeCore_methods[] = {
     {"__enter__", (PyCFunction)ScopeCore_enter, METH_NOARGS, enter_doc},
     {"__exit__", (PyCFunction)(void (*)(void))ScopeCore_exit, METH_FASTCALL, exit_doc},
+    {"_fire", (PyCFunction)(void (*)(void))ScopeCore_fire, METH_FASTCALL, fire_doc},
+    {"_deliver", (PyCFunction)ScopeCore_deliver, METH_O, deliver_doc},
     {NULL, NULL, 0, NULL},
 };
 

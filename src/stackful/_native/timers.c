@@ -188,6 +188,11 @@ static PyMethodDef Timer_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+PyObject *sf_timer_canceller(sf_timer *t)
+{
+    return PyCFunction_New(&Timer_methods[0], (PyObject *)t);
+}
+
 static PyGetSetDef Timer_getset[] = {
     {"pending", (getter)Timer_get_pending, NULL, "True until the timer fires or is cancelled",
      NULL},

@@ -18,6 +18,8 @@ int sf_is_timer_heap(PyObject *o);
 int sf_is_timer(PyObject *o);
 /* Cancel; 1 if it was pending. */
 int sf_timer_cancel(sf_timer *t);
+/* The timer's bound cancel() (a new reference): a park's abort. */
+PyObject *sf_timer_canceller(sf_timer *t);
 /* The earliest deadline into *deadline, or 0 if no timer is pending. */
 int sf_timer_heap_next(const sf_timer_heap *h, double *deadline);
 /* Fire the due timers (see TimerHeap.fire_due); -1 if on_error raised. */
