@@ -999,3 +999,44 @@ def test_an_expired_scope_says_what_it_was_for() -> None:
         assert not lowlevel.current_runtime().timers.active
 
     stackful.run(main)
+
+
+def test_spawn_passes_arguments_through_and_keeps_name_and_stack_size_for_itself() -> None:
+    # TaskGroup.spawn is C for its common case (spawn.c) and Python for the rest: both
+    # must split the call the same way.
+    def child(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        return args, kwargs
+
+    def main() -> None:
+        with TaskGroup() as tg:
+            plain = tg.spawn(child, 1, 2, key="v")
+            named = tg.spawn(child, name="worker", other=3)
+            sized = tg.spawn(child, 4, stack_size=256 * 1024, name="sized")
+            bare = tg.spawn(child)
+        assert plain.result() == ((1, 2), {"key": "v"})
+        assert named.result() == ((), {"other": 3}) and named.name == "worker"
+        assert sized.result() == ((4,), {}) and sized.name == "sized"
+        assert bare.result() == ((), {})
+        with TaskGroup() as tg:
+            with pytest.raises(TypeError, match="missing the function"):
+                tg.spawn()  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match="callable"):
+                tg.spawn(42)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="name must be a str"):
+                tg.spawn(child, name=7)  # type: ignore[arg-type]
+            assert not tg.tasks  # nothing half-made is left in the group
+
+    run(main)
+
+
+def test_a_child_spawned_into_a_cancelled_group_is_cancelled_at_once() -> None:
+    def main() -> None:
+        started: list[str] = []
+        with TaskGroup() as tg:
+            tg.cancel()
+            late = tg.spawn(started.append, "ran")
+            with pytest.raises(Cancelled):
+                sleep(1)  # the body's own cancellation
+        assert late.cancelled() and started == []
+
+    run(main)

@@ -194,6 +194,13 @@ class GroupCore:
     _children: dict[Any, None]
     _starting: dict[Any, Any]
     _waiter: Any
+    _runtime: Any
+    _state: str
+    _cancelled: bool
+    def spawn(
+        self, fn: Callable[..., Any], /, *args: Any, name: str | None = None,
+        stack_size: int | None = None, **kwargs: Any,
+    ) -> Any: ...
 
 class SchedulerCore:
     """The fields and the yield step of a runtime that must be fast."""

@@ -78,10 +78,10 @@ class TaskGroup(GroupCore):
     """
 
     # GroupCore's C fields (spawn.c: a child's spawn and end use them without Python code):
-    # _children, _starting, _waiter -- made in GroupCore.__new__, each described below.
+    # _children, _starting, _waiter, _runtime, _state, _cancelled -- made in
+    # GroupCore.__new__, each described below or where __init__ sets it.
     __slots__ = (
-        "name", "cancel_scope", "owner", "parent", "_runtime", "_state",
-        "_failures", "_failed_tasks", "_cancelled", "_subgroups",
+        "name", "cancel_scope", "owner", "parent", "_failures", "_failed_tasks", "_subgroups",
     )
 
     if TYPE_CHECKING:
@@ -91,6 +91,18 @@ class TaskGroup(GroupCore):
         _starting: dict[Task, TaskStatus]
         # The owner, while it is blocked at the end of the block waiting for children.
         _waiter: Task | None
+        _runtime: Runtime | None
+        _state: str
+        _cancelled: bool
+
+        def spawn(
+            self, fn: Callable[..., Any], /, *args: Any, name: str | None = None,
+            stack_size: int | None = None, **kwargs: Any,
+        ) -> Task:
+            """Start ``fn(*args, **kwargs)`` as a child task of the group and return it.
+
+            ``RuntimeError`` unless the group is open (see the module docstring).
+            """
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name
@@ -99,7 +111,7 @@ class TaskGroup(GroupCore):
         self.cancel_scope.group = self
         self.owner: Task | None = None
         self.parent: TaskGroup | None = None
-        self._runtime: Runtime | None = None
+        self._runtime = None
         self._state = _NEW
         self._failures: list[BaseException] = []
         self._failed_tasks: list[Task] = []  # the children among the failures
@@ -212,25 +224,18 @@ class TaskGroup(GroupCore):
 
     # -- spawning --------------------------------------------------------------------------------
 
-    def spawn(
-        self,
-        fn: Callable[..., Any],
-        /,
-        *args: Any,
-        name: str | None = None,
-        stack_size: int | None = None,
-        **kwargs: Any,
-    ) -> Task:
-        """Start ``fn(*args, **kwargs)`` as a child task of the group and return it.
+    # spawn(fn, /, *args, name=None, stack_size=None, **kwargs) is GroupCore's (spawn.c): its
+    # common case makes the child without a Python frame; the rest comes here.
 
-        ``RuntimeError`` unless the group is open (see the module docstring).
-        """
+    def _spawn_slow(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        name: str | None, stack_size: int | None,
+    ) -> Task:
         runtime = self._runtime
         if self._state is not _OPEN or get_thread_scheduler() is not runtime:
             runtime = self._runtime_checked("TaskGroup.spawn()")  # raises the clear error
         assert runtime is not None
         if stack_size is None and runtime._fast_spawn:
-            # spawn()'s common case, and the two lines below, in C (spawn.c)
             task: Task = runtime._spawn_fast(fn, args, kwargs, name, self)
         else:
             task = runtime.spawn(fn, args, kwargs, name=name, stack_size=stack_size)

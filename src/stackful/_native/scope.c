@@ -165,6 +165,18 @@ static PyObject *call_method2(PyObject *obj, PyObject *name, PyObject *a, PyObje
     return PyObject_VectorcallMethod(name, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
+/* The deadline's timer, if it runs: stopped and let go. */
+static void stop_timer(ScopeCore *self)
+{
+    if (self->timer == Py_None)
+        return;
+    PyObject *timer = self->timer;
+    self->timer = Py_NewRef(Py_None);
+    if (sf_is_timer(timer))
+        sf_timer_cancel((sf_timer *)timer);
+    Py_DECREF(timer);
+}
+
 PyDoc_STRVAR(enter_doc, "__enter__()\n--\n\nEnter the scope in the running task.");
 
 static PyObject *ScopeCore_enter(ScopeCore *self, PyObject *Py_UNUSED(ignored))
@@ -253,13 +265,7 @@ static PyObject *ScopeCore_exit(ScopeCore *self, PyObject *const *args, Py_ssize
     if (!fields_present(self))
         return NULL;
     PyObject *exc = args[1];
-    if (self->timer != Py_None) {
-        PyObject *timer = self->timer;
-        self->timer = Py_NewRef(Py_None);
-        if (sf_is_timer(timer))
-            sf_timer_cancel((sf_timer *)timer);
-        Py_DECREF(timer);
-    }
+    stop_timer(self);
     if (!PyObject_TypeCheck(self->task, &TaskCoreType)) {
         PyErr_SetString(PyExc_RuntimeError, "a cancel scope left without being entered");
         return NULL;
@@ -363,13 +369,7 @@ static PyObject *ScopeCore_deliver(ScopeCore *self, PyObject *exc)
         return NULL;
     Py_SETREF(self->cancel_called, Py_NewRef(Py_True));
     Py_SETREF(self->error, Py_NewRef(exc));
-    if (self->timer != Py_None) {
-        PyObject *timer = self->timer;
-        self->timer = Py_NewRef(Py_None);
-        if (sf_is_timer(timer))
-            sf_timer_cancel((sf_timer *)timer);
-        Py_DECREF(timer);
-    }
+    stop_timer(self);
     if (self->task == Py_None || self->exited != Py_False)
         Py_RETURN_NONE;
     if (!PyObject_TypeCheck(self->task, &TaskCoreType)) {

@@ -33,7 +33,15 @@ typedef struct {
     PyObject *children;  /* the live children: a dict used as an insertion-ordered set */
     PyObject *starting;  /* children started by start() not yet ready: task -> status */
     PyObject *waiter;    /* the owner, while blocked at the end of the block; or None */
+    PyObject *runtime;   /* the owner's runtime once entered, or None */
+    PyObject *state;     /* "new", "open" or "closed" (_group.py's _NEW, _OPEN, _CLOSED) */
+    PyObject *cancelled; /* the group was cancelled: a child spawned now is cancelled too */
 } GroupCore;
+
+#define GROUP_FIELDS(g) {&(g)->children, &(g)->starting, &(g)->waiter, &(g)->runtime, \
+                         &(g)->state, &(g)->cancelled}
+
+static PyObject *str_open;
 
 static PyObject *GroupCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -44,6 +52,9 @@ static PyObject *GroupCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     g->children = PyDict_New();
     g->starting = PyDict_New();
     g->waiter = Py_NewRef(Py_None);
+    g->runtime = Py_NewRef(Py_None);
+    g->state = Py_NewRef(Py_None);
+    g->cancelled = Py_NewRef(Py_False);
     if (!g->children || !g->starting)
         Py_CLEAR(g);
     return (PyObject *)g;
@@ -51,17 +62,17 @@ static PyObject *GroupCore_new(PyTypeObject *type, PyObject *args, PyObject *kwd
 
 static int GroupCore_traverse(GroupCore *g, visitproc visit, void *arg)
 {
-    Py_VISIT(g->children);
-    Py_VISIT(g->starting);
-    Py_VISIT(g->waiter);
+    PyObject **fields[] = GROUP_FIELDS(g);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        Py_VISIT(*fields[i]);
     return 0;
 }
 
 static int GroupCore_clear(GroupCore *g)
 {
-    Py_CLEAR(g->children);
-    Py_CLEAR(g->starting);
-    Py_CLEAR(g->waiter);
+    PyObject **fields[] = GROUP_FIELDS(g);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        Py_CLEAR(*fields[i]);
     return 0;
 }
 
@@ -79,7 +90,27 @@ static PyMemberDef GroupCore_members[] = {
      "children started by start() that have not called started() yet"},
     {"_waiter", T_OBJECT_EX, offsetof(GroupCore, waiter), 0,
      "the owner, while it is blocked at the end of the block waiting for children"},
+    {"_runtime", T_OBJECT_EX, offsetof(GroupCore, runtime), 0,
+     "the owner's runtime once the block is entered, or None"},
+    {"_state", T_OBJECT_EX, offsetof(GroupCore, state), 0, "'new', 'open' or 'closed'"},
+    {"_cancelled", T_OBJECT_EX, offsetof(GroupCore, cancelled), 0,
+     "the group was cancelled (a child spawned now is cancelled at once)"},
     {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *GroupCore_spawn(GroupCore *g, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames);
+
+PyDoc_STRVAR(group_spawn_doc,
+"spawn(fn, /, *args, name=None, stack_size=None, **kwargs)\n--\n\n"
+"Start ``fn(*args, **kwargs)`` as a child task of the group and return it.\n\n"
+"``RuntimeError`` unless the group is open (see the module docstring of\n"
+"stackful._core._group).  The common case is C; the rest is _spawn_slow.");
+
+static PyMethodDef GroupCore_methods[] = {
+    {"spawn", (PyCFunction)(void (*)(void))GroupCore_spawn, METH_FASTCALL | METH_KEYWORDS,
+     group_spawn_doc},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject GroupCoreType = {
@@ -93,6 +124,7 @@ static PyTypeObject GroupCoreType = {
     .tp_traverse = (traverseproc)GroupCore_traverse,
     .tp_clear = (inquiry)GroupCore_clear,
     .tp_members = GroupCore_members,
+    .tp_methods = GroupCore_methods,
 };
 
 /* TaskGroup._child_finished for a child that returned while no start() waits: forget
@@ -187,6 +219,9 @@ PyDoc_STRVAR(spawn_fast_doc,
 "Runtime.spawn's common case (its caller checked _fast_spawn): make the task\n"
 "and its fiber, queue it, return it; with a group (a GroupCore), as its child.");
 
+static PyObject *spawn_task(SchedulerCore *s, PyObject *fn, PyObject *args, PyObject *kwargs,
+                            PyObject *name, GroupCore *group);
+
 static PyObject *Sched_spawn_fast(SchedulerCore *s, PyObject *const *a, Py_ssize_t n)
 {
     if (n < 4 || n > 5 || !PyTuple_Check(a[1]) || !PyDict_Check(a[2]) ||
@@ -195,8 +230,14 @@ static PyObject *Sched_spawn_fast(SchedulerCore *s, PyObject *const *a, Py_ssize
                         "_spawn_fast(fn, args: tuple, kwargs: dict, name[, group])");
         return NULL;
     }
-    PyObject *fn = a[0], *args = a[1], *kwargs = a[2], *name = a[3];
-    GroupCore *group = n == 5 ? (GroupCore *)a[4] : NULL;
+    return spawn_task(s, a[0], a[1], a[2], a[3], n == 5 ? (GroupCore *)a[4] : NULL);
+}
+
+/* Make, queue and return a task for fn(*args, **kwargs) (Runtime.spawn's common
+ * case), in `group` if not NULL.  A new reference, or NULL with an exception. */
+static PyObject *spawn_task(SchedulerCore *s, PyObject *fn, PyObject *args, PyObject *kwargs,
+                            PyObject *name, GroupCore *group)
+{
     if (group && (!group->children || !PyDict_Check(group->children))) {
         PyErr_SetString(PyExc_TypeError, "_spawn_fast: the group has no children dict");
         return NULL;
@@ -281,6 +322,63 @@ static PyObject *Sched_spawn_fast(SchedulerCore *s, PyObject *const *a, Py_ssize
 fail:
     Py_DECREF(t);
     return NULL;
+}
+
+static PyObject *str_name_kw, *str_stack_size_kw, *str_spawn_slow, *str_cancel;
+
+/* TaskGroup.spawn: its common case (the group open, on its runtime's thread, the
+ * runtime spawning in C, no stack size) without a Python frame; the rest, with the
+ * clear errors, is TaskGroup._spawn_slow. */
+static PyObject *GroupCore_spawn(GroupCore *g, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "spawn() missing the function to run");
+        return NULL;
+    }
+    PyObject *name = Py_None, *stack_size = Py_None;
+    PyObject *fn_args = PyTuple_New(nargs - 1), *kwargs = PyDict_New(), *task = NULL;
+    if (!fn_args || !kwargs)
+        goto done;
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        PyTuple_SET_ITEM(fn_args, i - 1, Py_NewRef(args[i]));
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
+        if (PyUnicode_Compare(key, str_name_kw) == 0)
+            name = value;
+        else if (PyUnicode_Compare(key, str_stack_size_kw) == 0)
+            stack_size = value;
+        else if (PyDict_SetItem(kwargs, key, value) < 0)
+            goto done;
+    }
+    if (PyErr_Occurred())  /* (a failed comparison) */
+        goto done;
+    PyObject **slot = sf_thread_scheduler_slot();
+    if (!slot)
+        goto done;
+    SchedulerCore *s = (SchedulerCore *)g->runtime;
+    if (g->state == str_open && *slot == g->runtime && stack_size == Py_None &&
+        PyObject_TypeCheck(g->runtime, &SchedulerCoreType) && s->fast_spawn) {
+        task = spawn_task(s, args[0], fn_args, kwargs, name, g);
+        if (task && g->cancelled != Py_False) {
+            int cancelled = PyObject_IsTrue(g->cancelled);
+            PyObject *r = cancelled > 0 ? PyObject_CallMethodOneArg(g->runtime, str_cancel, task)
+                          : NULL;
+            if (cancelled < 0 || (cancelled > 0 && !r))
+                Py_CLEAR(task);
+            Py_XDECREF(r);
+        }
+    } else {
+        PyObject *call[] = {(PyObject *)g, args[0], fn_args, kwargs, name, stack_size};
+        task = PyObject_VectorcallMethod(str_spawn_slow, call,
+                                         6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+done:
+    Py_XDECREF(fn_args);
+    Py_XDECREF(kwargs);
+    return task;
 }
 
 /* ---- a task's life in its fiber ---- */
@@ -434,6 +532,13 @@ int sf_spawn_init(PyObject *m)
     str_context = PyUnicode_InternFromString("context");
     str_task_prefix = PyUnicode_InternFromString("task-");
     empty_tuple = PyTuple_New(0);
+    str_open = PyUnicode_InternFromString("open");
+    str_name_kw = PyUnicode_InternFromString("name");
+    str_stack_size_kw = PyUnicode_InternFromString("stack_size");
+    str_spawn_slow = PyUnicode_InternFromString("_spawn_slow");
+    str_cancel = PyUnicode_InternFromString("cancel");
+    if (!str_open || !str_name_kw || !str_stack_size_kw || !str_spawn_slow || !str_cancel)
+        return -1;
     if (!str_task_done || !str_pick_next || !str_child_finished || !str_report_unretrieved ||
         !str_context || !str_task_prefix || !empty_tuple || PyType_Ready(&GroupCoreType) < 0)
         return -1;
