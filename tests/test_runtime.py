@@ -22,6 +22,7 @@ from stackful.runtime_api import (
     Runtime,
     Task,
     TaskExceptHookArgs,
+    TaskGroup,
     TooManyTasksError,
     VirtualClock,
     current_task,
@@ -1107,3 +1108,32 @@ def test_a_signal_with_a_users_handler_is_left_to_it() -> None:
 def test_handle_signals_must_be_catchable_signal_numbers(bad: Any) -> None:
     with pytest.raises(ValueError, match="handle_signals"):
         Runtime(handle_signals=(bad,))
+
+
+def test_a_running_task_keeps_no_tuple_of_its_arguments() -> None:
+    # The call's arguments live in the task's frame; the tuple they came in (and an empty
+    # kwargs dict) is let go when the call starts: a server's idle connection would keep
+    # both for nothing (spawn.c, _task_entry).  (A call with keywords keeps its dict.)
+    import gc
+
+    from stackful.sync import Event
+
+    class Marker:
+        pass
+
+    def child(marker: Marker, done: Event) -> None:
+        done.wait()
+
+    def main() -> None:
+        marker, done = Marker(), Event()
+        with TaskGroup() as tg:
+            tasks = [spawn(child, marker, done), tg.spawn(child, marker, done),
+                     tg.spawn(child, marker, done, stack_size=256 * 1024)]
+            yield_now()  # they run and park in done.wait()
+            holders = [r for r in gc.get_referrers(marker) if isinstance(r, (tuple, dict))]
+            assert holders == []
+            done.set()
+        for task in tasks:
+            task.join()
+
+    run(main)
