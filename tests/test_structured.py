@@ -1040,3 +1040,24 @@ def test_a_child_spawned_into_a_cancelled_group_is_cancelled_at_once() -> None:
         assert late.cancelled() and started == []
 
     run(main)
+
+
+@pytest.mark.parametrize("field", ["_state", "_cancelled", "_runtime", "_children", "_starting",
+                                   "_waiter"])
+def test_spawn_into_a_group_with_a_field_deleted_is_a_clear_error_or_works(field: str) -> None:
+    # GroupCore's fields are C slots that Python may delete (NULL in C): spawn's C path must
+    # leave such a group to the Python path, which raises, never read the NULL.
+    def main() -> str:
+        with TaskGroup() as tg:
+            saved = getattr(tg, field)
+            delattr(tg, field)
+            try:
+                tg.spawn(yield_now)
+                outcome = "spawned"
+            except (AttributeError, TypeError) as exc:
+                outcome = type(exc).__name__
+            setattr(tg, field, saved)
+        return outcome
+
+    assert run(main) == ("spawned" if field in ("_starting", "_waiter") else
+                         "TypeError" if field == "_children" else "AttributeError")

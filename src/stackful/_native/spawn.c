@@ -367,8 +367,10 @@ static PyObject *GroupCore_spawn(GroupCore *g, PyObject *const *args, size_t nar
     if (!slot)
         goto done;
     SchedulerCore *s = (SchedulerCore *)g->runtime;
-    if (g->state == str_open && *slot == g->runtime && stack_size == Py_None &&
-        PyObject_TypeCheck(g->runtime, &SchedulerCoreType) && s->fast_spawn) {
+    /* (A field deleted from Python is NULL: the slow path reads it and raises.) */
+    if (g->state == str_open && g->runtime && *slot == g->runtime && g->cancelled &&
+        stack_size == Py_None && PyObject_TypeCheck(g->runtime, &SchedulerCoreType) &&
+        s->fast_spawn) {
         task = spawn_task(s, args[0], fn_args, kwargs, name, g);
         if (task && g->cancelled != Py_False) {
             int cancelled = PyObject_IsTrue(g->cancelled);
