@@ -1081,10 +1081,10 @@ def test_run_none_is_stored_as_none() -> None:
 def test_repr_says_the_state_as_greenlet_does() -> None:
     main = getcurrent()
     g = greenlet(lambda: main.switch(repr(main)))
-    assert repr(g).endswith(" pending>")
+    assert repr(g).endswith(" (otid=0x(nil)) pending>")  # no thread until it starts
     assert repr(g).startswith(f"<{type(g).__module__}.greenlet object at ")
     assert g.switch().endswith(" suspended active started main>")
-    assert repr(g).endswith(" suspended active started>")
+    assert repr(g).endswith(" suspended active started>") and "(nil)" not in repr(g)
     assert repr(main).endswith(" current active started main>")
     g.switch()
     assert repr(g).endswith(" dead>")

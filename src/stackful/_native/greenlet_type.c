@@ -600,8 +600,9 @@ static PyObject *Greenlet_repr(Greenlet *self)
                         : (th == f->thread && th->current == f) ? " current"
                         : f->state != FIBER_NEW ? " suspended" : "";
     int active = f->state == FIBER_RUNNING || f->state == FIBER_SUSPENDED;
+    /* greenlet binds a greenlet to its thread when it starts: none before (a null otid). */
     return PyUnicode_FromFormat("<%s object at %p (otid=%p)%s%s%s%s>", tp_name, (void *)self,
-                                (void *)f->thread, where, active ? " active" : "",
+                                f->state == FIBER_NEW ? NULL : (void *)f->thread, where, active ? " active" : "",
                                 f->state == FIBER_NEW ? " pending" : " started",
                                 IS_ROOT(f) ? " main" : "");
 }
