@@ -18,6 +18,13 @@ from typing import Any
 
 import pytest
 
+# A runner that starts the tests as a background job without job control (`cmd &` in a
+# script, nohup) hands them SIGINT ignored, and Python then leaves it ignored: every test of
+# Ctrl-C would fail or wait forever.  The tests (and the scripts they start) get Python's
+# default, as an interactive or CI shell would give them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 LEAK_CHECKED_FILES = ("test_fiber.py", "test_interp_state.py")
 RUNS = 3
 SLACK_OBJECTS = 0
