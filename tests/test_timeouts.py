@@ -422,3 +422,22 @@ def test_a_deadline_must_be_a_number(api: str) -> None:
             ALL[api]("1")
 
     vrun(main)
+
+
+def test_deadlines_already_due_expire_without_a_round_of_the_hub() -> None:
+    # A task that blocks with nothing else ready while its deadline is already due has the
+    # timer fired where it switches away (loop.c), on the virtual clock as on the real one:
+    # no round of the hub per expiry, and virtual time does not move.
+    from stackful.timeouts import move_on_after
+
+    def main() -> tuple[int, float]:
+        runtime = lowlevel.current_runtime()
+        start, before = current_time(), runtime.hub_resumptions
+        for _ in range(100):
+            with move_on_after(0) as scope:
+                sleep(60)
+            assert scope.cancelled_caught
+        return runtime.hub_resumptions - before, current_time() - start
+
+    rounds, moved = vrun(main)
+    assert rounds < 10 and moved == 0

@@ -26,7 +26,8 @@
 #include "interp_state.h"
 #include "scheduler.h"
 
-static PyObject *str_end_batch, *str_name, *str_on_interrupt, *str_hub_interrupt_pending;
+static PyObject *str_end_batch, *str_name, *str_on_interrupt, *str_hub_interrupt_pending,
+    *str_clock, *str_now;
 
 static void list_for_trim(SchedulerCore *s, TaskCore *task);
 
@@ -47,16 +48,32 @@ static inline double monotonic_now(void)
  * switching away, as the end of a batch does.  Going to the hub for them would
  * cost a round of its Python loop and a poll that returns at once -- more than
  * the rest of an expiring timeout.  I/O is still polled at the end of every
- * batch and whenever the hub runs.  1 if the timers fired and the run goes on
- * (look at the ready queue again); 0 if nothing was due (or the clock is not
- * the real one, or the run is ending: the hub's business); -1 on error. */
+ * batch and whenever the hub runs.  The same on a virtual clock, whose hub would
+ * fire them at the time they are due too (it jumps only to timers not yet due).
+ * 1 if the timers fired and the run goes on (look at the ready queue again); 0
+ * if nothing was due (or the run is ending: the hub's business); -1 on error. */
 static int fire_due_in_place(SchedulerCore *s)
 {
     double deadline;
-    if (!s->real_clock || s->interrupt != Py_None || !s->timers || !sf_is_timer_heap(s->timers)
+    if (s->interrupt != Py_None || !s->timers || !sf_is_timer_heap(s->timers)
         || !sf_timer_heap_next((sf_timer_heap *)s->timers, &deadline))
         return 0;
-    double now = monotonic_now();
+    double now;
+    if (s->real_clock) {
+        now = monotonic_now();
+    } else {
+        /* Another clock (a VirtualClock): ask it.  Whatever goes wrong is left to the
+         * hub, which asks again and reports it where the run can end. */
+        PyObject *clock = PyObject_GetAttr((PyObject *)s, str_clock);
+        PyObject *value = clock ? PyObject_CallMethodNoArgs(clock, str_now) : NULL;
+        Py_XDECREF(clock);
+        now = value ? PyFloat_AsDouble(value) : -1.0;
+        Py_XDECREF(value);
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
     if (deadline > now)
         return 0;
     /* A callback's exception goes where the hub's timers send theirs. */
@@ -763,10 +780,13 @@ int sf_loop_init(PyObject *m)
     str_on_interrupt = PyUnicode_InternFromString("_on_interrupt");
     str_sleep = PyUnicode_InternFromString("sleep");
     str_hub_interrupt_pending = PyUnicode_InternFromString("_hub_interrupt_pending");
+    str_clock = PyUnicode_InternFromString("clock");
+    str_now = PyUnicode_InternFromString("now");
     static PyMethodDef wake_sleeper_def = {"_wake_sleeper", mod_wake_sleeper, METH_O,
                                            "A sleeping task's timer fired: wake it."};
     wake_sleeper = PyCFunction_New(&wake_sleeper_def, NULL);
     if (!str_end_batch || !str_name || !str_wait_fd || !str_on_interrupt || !str_sleep || !str_hub_interrupt_pending ||
+        !str_clock || !str_now ||
         !wake_sleeper ||
         PyType_Ready(&IoWaitType) < 0)
         return -1;
