@@ -103,7 +103,6 @@ class CancelScope(ScopeCore):
             tb: TracebackType | None,
         ) -> bool: ...
 
-
     @staticmethod
     def _checked_deadline(deadline: float) -> float | None:
         # (For ScopeCore.__init__, with a deadline that is not a finite float.)

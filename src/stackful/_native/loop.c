@@ -785,9 +785,8 @@ int sf_loop_init(PyObject *m)
     static PyMethodDef wake_sleeper_def = {"_wake_sleeper", mod_wake_sleeper, METH_O,
                                            "A sleeping task's timer fired: wake it."};
     wake_sleeper = PyCFunction_New(&wake_sleeper_def, NULL);
-    if (!str_end_batch || !str_name || !str_wait_fd || !str_on_interrupt || !str_sleep || !str_hub_interrupt_pending ||
-        !str_clock || !str_now ||
-        !wake_sleeper ||
+    if (!str_end_batch || !str_name || !str_wait_fd || !str_on_interrupt || !str_sleep ||
+        !str_hub_interrupt_pending || !str_clock || !str_now || !wake_sleeper ||
         PyType_Ready(&IoWaitType) < 0)
         return -1;
     return PyModule_AddFunctions(m, loop_functions);
