@@ -321,10 +321,56 @@ def test_collection_on_a_discarded_fiber_with_gc_callbacks_cleared() -> None:
 def test_collection_on_a_discarded_fiber_parked_in_a_gc_callback_ahead_of_the_cores() -> None:
     """A gc.callbacks entry put ahead of the core's parks a fiber at the start of a
     collection (the core's entry has not seen it start); the fiber is discarded: the
-    collection is abandoned, its stack quarantined, and collecting works again."""
+    collection is abandoned, its stack quarantined, and collecting works again.  A fiber
+    discarded before it, parked elsewhere, is not the collection's: freed as usual."""
     result = run_crash_script("collection_callback_ahead.py")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["collected=True", "quarantined=1"]
+    assert result.stdout.split() == ["other_quarantined=0", "still_collecting=True",
+                                     "collected=True", "quarantined=1"]
+
+
+def suspended_fiber_of_an_exited_thread() -> Fiber:
+    """A fiber parked on a thread that has exited: dropping it discards it."""
+    kept: list[Fiber] = []
+
+    def thread_body() -> None:
+        root = stackful.current()
+        f = Fiber(lambda: root.switch("parked"), stack_size=64 * 1024)
+        assert f.switch() == "parked"
+        kept.append(f)
+
+    t = threading.Thread(target=thread_body)
+    t.start()
+    t.join(60)
+    return kept.pop()
+
+
+def test_fiber_discarded_while_a_collection_stops_is_not_the_collections() -> None:
+    """A gc.callbacks entry after the core's drops a fiber at 'stop': the collection still
+    runs (on another fiber), so that fiber's stack is freed, not quarantined, and the
+    collection is not abandoned -- a gc.collect() inside the entry still finds one running.
+    (Other threads run Python code during that phase too: the same case.)"""
+    victim = [suspended_fiber_of_an_exited_thread()]
+    seen: dict[str, int] = {}
+
+    def after_the_cores(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and victim:
+            before = stackful.discarded_fibers()
+            victim.clear()
+            after = stackful.discarded_fibers()
+            seen["discarded"] = after["thread_exited"] - before["thread_exited"]
+            seen["quarantined"] = after["quarantined_stacks"] - before["quarantined_stacks"]
+            seen["nested"] = gc.collect()
+
+    gc.callbacks.append(after_the_cores)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+    finally:
+        gc.callbacks.remove(after_the_cores)
+    assert seen == {"discarded": 1, "quarantined": 0, "nested": 0}
+    reuse_stacks()
 
 
 def test_collection_it_was_suspended_in_is_forgotten(discard: Callable[[Place], None]) -> None:

@@ -1,7 +1,9 @@
 """A gc.callbacks entry put ahead of the core's parks a fiber at the start of a collection;
 the fiber refuses FiberExit and is discarded.  The core's own entry had not run for that
-collection yet, so it does not know the collection was that fiber's.  Prints whether a fresh
-cycle can be collected afterwards, and whether the stack was quarantined."""
+collection yet, so it tells the collection was that fiber's from the entry's frame on it.
+Before that, another fiber is discarded: not the collection's.  Prints whether that one's
+stack was quarantined and the collection still runs, whether a fresh cycle can be collected
+afterwards, and whether the parked fiber's stack was quarantined."""
 
 import gc
 import warnings
@@ -35,6 +37,11 @@ gc.callbacks.insert(0, ahead)
 f = Fiber(gc.collect, stack_size=64 * 1024)
 assert f.switch() == "parked"
 quarantined = stackful.discarded_fibers()["quarantined_stacks"]
+other = Fiber(park_refusing_exit)
+assert other.switch() == "parked"
+del other
+print(f"other_quarantined={stackful.discarded_fibers()['quarantined_stacks'] - quarantined}")
+print(f"still_collecting={gc.collect() == 0 and gc.isenabled()}")
 del f
 
 

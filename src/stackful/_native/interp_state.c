@@ -1274,14 +1274,14 @@ void sf_pystate_discard(sf_pystate *s, void *own_chunk)
     sf_pystate_release(s);
 }
 
-int sf_gc_collecting(void)
+int sf_gc_collection_mark(void)
 {
-    return PyInterpreterState_Get()->gc.collecting != 0;
+    return PyInterpreterState_Get()->gc.collecting;
 }
 
-void sf_gc_forget_collection(void)
+void sf_gc_mark_collection(int mark)
 {
-    PyInterpreterState_Get()->gc.collecting = 0;
+    PyInterpreterState_Get()->gc.collecting = mark;
 }
 
 #if PY_VERSION_HEX < 0x030C0000

@@ -156,7 +156,7 @@ PyObject *sf_pystate_top_frame(const sf_pystate *s, PyThreadState *ts);
  * closed (they could never resume), contexts it entered with Context.run are
  * exited, its repr() guard entries released.  Afterwards nothing points into
  * the fiber's stack but the collector, if the fiber was inside a collection
- * (see sf_gc_collecting).  References held only by a frame's value stack
+ * (see sf_gc_collection_mark).  References held only by a frame's value stack
  * (unknown while it is suspended in a call) are leaked, never freed twice. */
 void sf_pystate_discard(sf_pystate *s, void *own_chunk);
 
@@ -231,11 +231,16 @@ static inline void sf_pystate_landed(PyThreadState *ts, sf_pystate *s)
 /* The value the interpreter uses for "is the interpreter shutting down". */
 int sf_interpreter_finalizing(void);
 
-/* Is a garbage collection running in this interpreter?  And force "no":
- * for a collection whose C frames were on a fiber freed without unwinding,
- * which can never finish, so that collection is possible again. */
-int sf_gc_collecting(void);
-void sf_gc_forget_collection(void);
+/* The garbage collection running in this interpreter, read from the flag
+ * the interpreter itself sets when one starts and clears when it ends:
+ * 0 none, 1 one that nobody has marked yet, or the mark (>= 2) left on it
+ * by sf_gc_mark_collection.  A mark lasts exactly as long as the collection
+ * (the interpreter writes 1 when the next one starts), and CPython only tests
+ * the flag for zero.  Marking 0 forces "no collection is running": for one
+ * whose C frames were on a fiber freed without unwinding, which can never
+ * finish, so that collecting is possible again. */
+int sf_gc_collection_mark(void);
+void sf_gc_mark_collection(int mark);
 
 /* 3.11 counts a fiber's C budget in the thread's recursion counter, so
  * sys.setrecursionlimit() inside a fiber would see a wrong depth and then

@@ -19,7 +19,11 @@
  * never came back).  Its list heads live on that stack, so the stack is
  * quarantined (never reused or unmapped) and the interpreter told that no
  * collection is running, so collecting works again.  Which fiber a collection
- * runs on is learnt from gc.callbacks.
+ * runs on is learnt from gc.callbacks: our entry marks the running collection
+ * (in the interpreter's own flag, so the mark ends with it) and notes the
+ * fiber it runs on.  Other threads, and gc.callbacks entries after ours, run
+ * Python code while a collection is in progress; a fiber they discard is
+ * not the collection's and is freed as usual.
  */
 #include "fiber_internal.h"
 
@@ -28,11 +32,12 @@
 static PyObject *str_fiber_exit_attr, *str_del, *str_gc;
 static PyObject *discard_hook;        /* hook(frame, own_thread) before frames are dropped */
 static PyObject *gc_phase_callback;   /* ours, in gc.callbacks */
-static Fiber *collector_fiber;        /* borrowed: the fiber a collection runs on, while it runs */
-/* Our entry's view of the running collection: 1 it saw it start, 0 none (or
- * one whose start it has not reached yet), -1 unknown (the entry was put back
- * into gc.callbacks while one ran). */
-static int collection_seen;
+/* borrowed: the fiber the marked collection runs on (NULL: not a fiber's) */
+static Fiber *collector_fiber;
+/* The marks our entry leaves on a running collection (sf_gc_collection_mark):
+ * it saw the collection start on collector_fiber; or it was put back into
+ * gc.callbacks while the collection ran, so where that one runs is unknown. */
+enum { GC_UNMARKED = 1, GC_SEEN = 2, GC_UNKNOWN = 3 };
 static Py_ssize_t discard_counts[SF_DISCARD_CAUSES];
 static Py_ssize_t quarantined_stacks;
 
@@ -93,6 +98,40 @@ int sf_discard_cause(const Fiber *f)
     return SF_DISCARD_FINALIZER_SKIPPED;
 }
 
+/* The code a gc.callbacks entry runs: a function's, or a bound method's
+ * (borrowed; NULL for anything else, such as a C function). */
+static PyObject *callback_code(PyObject *cb)
+{
+    if (PyMethod_Check(cb))
+        cb = PyMethod_GET_FUNCTION(cb);
+    return PyFunction_Check(cb) ? PyFunction_GET_CODE(cb) : NULL;
+}
+
+/* Is fiber `f` suspended inside a gc.callbacks entry (one of its frames runs
+ * an entry's code)?  Then the running collection is on its stack. */
+static int runs_gc_callback(Fiber *f)
+{
+    PyObject *gc = PyImport_GetModule(str_gc);
+    PyObject *callbacks = gc ? PyObject_GetAttrString(gc, "callbacks") : NULL;
+    PyObject *frame = callbacks && PyList_Check(callbacks)
+                      ? sf_pystate_top_frame(&f->py, PyThreadState_Get()) : NULL;
+    int found = 0;
+    while (frame && !found) {
+        PyCodeObject *code = PyFrame_GetCode((PyFrameObject *)frame);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(callbacks) && !found; i++)
+            found = callback_code(PyList_GET_ITEM(callbacks, i)) == (PyObject *)code;
+        Py_DECREF(code);
+        PyObject *below = (PyObject *)PyFrame_GetBack((PyFrameObject *)frame);
+        Py_SETREF(frame, below);
+    }
+    Py_XDECREF(frame);
+    Py_XDECREF(callbacks);
+    Py_XDECREF(gc);
+    if (PyErr_Occurred())
+        sf_clear_error();
+    return found;
+}
+
 void sf_discard_fiber(Fiber *f, int cause, int quiet)
 {
     if (f->state != FIBER_SUSPENDED || !f->stack)
@@ -104,27 +143,32 @@ void sf_discard_fiber(Fiber *f, int cause, int quiet)
         if (f->state != FIBER_SUSPENDED || !f->stack)
             return;  /* the hook or a warning filter's code ran it after all */
     }
-    /* Without our gc.callbacks entry (a user cleared the list), which fiber a
-     * collection runs on is unknown: keep the stack if one is running. */
-    int collecting = sf_gc_collecting();
-    int watched = collecting && gc_phase_callback_installed();
-    /* A collection our entry has not seen start: a gc.callbacks entry ahead of
-     * ours switched away at 'start', maybe on this fiber.  Nothing of the
-     * collector is on a stack yet then, so it can be abandoned like one known
-     * to run here (the stack is quarantined all the same, to be safe). */
-    int unseen = watched && collection_seen == 0;
-    int in_collection = collecting && (f == collector_fiber || !watched || unseen);
-    int abandon_collection = in_collection && watched;
-    if (f == collector_fiber)
-        collector_fiber = NULL;
+    int in_collection = 0, abandon_collection = 0;
+    int mark = sf_gc_collection_mark();
+    if (mark != 0 && !gc_phase_callback_installed())
+        mark = GC_UNKNOWN;
+    if (mark == GC_SEEN) {
+        in_collection = abandon_collection = f == collector_fiber;
+    } else if (mark == GC_UNMARKED) {
+        /* Our entry has not seen this collection start: an entry ahead of
+         * ours switched away at 'start', maybe on this fiber.  Nothing of the
+         * collector is on a stack yet then, so it can be abandoned like one
+         * known to run here (the stack is quarantined all the same). */
+        in_collection = abandon_collection = runs_gc_callback(f);
+    } else if (mark != 0) {
+        /* Our entry is missing or was put back while this collection ran
+         * (a user cleared gc.callbacks): it may be on this fiber, so keep
+         * the stack, but it cannot be told to be, so leave it running. */
+        in_collection = 1;
+    }
     f->state = FIBER_DEAD;
     sf_pystate_discard(&f->py, sf_stack_data_chunk(f->stack));
     if (in_collection) {
         sf_stack_quarantine(f->stack);
         quarantined_stacks++;
         if (abandon_collection) {
-            sf_gc_forget_collection();
-            collection_seen = 0;
+            collector_fiber = NULL;
+            sf_gc_mark_collection(0);
         }
     } else {
         sf_stack_release(f->stack);
@@ -275,13 +319,13 @@ static PyObject *gc_phase(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     (void)m;
     if (nargs < 1 || !PyUnicode_Check(args[0]))
         Py_RETURN_NONE;
-    if (PyUnicode_CompareWithASCIIString(args[0], "start") == 0) {
+    /* 'stop' changes nothing: the collection still runs on the same fiber
+     * until every entry after ours has run. */
+    if (PyUnicode_CompareWithASCIIString(args[0], "start") == 0 &&
+        sf_gc_collection_mark() == GC_UNMARKED) {
         sf_thread *th = sf_tls_thread;
         collector_fiber = th && th->tstate == PyThreadState_Get() ? th->current : NULL;
-        collection_seen = 1;
-    } else {
-        collector_fiber = NULL;
-        collection_seen = 0;
+        sf_gc_mark_collection(GC_SEEN);
     }
     Py_RETURN_NONE;
 }
@@ -300,8 +344,8 @@ static int gc_phase_callback_installed(void)
                 PySequence_Contains(callbacks, gc_phase_callback) : -1;
     if (found == 0 && PyList_Append(callbacks, gc_phase_callback) < 0)
         found = -1;
-    if (found == 0 && sf_gc_collecting())
-        collection_seen = -1;  /* put back while one runs: its start was not seen */
+    if (found == 0 && sf_gc_collection_mark() == GC_UNMARKED)
+        sf_gc_mark_collection(GC_UNKNOWN);  /* put back while one runs: its start was not seen */
     Py_XDECREF(callbacks);
     Py_XDECREF(gc);
     if (found < 0)
