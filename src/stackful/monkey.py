@@ -60,6 +60,7 @@ from . import ssl as _stackful_ssl
 from . import subprocess as _stackful_subprocess
 from ._core import to_thread
 from ._native import get_thread_scheduler
+from ._native import sleep as _fiber_sleep
 
 __all__ = [
     "is_patched", "patch_all", "patch_dns", "patch_queue", "patch_select", "patch_socket",
@@ -164,7 +165,7 @@ def sleep(secs: float, /) -> None:
             return _std_sleep(secs)  # raises the stdlib's TypeError
     if not 0.0 <= seconds < _monkey_select._MAX_SECONDS:
         return _std_sleep(secs)  # raises the stdlib's ValueError or OverflowError
-    rt.sleep(seconds)
+    _fiber_sleep(seconds)
     return None
 
 

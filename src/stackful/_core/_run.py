@@ -36,6 +36,7 @@ from .._native import (
     get_thread_scheduler,
     set_thread_scheduler,
 )
+from .._native import _wake_sleeper as wake_sleeper
 from ._bridge import ThreadBridge, orphan_bridges
 from ._clock import Clock, SystemClock
 from ._exceptions import Cancelled, ClosedResourceError, DeadlockError, TooManyTasksError
@@ -739,13 +740,10 @@ class Runtime(SchedulerCore):
         return timer
 
     def sleep(self, seconds: float) -> None:
-        """Block the running task for ``seconds`` (0: just yield; +inf: until cancelled)."""
-        if (type(seconds) is float or type(seconds) is int) and 0 < seconds < NEVER:
-            task = self.current
-            if task is not None:  # sleep_until's common case, inline
-                timer = self.timers.schedule(self.clock.now() + seconds, self._wake_sleeper, task)
-                self.park("sleep", timer.cancel)
-                return
+        """Block the running task for ``seconds`` (0: just yield; +inf: until cancelled).
+
+        ``stackful.sleep`` is the fast path (all C on the real clock) and comes here for
+        the rest: a virtual clock, zero, infinity, a bad argument."""
         if seconds == 0:
             self.yield_now()
             return
@@ -760,11 +758,8 @@ class Runtime(SchedulerCore):
         if deadline == NEVER:
             self.park("sleep", None)
             return
-        timer = self.timers.schedule(deadline, self._wake_sleeper, task)
+        timer = self.timers.schedule(deadline, wake_sleeper, task)
         self.park("sleep", timer.cancel)
-
-    def _wake_sleeper(self, task: Task) -> None:
-        self.wake(task)
 
     def wait_fd(self, obj: int | HasFileno, writable: bool, timeout: float | None) -> None:
         """Block the running task until ``obj`` is readable (or writable)."""
