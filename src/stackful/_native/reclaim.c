@@ -152,9 +152,11 @@ void sf_discard_fiber(Fiber *f, int cause, int quiet)
     } else if (mark == GC_UNMARKED) {
         /* Our entry has not seen this collection start: an entry ahead of
          * ours switched away at 'start', maybe on this fiber.  Nothing of the
-         * collector is on a stack yet then, so it can be abandoned like one
-         * known to run here (the stack is quarantined all the same). */
-        in_collection = abandon_collection = runs_gc_callback(f);
+         * collector is on a stack yet then, so if the fiber is shown inside
+         * an entry the collection is abandoned.  Otherwise it cannot be ruled
+         * out (our entry may have been away when it started): keep the stack. */
+        in_collection = 1;
+        abandon_collection = runs_gc_callback(f);
     } else if (mark != 0) {
         /* Our entry is missing or was put back while this collection ran
          * (a user cleared gc.callbacks): it may be on this fiber, so keep
