@@ -373,6 +373,44 @@ def test_fiber_discarded_while_a_collection_stops_is_not_the_collections() -> No
     reuse_stacks()
 
 
+def test_fiber_discarded_by_another_thread_while_a_collection_stops_is_not_the_collections(
+) -> None:
+    """The case the stress model found on four threads: while one thread's collection runs
+    the gc.callbacks entries after the core's at 'stop' (Python code: the GIL changes hands),
+    another thread drops a fiber.  Its stack is freed, not quarantined, and the collection is
+    not abandoned."""
+    victim = [suspended_fiber_of_an_exited_thread()]
+    dropped = threading.Event()
+    seen: dict[str, int] = {}
+
+    def dropper() -> None:
+        before = stackful.discarded_fibers()
+        victim.clear()
+        after = stackful.discarded_fibers()
+        seen["discarded"] = after["thread_exited"] - before["thread_exited"]
+        seen["quarantined"] = after["quarantined_stacks"] - before["quarantined_stacks"]
+        seen["nested"] = gc.collect()
+        dropped.set()
+
+    def after_the_cores(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and victim and "started" not in seen:
+            seen["started"] = 1
+            t = threading.Thread(target=dropper)
+            t.start()
+            assert dropped.wait(60)  # the collection waits here, still running
+            t.join(60)
+
+    gc.callbacks.append(after_the_cores)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+    finally:
+        gc.callbacks.remove(after_the_cores)
+    assert seen == {"started": 1, "discarded": 1, "quarantined": 0, "nested": 0}
+    reuse_stacks()
+
+
 def test_collection_it_was_suspended_in_is_forgotten(discard: Callable[[Place], None]) -> None:
     """A finalizer run by the collector switched away: while the fiber is suspended there, no
     collection can run (per interpreter, as with threads); once it is discarded, collection
