@@ -345,22 +345,35 @@ def suspended_fiber_of_an_exited_thread() -> Fiber:
     return kept.pop()
 
 
-def test_fiber_discarded_while_a_collection_stops_is_not_the_collections() -> None:
-    """A gc.callbacks entry after the core's drops a fiber at 'stop': the collection still
-    runs (on another fiber), so that fiber's stack is freed, not quarantined, and the
-    collection is not abandoned -- a gc.collect() inside the entry still finds one running.
-    (Other threads run Python code during that phase too: the same case.)"""
+@pytest.mark.parametrize("dropped_by", ["entry", "thread"])
+def test_fiber_discarded_while_a_collection_stops_is_not_the_collections(dropped_by: str
+                                                                         ) -> None:
+    """While a collection runs the gc.callbacks entries after the core's at 'stop', a fiber
+    is dropped: by such an entry, or by another thread (that code is Python: the GIL changes
+    hands -- the case the stress model found on four threads).  The collection runs on
+    another fiber: the dropped one's stack is freed, not quarantined, and the collection is
+    not abandoned (a gc.collect() meanwhile still finds one running)."""
     victim = [suspended_fiber_of_an_exited_thread()]
     seen: dict[str, int] = {}
 
+    def drop() -> None:
+        before = stackful.discarded_fibers()
+        victim.clear()
+        after = stackful.discarded_fibers()
+        seen["discarded"] = after["thread_exited"] - before["thread_exited"]
+        seen["quarantined"] = after["quarantined_stacks"] - before["quarantined_stacks"]
+        seen["nested"] = gc.collect()
+
     def after_the_cores(phase: str, info: dict[str, int]) -> None:
-        if phase == "stop" and victim:
-            before = stackful.discarded_fibers()
-            victim.clear()
-            after = stackful.discarded_fibers()
-            seen["discarded"] = after["thread_exited"] - before["thread_exited"]
-            seen["quarantined"] = after["quarantined_stacks"] - before["quarantined_stacks"]
-            seen["nested"] = gc.collect()
+        if phase != "stop" or not victim:
+            return
+        if dropped_by == "entry":
+            drop()
+        else:
+            t = threading.Thread(target=drop)
+            t.start()
+            t.join(60)  # the collection waits here, still running
+            assert not t.is_alive()
 
     gc.callbacks.append(after_the_cores)
     try:
@@ -370,44 +383,6 @@ def test_fiber_discarded_while_a_collection_stops_is_not_the_collections() -> No
     finally:
         gc.callbacks.remove(after_the_cores)
     assert seen == {"discarded": 1, "quarantined": 0, "nested": 0}
-    reuse_stacks()
-
-
-def test_fiber_discarded_by_another_thread_while_a_collection_stops_is_not_the_collections(
-) -> None:
-    """The case the stress model found on four threads: while one thread's collection runs
-    the gc.callbacks entries after the core's at 'stop' (Python code: the GIL changes hands),
-    another thread drops a fiber.  Its stack is freed, not quarantined, and the collection is
-    not abandoned."""
-    victim = [suspended_fiber_of_an_exited_thread()]
-    dropped = threading.Event()
-    seen: dict[str, int] = {}
-
-    def dropper() -> None:
-        before = stackful.discarded_fibers()
-        victim.clear()
-        after = stackful.discarded_fibers()
-        seen["discarded"] = after["thread_exited"] - before["thread_exited"]
-        seen["quarantined"] = after["quarantined_stacks"] - before["quarantined_stacks"]
-        seen["nested"] = gc.collect()
-        dropped.set()
-
-    def after_the_cores(phase: str, info: dict[str, int]) -> None:
-        if phase == "stop" and victim and "started" not in seen:
-            seen["started"] = 1
-            t = threading.Thread(target=dropper)
-            t.start()
-            assert dropped.wait(60)  # the collection waits here, still running
-            t.join(60)
-
-    gc.callbacks.append(after_the_cores)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-    finally:
-        gc.callbacks.remove(after_the_cores)
-    assert seen == {"started": 1, "discarded": 1, "quarantined": 0, "nested": 0}
     reuse_stacks()
 
 
