@@ -375,7 +375,7 @@ PyDoc_STRVAR(discarded_fibers_doc,
 "not run), by cause: 'thread_exited', 'ignored_exit' (caught FiberExit and\n"
 "switched away), 'at_shutdown', 'finalizer_skipped'; and\n"
 "'quarantined_stacks': stacks never reused because a garbage collection was\n"
-"suspended on them.");
+"(or, unknown to stackful's gc.callbacks entry, may have been) suspended on them.");
 
 static PyObject *mod_discarded_fibers(PyObject *m, PyObject *Py_UNUSED(ignored))
 {
