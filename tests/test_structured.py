@@ -811,6 +811,71 @@ def test_a_shield_entered_with_a_cancellation_pending_holds_it() -> None:
     vrun(main)
 
 
+def test_lifting_a_shield_inside_its_block_hands_on_what_it_held() -> None:
+    def main() -> None:
+        log, note = recorder()
+        with move_on_after(1) as outer:
+            with CancelScope() as inner:
+                inner.shield = 1  # type: ignore[assignment]  (any truth value)
+                assert inner.shield is True
+                sleep(5)  # the outer deadline passes here: held
+                note(f"shielded sleep done at {current_time():g}")
+                inner.shield = False
+                sleep(5)  # the held cancellation arrives here
+                note("not reached")
+        assert log == ["shielded sleep done at 5"]
+        assert outer.cancelled_caught and current_time() == 5
+
+    vrun(main)
+
+
+def test_lifting_a_shield_from_another_task_interrupts_the_blocked_task_at_once() -> None:
+    def shielded(scopes: list[CancelScope], log: list[str]) -> None:
+        with CancelScope(shield=True) as scope:
+            scopes.append(scope)
+            try:
+                sleep(100)
+            except Cancelled:
+                log.append(f"cancelled at {current_time():g}")
+                raise
+
+    def main() -> None:
+        log: list[str] = []
+        scopes: list[CancelScope] = []
+        task = spawn(shielded, scopes, log)
+        sleep(1)
+        task.cancel()  # held by the shield
+        sleep(1)
+        assert log == [] and task.state == "blocked"
+        scopes[0].shield = False
+        with pytest.raises(Cancelled):
+            task.join()
+        assert log == ["cancelled at 2"]
+
+    vrun(main)
+
+
+def test_raising_a_shield_inside_its_block_holds_a_pending_cancellation() -> None:
+    def main() -> None:
+        with CancelScope() as scope:
+            inner = CancelScope()
+            with inner:
+                current_task().cancel()  # pending for the next blocking point
+                scope.shield = True  # from outside both scopes: held from now on
+                sleep(1)
+                inner.cancel()  # a scope inside the shield still arrives
+                sleep(1)
+                raise AssertionError("not reached")
+            assert inner.cancelled_caught and current_time() == 1
+            sleep(1)  # still held
+            scope.shield = False
+            with pytest.raises(Cancelled):
+                sleep(1)
+        assert current_time() == 2
+
+    vrun(main)
+
+
 def test_keyboard_interrupt_goes_through_a_shield() -> None:
     def main() -> None:
         task = current_task()

@@ -25,7 +25,9 @@ The rules, in one place (README, "Structured concurrency", repeats them for user
   ``Task.cancel()`` are held back until the shield's block ends, then raised at the task's
   next blocking point; the shield's own cancellation (and those of scopes inside it) still
   arrive.  ``KeyboardInterrupt`` and ``SystemExit`` are not held: the run is ending, and a
-  shielded block that hangs must not hang the process.
+  shielded block that hangs must not hang the process.  ``shield`` may be set inside the
+  block: lifting it hands on what it held, raising it holds what waits for the next
+  blocking point.
 * **From anywhere.**  ``cancel()`` may be called by any task of the runtime, before the
   scope is entered (its first blocking point then raises), inside it, or after it (no
   effect).  Another OS thread calls it through a token:
@@ -65,7 +67,8 @@ class CancelScope(ScopeCore):
     # Every field is ScopeCore's, in C (scope.c), which also does __init__, __enter__ and
     # __exit__: a scope's entry and exit are the runtime's most frequent operation after a
     # switch.  The fields: the deadline (_deadline: a finite float or None), ``what`` (for
-    # messages), the flags documented above, ``_fail`` (fails at the deadline), ``error``
+    # messages), the flags documented above, ``_shield`` (the ``shield`` property's),
+    # ``_fail`` (fails at the deadline), ``error``
     # (the interruption this scope raised -- its Cancelled, or its TimeoutError if it fails:
     # the identity that lets it, and the rule in _strength, tell it from any other; set
     # once), ``_task`` (the task that entered it), ``_timer`` (the deadline's, while
@@ -79,7 +82,7 @@ class CancelScope(ScopeCore):
         what: str
         expired: bool
         error: BaseException | None
-        shield: bool
+        _shield: bool
         cancel_called: bool
         cancelled_caught: bool
         _fail: bool
@@ -131,6 +134,32 @@ class CancelScope(ScopeCore):
             self._timer = None
         if self._deadline is not None:
             self._timer = task._runtime.call_at(self._deadline, type(self)._fire, self)
+
+    # -- the shield ------------------------------------------------------------------------------
+
+    @property
+    def shield(self) -> bool:
+        """Hold back cancellations from outside while the block runs.  Settable, also inside
+        the block: lifting it hands on what it held (raised at once in a blocked task, else
+        at its next blocking point); raising it holds what was waiting for that point."""
+        return self._shield
+
+    @shield.setter
+    def shield(self, shield: bool) -> None:
+        shield = bool(shield)
+        was, self._shield = self._shield, shield
+        task = self._task
+        if task is None or self._exited or shield == was:
+            return
+        self._check_thread(task._runtime, "CancelScope.shield")
+        if shield:
+            scopes = task._scopes or []
+            inside = scopes[scopes.index(self):] if self in scopes else [self]
+            if all(task._pending_exc is not scope.error for scope in inside):
+                self._absorb_pending(task)  # from outside this scope: held from now on
+        elif self._held is not None:
+            held, self._held = self._held, None
+            task._runtime.interrupt(task, held)
 
     # -- entering and leaving (ScopeCore: C) ---------------------------------------------------
 

@@ -36,6 +36,7 @@ from .._native import (
     get_thread_scheduler,
     set_thread_scheduler,
 )
+from .._native import _holding_shield as holding_shield
 from .._native import _wake_sleeper as wake_sleeper
 from ._bridge import ThreadBridge, orphan_bridges
 from ._clock import Clock, SystemClock
@@ -953,17 +954,11 @@ def _strength(task: Task, exc: BaseException) -> tuple[int, int]:
 
 def _held_by_shield(task: Task, exc: BaseException) -> bool:
     """True if a shielded cancel scope of ``task`` holds ``exc`` back (it keeps it)."""
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+    shield = holding_shield(task, exc)  # innermost first: the owner or a shield, whichever first
+    if shield is None:
         return False
-    scopes = task._scopes
-    assert scopes is not None
-    for scope in reversed(scopes):  # innermost first: the owner or a shield, whichever first
-        if scope.error is exc:
-            return False
-        if scope.shield:
-            scope.hold(exc)
-            return True
-    return False
+    shield.hold(exc)
+    return True
 
 
 def _is_stackful_frame(frame: FrameType) -> bool:

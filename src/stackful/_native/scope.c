@@ -323,27 +323,49 @@ done:
 
 static PyObject *cancelled_type;  /* stackful._core._exceptions.Cancelled, on first use */
 
-/* No shield between the innermost scope and `exc`'s own scope (innermost
- * first, as Runtime's _held_by_shield walks them): nothing holds it back.  0
- * when a shield might, or a scope is not ours to read: the Python side weighs it. */
-static int unshielded(TaskCore *task, PyObject *exc)
+/* The shield that holds `exc` back from `task`: walking the task's scopes
+ * innermost first, a shielded one met before `exc`'s own (the scope whose
+ * error it is).  A new reference, Py_None when nothing holds it back (Ctrl-C
+ * and SystemExit never are), NULL with an exception.  The one walk of that
+ * rule: Runtime.interrupt's common case below and its Python side both use it. */
+static PyObject *holding_shield(TaskCore *task, PyObject *exc)
 {
     PyObject *scopes = task->scopes;
-    if (!scopes || scopes == Py_None)
-        return 1;
-    if (!PyList_Check(scopes))
-        return 0;
+    if (!scopes || !PyList_Check(scopes) ||
+        PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt) ||
+        PyErr_GivenExceptionMatches(exc, PyExc_SystemExit))
+        Py_RETURN_NONE;
     for (Py_ssize_t i = PyList_GET_SIZE(scopes) - 1; i >= 0; i--) {
         PyObject *item = PyList_GET_ITEM(scopes, i);
-        if (!PyObject_TypeCheck(item, &ScopeCoreType))
-            return 0;
+        if (!PyObject_TypeCheck(item, &ScopeCoreType)) {
+            PyErr_SetString(PyExc_TypeError, "a task's cancel scopes must be CancelScopes");
+            return NULL;
+        }
         ScopeCore *scope = (ScopeCore *)item;
         if (scope->error == exc)
-            return 1;
-        if (scope->shield != Py_False)
-            return 0;
+            break;
+        int shielded = scope->shield == Py_False ? 0 : PyObject_IsTrue(scope->shield);
+        if (shielded < 0)
+            return NULL;
+        if (shielded)
+            return Py_NewRef(item);
     }
-    return 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(holding_shield_doc,
+"_holding_shield(task, exc)\n--\n\n"
+"The innermost shielded cancel scope of `task` that holds `exc` back (met\n"
+"before the scope whose error `exc` is), or None.");
+
+static PyObject *mod_holding_shield(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)m;
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &TaskCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "_holding_shield() takes a task and an exception");
+        return NULL;
+    }
+    return holding_shield((TaskCore *)args[0], args[1]);
 }
 
 /* Runtime.interrupt(task, exc): its common case -- the task parked, nothing
@@ -351,8 +373,14 @@ static int unshielded(TaskCore *task, PyObject *exc)
 static int interrupt(TaskCore *task, PyObject *exc)
 {
     if (task->state == STATE_BLOCKED && !task->shield && task->runtime &&
-        PyObject_TypeCheck(task->runtime, &SchedulerCoreType) && unshielded(task, exc))
-        return sf_interrupt_parked((SchedulerCore *)task->runtime, task, exc);
+        PyObject_TypeCheck(task->runtime, &SchedulerCoreType)) {
+        PyObject *shield = holding_shield(task, exc);
+        if (!shield)
+            return -1;
+        Py_DECREF(shield);  /* compared by identity only */
+        if (shield == Py_None)
+            return sf_interrupt_parked((SchedulerCore *)task->runtime, task, exc);
+    }
     PyObject *r = call_method2(task->runtime, str_interrupt, (PyObject *)task, exc);
     Py_XDECREF(r);
     return r ? 0 : -1;
@@ -441,8 +469,7 @@ static PyMemberDef ScopeCore_members[] = {
      "the deadline passed inside the block"},
     {"error", T_OBJECT_EX, offsetof(ScopeCore, error), 0,
      "the interruption this scope raised, or None"},
-    {"shield", T_OBJECT_EX, offsetof(ScopeCore, shield), 0,
-     "hold back cancellations from outside while the block runs"},
+    {"_shield", T_OBJECT_EX, offsetof(ScopeCore, shield), 0, NULL},
     {"cancel_called", T_OBJECT_EX, offsetof(ScopeCore, cancel_called), 0,
      "cancel() was called or the deadline passed"},
     {"cancelled_caught", T_OBJECT_EX, offsetof(ScopeCore, cancelled_caught), 0,
@@ -487,6 +514,13 @@ int sf_scope_init(PyObject *m)
             return -1;
     if (!str_checked_deadline || !str_absorb_pending || !str_interrupt || !str_fire ||
         !str_remove || !str_fails_by_default || !str_empty || PyType_Ready(&ScopeCoreType) < 0)
+        return -1;
+    static PyMethodDef functions[] = {
+        {"_holding_shield", (PyCFunction)(void (*)(void))mod_holding_shield, METH_FASTCALL,
+         holding_shield_doc},
+        {NULL, NULL, 0, NULL},
+    };
+    if (PyModule_AddFunctions(m, functions) < 0)
         return -1;
     return PyModule_AddObjectRef(m, "ScopeCore", (PyObject *)&ScopeCoreType);
 }
