@@ -1,11 +1,10 @@
 """A gc.callbacks entry put ahead of the core's parks a fiber at the start of a collection;
 the fiber refuses FiberExit and is discarded.  The core's own entry had not run for that
 collection yet, so it tells the collection was that fiber's from the entry's frame on it.
-Before that, another fiber is discarded, parked outside any entry: the collection is not
-abandoned for it (its stack is kept, as it cannot be told apart from one inside a
-collection the core's entry missed).  Prints how many stacks that kept and whether the
-collection still runs, then whether a fresh cycle can be collected once the parked fiber is
-discarded, and how many stacks that kept."""
+Before that, another fiber is discarded, parked outside any entry: not the collection's, so
+its stack is freed and the collection goes on.  Prints how many stacks that kept and whether
+the collection still runs, then whether a fresh cycle can be collected once the parked fiber
+is discarded, and how many stacks that kept."""
 
 import gc
 import warnings

@@ -150,13 +150,12 @@ void sf_discard_fiber(Fiber *f, int cause, int quiet)
     if (mark == GC_SEEN) {
         in_collection = abandon_collection = f == collector_fiber;
     } else if (mark == GC_UNMARKED) {
-        /* Our entry has not seen this collection start: an entry ahead of
-         * ours switched away at 'start', maybe on this fiber.  Nothing of the
-         * collector is on a stack yet then, so if the fiber is shown inside
-         * an entry the collection is abandoned.  Otherwise it cannot be ruled
-         * out (our entry may have been away when it started): keep the stack. */
-        in_collection = 1;
-        abandon_collection = runs_gc_callback(f);
+        /* Our entry has not reached this collection's start: entries ahead of
+         * ours are running (hypothesis puts one at the front, and other threads
+         * run while it is Python code), or one switched away at 'start', maybe
+         * on this fiber.  Nothing of the collector is on a stack yet then, so
+         * if the fiber is shown inside an entry, the collection is abandoned. */
+        in_collection = abandon_collection = runs_gc_callback(f);
     } else if (mark != 0) {
         /* Our entry is missing or was put back while this collection ran
          * (a user cleared gc.callbacks): it may be on this fiber, so keep
