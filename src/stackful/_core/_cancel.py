@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._native import ScopeCore, get_thread_scheduler
+from .._native import _holding_shield as holding_shield
 from ._exceptions import Cancelled
 from ._run import Runtime, _strength
 from ._timers import NEVER, Timer, deadline_at
@@ -147,16 +148,17 @@ class CancelScope(ScopeCore):
     @shield.setter
     def shield(self, shield: bool) -> None:
         shield = bool(shield)
-        was, self._shield = self._shield, shield
         task = self._task
-        if task is None or self._exited or shield == was:
+        if task is None or self._exited or shield == self._shield:
+            self._shield = shield
             return
         self._check_thread(task._runtime, "CancelScope.shield")
+        self._shield = shield
         if shield:
-            scopes = task._scopes or []
-            inside = scopes[scopes.index(self):] if self in scopes else [self]
-            if all(task._pending_exc is not scope.error for scope in inside):
-                self._absorb_pending(task)  # from outside this scope: held from now on
+            pending = task._pending_exc
+            if pending is not None and holding_shield(task, pending) is self:
+                task._pending_exc = None  # from outside this scope: held from now on
+                self.hold(pending)
         elif self._held is not None:
             held, self._held = self._held, None
             task._runtime.interrupt(task, held)

@@ -787,7 +787,8 @@ int sf_loop_init(PyObject *m)
     wake_sleeper = PyCFunction_New(&wake_sleeper_def, NULL);
     if (!str_end_batch || !str_name || !str_wait_fd || !str_on_interrupt || !str_sleep ||
         !str_hub_interrupt_pending || !str_clock || !str_now || !wake_sleeper ||
-        PyType_Ready(&IoWaitType) < 0 || PyModule_AddObjectRef(m, "_wake_sleeper", wake_sleeper) < 0)
+        PyType_Ready(&IoWaitType) < 0 ||
+        PyModule_AddObjectRef(m, "_wake_sleeper", wake_sleeper) < 0)
         return -1;
     return PyModule_AddFunctions(m, loop_functions);
 }

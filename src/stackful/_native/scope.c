@@ -377,8 +377,9 @@ static int interrupt(TaskCore *task, PyObject *exc)
         PyObject *shield = holding_shield(task, exc);
         if (!shield)
             return -1;
-        Py_DECREF(shield);  /* compared by identity only */
-        if (shield == Py_None)
+        int held = shield != Py_None;
+        Py_DECREF(shield);
+        if (!held)
             return sf_interrupt_parked((SchedulerCore *)task->runtime, task, exc);
     }
     PyObject *r = call_method2(task->runtime, str_interrupt, (PyObject *)task, exc);
