@@ -831,6 +831,66 @@ def test_real_signal_while_the_hub_is_idle(signum: int, raised: type, default: A
     assert signal.getsignal(signum) is default
 
 
+# A stand-in for the hub's clock that raises a signal on its n-th read in the hub's idle wait.
+# Its globals name it scheduler code, so the signal's handler runs as if the signal had come
+# at that instruction of the hub (where the interpreter's periodic check can run it).
+_HUB_CLOCK_SIGNAL = """
+def perf_counter():
+    if sys._getframe(1).f_code.co_name == "_wait_for_events":
+        reads[0] += 1
+        if reads[0] == at_read:
+            signal.raise_signal(signum)
+    return real()
+"""
+
+
+# The hub's first wait is short (main's first sleep), its second long (5 s): reads 1 and 2
+# are before and after the first, read 3 before the second.
+@pytest.mark.parametrize("at_read", [1, 2, 3],
+                         ids=["before-a-short-wait", "after-a-wait", "before-a-long-wait"])
+@pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
+def test_a_signal_landing_in_the_hub_next_to_its_idle_wait_winds_the_run_down(
+        monkeypatch: pytest.MonkeyPatch, at_read: int, signum: int, raised: type,
+        default: Any) -> None:
+    """A signal whose handler runs in the hub just before or just after it waits in the
+    poller (where no task is current and the hub is not yet, or no longer, idle) ends the run
+    like any other: every task's ``finally`` runs, run() raises the signal's exception, and
+    the hub does not sleep through it (the sleepers are wound down, never woken).  Before
+    the fix, the first case escaped run() with no task wound down (a server under load lost
+    its handlers' ``finally`` blocks, once in thousands of signals)."""
+    import sys
+    import time
+
+    from stackful._core import _run
+
+    namespace: dict[str, Any] = {"__name__": "stackful._core._run", "sys": sys,
+                                 "signal": signal, "signum": signum, "at_read": at_read,
+                                 "reads": [0], "real": time.perf_counter}
+    exec(_HUB_CLOCK_SIGNAL, namespace)
+    monkeypatch.setattr(_run, "_perf_counter", namespace["perf_counter"])
+    log: list[str] = []
+
+    def sleeper(name: str, first: float = 0) -> None:
+        try:
+            if first:
+                sleep(first)  # the first wait is short: its second clock read comes soon
+            sleep(5)
+            log.append(f"{name} woke")
+        finally:
+            log.append(f"{name} finally")
+
+    def main() -> None:
+        spawn(sleeper, "a")
+        spawn(sleeper, "b")
+        sleeper("main", 0.01)
+
+    with pytest.raises(raised):
+        run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
+    assert namespace["reads"][0] >= at_read  # the signal was raised where the test meant
+    assert sorted(log) == ["a finally", "b finally", "main finally"]
+    assert signal.getsignal(signum) is default
+
+
 @pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
 def test_a_signal_in_user_code_is_raised_at_the_next_blocking_point(
         signum: int, raised: type, default: Any) -> None:

@@ -332,9 +332,14 @@ class Runtime(SchedulerCore):
         # for _TRIM_AFTER seconds (real time: loop.c says why).
         trim = (len(self._parked_io) > 0 and self._real_clock
                 and (timeout is None or timeout > _TRIM_AFTER))
-        self._idle = True
         started = _perf_counter()
         try:
+            # From here a handled signal's handler raises its exception (see _on_signal): it
+            # must land inside this try, or it would leave the hub with no task wound down.
+            self._idle = True
+            if self._hub_interrupt_pending is not None:
+                # A signal came in the hub after _loop looked: its run must not sleep on it.
+                return
             woken = self._poll(_TRIM_AFTER if trim else timeout)  # wakes tasks whose fds are ready
         except (KeyboardInterrupt, SystemExit) as exc:
             # Raised by our signal handler while idle: the scheduler state is consistent here.
