@@ -19,6 +19,7 @@ from stackful.runtime_api import (
     TaskExceptHookArgs,
     TaskGroup,
     TaskStatus,
+    VirtualClock,
     current_task,
     run,
     sleep,
@@ -454,6 +455,126 @@ def test_the_tree_of_groups() -> None:
         assert "outer" in repr(outer) and "closed" in repr(outer)
 
     vrun(main)
+
+
+# -- run(structured=True): the root group --------------------------------------------------------
+
+
+def structured_vrun(main: Any, **options: Any) -> Any:
+    return lowlevel.Runtime(clock=VirtualClock(), structured=True, **options).run(main)
+
+
+def test_a_structured_run_returns_once_every_spawned_task_has_finished() -> None:
+    # spawn() from main or from a child joins the root group main's body runs in: run()
+    # waits for them all (the default cancels what is left when main returns).
+    log, note = recorder()
+
+    def grandchild() -> None:
+        sleep(3)
+        note(f"grandchild at {current_time()}")
+
+    def child(delay: float) -> None:
+        sleep(delay)
+        if delay == 2:
+            spawn(grandchild)
+        note(f"child at {current_time()}")
+
+    def main() -> str:
+        first = spawn(child, 1)
+        spawn(child, 2)
+        root = first.group
+        assert root is not None and root.name == "root" and root.owner is current_task()
+        assert current_task().group is None
+        assert "group <TaskGroup 'root' open, 2 children" in stackful.debug.render()
+        return "main's result"
+
+    assert structured_vrun(main) == "main's result"
+    assert log == ["child at 1.0", "child at 2.0", "grandchild at 5.0"]
+
+
+def test_in_a_structured_run_the_first_failure_cancels_main_and_the_others() -> None:
+    log, note = recorder()
+    hooked: list[TaskExceptHookArgs] = []
+
+    def waiter(name: str) -> None:
+        try:
+            sleep(10)
+        except Cancelled:
+            note(f"{name} cancelled at {current_time()}")
+            raise
+
+    def main() -> None:
+        spawn(waiter, "sibling")
+        spawn(failing, 1, "child")
+        waiter("main")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        structured_vrun(main, excepthook=hooked.append)
+    assert [str(e) for e in caught.value.exceptions] == ["child"]
+    assert all(isinstance(e, Boom) for e in caught.value.exceptions)
+    assert sorted(log) == ["main cancelled at 1.0", "sibling cancelled at 1.0"]
+    assert hooked == []  # the group collected it: not reported again
+
+
+def test_in_a_structured_run_mains_failure_is_one_of_the_group() -> None:
+    def main() -> None:
+        spawn(failing, 1, "child")
+        sleep(2)  # cancelled at 1 by the child's failure: main's own failure comes after it
+
+    def main_fails_first() -> None:
+        spawn(failing, 5, "child")
+        raise Boom("main")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        structured_vrun(main)
+    assert [str(e) for e in caught.value.exceptions] == ["child"]
+    with pytest.raises(ExceptionGroup) as caught:
+        structured_vrun(main_fails_first)
+    # main's failure cancels the child before it fails: it is the one failure
+    assert [str(e) for e in caught.value.exceptions] == ["main"]
+
+
+def test_a_structured_run_shows_the_root_group_in_its_deadlock_report() -> None:
+    def main() -> None:
+        spawn(Event().wait, name="stuck")
+
+    with pytest.raises(DeadlockError) as caught:
+        structured_vrun(main)
+    report = str(caught.value)
+    assert "TaskGroup: 1 child to finish" in report  # main, waiting at the root group's end
+    assert "group <TaskGroup 'root'" in report and "task 'stuck' waiting on" in report
+
+
+def test_ctrl_c_ends_a_structured_run_after_every_finally() -> None:
+    import os
+    import signal
+
+    log, note = recorder()
+
+    def child(name: str) -> None:
+        try:
+            sleep(30)
+        finally:
+            note(f"{name} finally")
+
+    def main() -> None:
+        spawn(child, "a")
+        spawn(child, "b")
+        timer = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            child("main")
+        finally:
+            timer.join()
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main, structured=True)
+    assert sorted(log) == ["a finally", "b finally", "main finally"]
+
+
+def test_structured_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="structured must be True or False"):
+        run(lambda: None, structured=1)  # type: ignore[arg-type]
 
 
 # -- start() ------------------------------------------------------------------------------------

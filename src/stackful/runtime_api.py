@@ -55,6 +55,7 @@ def run(
     handle_signals: Iterable[int] = (signal.SIGINT,),
     watchdog: float | None = None,
     watchdog_hook: Callable[[BlockingReport], object] | None = None,
+    structured: bool = False,
     **kwargs: Any,
 ) -> T:
     """Run ``main(*args, **kwargs)`` in a fresh runtime on this thread; return its result.
@@ -69,9 +70,15 @@ def run(
     blocking call that should have been cooperative), once per stall, with its stack:
     ``watchdog_hook(report)`` receives a :class:`BlockingReport`, on the watchdog's own thread;
     by default it is printed on stderr.
+
+    ``structured=True`` gives the whole program trio's rule: main runs as the body of a root
+    :class:`TaskGroup` that every ``spawn`` joins, so ``run`` returns once all of them have
+    finished, the first failure cancels the rest, and the failures leave ``run`` as one
+    ``ExceptionGroup``.  By default (asyncio's and gevent's rule) the tasks still alive when
+    main ends are cancelled and their failures go to the excepthook.
     """
     rt = Runtime(clock=clock, handle_signals=handle_signals, watchdog=watchdog,
-                 watchdog_hook=watchdog_hook)
+                 watchdog_hook=watchdog_hook, structured=structured)
     result: T = rt.run(main, *args, **kwargs)
     return result
 
@@ -84,8 +91,9 @@ def spawn(
     stack_size: int | None = None,
     **kwargs: Any,
 ) -> Task:
-    """Start ``fn(*args, **kwargs)`` as a new task (at the back of the ready queue)."""
-    return get_runtime("spawn()").spawn(fn, args, kwargs, name=name, stack_size=stack_size)
+    """Start ``fn(*args, **kwargs)`` as a new task (at the back of the ready queue); in a
+    ``run(..., structured=True)``, as a child of the root group (see :func:`run`)."""
+    return get_runtime("spawn()").spawn_task(fn, args, kwargs, name, stack_size)
 
 
 yield_now = _native_yield_now

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from time import perf_counter as _perf_counter
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._native import (
     Fiber,
@@ -54,6 +54,9 @@ from ._task import (
 from ._timers import NEVER, Timer, TimerHeap, deadline_after, deadline_at
 from ._tree import tree_lines
 from ._watchdog import BlockingReport, Watchdog, check_watchdog
+
+if TYPE_CHECKING:
+    from ._group import TaskGroup
 
 # How many times shutdown re-delivers Cancelled to a task that keeps blocking after it, before
 # giving up on it (killing its fiber).  Two covers the usual "blocking call in a finally".
@@ -110,6 +113,14 @@ class Runtime(SchedulerCore):
     task is then cancelled, its ``finally`` blocks run, and :meth:`run` raises it.  A signal
     whose handler is not Python's default when the run starts is left to that handler.
 
+    ``structured=True`` runs main as the body of a root :class:`TaskGroup` (trio's rule for a
+    whole program): ``stackful.spawn`` puts its task into that group while it is open, so
+    :meth:`run` returns only once every such task has finished, the first to fail cancels
+    main and the others, and :meth:`run` raises the failures as one ``ExceptionGroup``
+    (main's own failure among them).  The default (False) keeps asyncio's and gevent's
+    rule: loose tasks still alive when main ends are cancelled, their failures go to the
+    excepthook, and main's exception is raised as it is.
+
     ``watchdog`` (seconds, default None: off) starts a monitor thread for the run that
     reports each task holding the thread that long without yielding -- a blocking call
     that should have been cooperative -- once per stall, with the task's Python stack:
@@ -165,8 +176,14 @@ class Runtime(SchedulerCore):
         handle_signals: Iterable[int] = (signal.SIGINT,),
         watchdog: float | None = None,
         watchdog_hook: Callable[[BlockingReport], object] | None = None,
+        structured: bool = False,
     ) -> None:
         self._handled_signals = _check_signals(handle_signals)
+        if not isinstance(structured, bool):
+            raise TypeError(f"structured must be True or False, got {structured!r}")
+        self.structured = structured
+        # With structured=True, the group main's body runs in (see _run_in_root_group).
+        self._root_group: TaskGroup | None = None
         threshold = check_watchdog(watchdog, watchdog_hook)
         self._watchdog = None if threshold is None else Watchdog(threshold, watchdog_hook)
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
@@ -251,6 +268,9 @@ class Runtime(SchedulerCore):
         try:
             if self._watchdog is not None:
                 self._watchdog.start(self)
+            if self.structured:
+                args, kwargs = (main, args, kwargs), {}
+                main = self._run_in_root_group
             self._main = main_task = self.spawn(main, args, kwargs, name="main")
             self._loop()
         finally:
@@ -272,6 +292,25 @@ class Runtime(SchedulerCore):
             raise self._deadlock
         main_task._exc_retrieved = True
         return main_task.result()
+
+    def _run_in_root_group(self, main: Callable[..., Any], args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> Any:
+        """structured=True: main's body inside the root group (see the class docstring)."""
+        from ._group import TaskGroup  # (the group module builds on this one)
+
+        with TaskGroup("root") as root:
+            self._root_group = root
+            return main(*args, **kwargs)
+
+    def spawn_task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   name: str | None, stack_size: int | None) -> Task:
+        """What ``stackful.spawn`` does: into the root group while it is open
+        (structured=True), else a loose task (:meth:`spawn`)."""
+        root = self._root_group
+        if root is not None and not root.closed:
+            task: Task = root.spawn(fn, *args, name=name, stack_size=stack_size, **kwargs)
+            return task
+        return self.spawn(fn, args, kwargs, name=name, stack_size=stack_size)
 
     # -- the hub -------------------------------------------------------------------------------
 
