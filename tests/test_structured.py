@@ -572,9 +572,11 @@ def test_ctrl_c_ends_a_structured_run_after_every_finally() -> None:
     assert sorted(log) == ["a finally", "b finally", "main finally"]
 
 
-def test_structured_must_be_a_bool() -> None:
+def test_structured_must_be_a_bool_and_main_a_callable() -> None:
     with pytest.raises(TypeError, match="structured must be True or False"):
         run(lambda: None, structured=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs a callable, got int"):
+        run(5, structured=True)  # type: ignore[arg-type]  # at once, not as a group's failure
 
 
 # -- start() ------------------------------------------------------------------------------------

@@ -269,6 +269,8 @@ class Runtime(SchedulerCore):
             if self._watchdog is not None:
                 self._watchdog.start(self)
             if self.structured:
+                if not callable(main):  # the same error as the default's spawn gives
+                    raise TypeError(f"spawn() needs a callable, got {type(main).__name__}")
                 args, kwargs = (main, args, kwargs), {}
                 main = self._run_in_root_group
             self._main = main_task = self.spawn(main, args, kwargs, name="main")
