@@ -831,6 +831,51 @@ def test_real_signal_while_the_hub_is_idle(signum: int, raised: type, default: A
     assert signal.getsignal(signum) is default
 
 
+@pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
+def test_a_signal_the_kernel_hands_to_another_thread_wakes_the_idle_hub(
+        signum: int, raised: type, default: Any) -> None:
+    """The signal is delivered to a worker thread, not the main one (``pthread_kill``; the
+    kernel may do the same with a ``kill``): the hub, asleep in the poller, wakes at once
+    through the wake-up pipe and winds the run down, so the reader is cancelled while it
+    waits.  Without the pipe the hub slept on until the next event -- here the data the
+    worker writes a second later, which the reader then got before its cancellation."""
+    import time
+
+    log: list[str] = []
+    r, w = os.pipe()
+
+    def worker() -> None:
+        time.sleep(0.05)  # the hub is in the poller by then
+        signal.pthread_kill(threading.get_ident(), signum)  # this thread, not main
+        time.sleep(1)  # long after the run has wound down
+        os.write(w, b"x")
+
+    def reader() -> None:
+        try:
+            # With a timeout: a wait the hub does not wake up for on its own (no stack trim).
+            wait_readable(r, timeout=30)
+            log.append("reader saw data")
+        finally:
+            log.append("reader finally")
+
+    def main() -> None:
+        spawn(reader)
+        sleep(30)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        with pytest.raises(raised):
+            run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
+    finally:
+        thread.join()
+        os.close(r)
+        os.close(w)
+    assert log == ["reader finally"]
+    assert signal.getsignal(signum) is default
+    assert signal.set_wakeup_fd(-1) == -1  # the run's wake-up pipe is gone with it
+
+
 # A stand-in for the hub's clock that raises a signal on its n-th read in the hub's idle wait.
 # Its globals name it scheduler code, so the signal's handler runs as if the signal had come
 # at that instruction of the hub (where the interpreter's periodic check can run it).

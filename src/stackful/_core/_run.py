@@ -227,6 +227,9 @@ class Runtime(SchedulerCore):
         # whether the signal handler now runs again to raise it where the task is.
         self._deferred_signal: tuple[Task, BaseException] | None = None
         self._escalating = False
+        # The wake-up pipe a handled signal writes to (read end, write end): see
+        # _watch_signal_wakeup.
+        self._signal_wakeup: tuple[int, int] | None = None
         # The hub waits for timers and I/O (a SchedulerCore field, as the next: the watchdog
         # reads them).
         self._idle = False
@@ -888,11 +891,54 @@ class Runtime(SchedulerCore):
             if old is default:
                 signal.signal(signum, self._on_signal)
                 installed.append((signum, old))
+        if installed:
+            self._watch_signal_wakeup()
         return installed
 
     def _restore_signal_handlers(self, installed: list[tuple[int, Any]]) -> None:
+        wakeup, self._signal_wakeup = self._signal_wakeup, None
+        if wakeup is not None:
+            current = signal.set_wakeup_fd(-1)
+            if current != wakeup[1]:
+                signal.set_wakeup_fd(current)  # someone replaced ours meanwhile: keep theirs
+            self.io.forget(wakeup[0])
+            os.close(wakeup[0])
+            os.close(wakeup[1])
         for signum, old in installed:
             signal.signal(signum, old)
+
+    def _watch_signal_wakeup(self) -> None:
+        """Make a signal wake the hub from the poller, whichever thread the kernel hands it to.
+
+        CPython runs a signal's Python handler in the main thread, but the kernel may deliver
+        the signal to another thread (a to_thread worker): the hub, blocked in the poller,
+        would see it only once something else woke it.  As asyncio does, the signal's C
+        handler writes to a wake-up pipe (``signal.set_wakeup_fd``) that the poller watches;
+        the hub then wakes and runs the handler.  One set by someone else is left alone."""
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        if previous != -1:
+            signal.set_wakeup_fd(previous)
+            os.close(r)
+            os.close(w)
+            return
+        self._signal_wakeup = (r, w)
+        # Registered for good, then left without a waiter: every write is an edge that wakes
+        # the poller, and the hub never counts the pipe as something worth waiting for (a
+        # deadlock is still reported as one).  _on_signal drains it.
+        self.io.add(r, READ, _no_waiter, "readable", True)
+        self.io.remove(r, READ, _no_waiter)
+
+    def _drain_signal_wakeup(self) -> None:
+        wakeup = self._signal_wakeup
+        if wakeup is not None:
+            try:
+                while os.read(wakeup[0], 4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # A signal's exception is raised where it cannot break the scheduler's bookkeeping:
@@ -903,6 +949,7 @@ class Runtime(SchedulerCore):
         # (python/cpython#130279): a handler's cleanup would be lost.  A task that does not
         # reach a blocking point within _SIGNAL_ESCALATE_AFTER (a loop that never blocks),
         # or a second signal, gets it raised where it runs.
+        self._drain_signal_wakeup()
         escalation, self._escalating = self._escalating, False
         task = self.current
         deferred, self._deferred_signal = self._deferred_signal, None
@@ -947,6 +994,10 @@ class Runtime(SchedulerCore):
                 _thread.interrupt_main(signal.Signals(signum))
 
         _thread.start_new_thread(escalate, ())
+
+
+def _no_waiter() -> None:
+    """The poller's waiter for the signal wake-up pipe, dropped as soon as registered."""
 
 
 def _after_fork_in_child() -> None:
