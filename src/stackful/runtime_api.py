@@ -93,7 +93,12 @@ def spawn(
 ) -> Task:
     """Start ``fn(*args, **kwargs)`` as a new task (at the back of the ready queue); in a
     ``run(..., structured=True)``, as a child of the root group (see :func:`run`)."""
-    return get_runtime("spawn()").spawn_task(fn, args, kwargs, name, stack_size)
+    rt = get_runtime("spawn()")
+    root = rt._root_group  # structured=True: None until main's body opens it
+    if root is not None and not root.closed:
+        task: Task = root.spawn(fn, *args, name=name, stack_size=stack_size, **kwargs)
+        return task
+    return rt.spawn(fn, args, kwargs, name=name, stack_size=stack_size)
 
 
 yield_now = _native_yield_now

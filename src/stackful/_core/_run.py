@@ -271,9 +271,7 @@ class Runtime(SchedulerCore):
         try:
             if self._watchdog is not None:
                 self._watchdog.start(self)
-            if self.structured:
-                if not callable(main):  # the same error as the default's spawn gives
-                    raise TypeError(f"spawn() needs a callable, got {type(main).__name__}")
+            if self.structured and callable(main):  # (spawn refuses anything else)
                 args, kwargs = (main, args, kwargs), {}
                 main = self._run_in_root_group
             self._main = main_task = self.spawn(main, args, kwargs, name="main")
@@ -306,16 +304,6 @@ class Runtime(SchedulerCore):
         with TaskGroup("root") as root:
             self._root_group = root
             return main(*args, **kwargs)
-
-    def spawn_task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                   name: str | None, stack_size: int | None) -> Task:
-        """What ``stackful.spawn`` does: into the root group while it is open
-        (structured=True), else a loose task (:meth:`spawn`)."""
-        root = self._root_group
-        if root is not None and not root.closed:
-            task: Task = root.spawn(fn, *args, name=name, stack_size=stack_size, **kwargs)
-            return task
-        return self.spawn(fn, args, kwargs, name=name, stack_size=stack_size)
 
     # -- the hub -------------------------------------------------------------------------------
 
@@ -937,7 +925,7 @@ class Runtime(SchedulerCore):
             try:
                 while os.read(wakeup[0], 4096):
                     pass
-            except (BlockingIOError, OSError):
+            except OSError:  # empty (BlockingIOError), or closed
                 pass
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
