@@ -19,6 +19,7 @@ import pytest
 
 import stackful
 from stackful import socket
+from stackful.lowlevel import current_runtime
 from stackful.runtime_api import BusyResourceError, Cancelled, ClosedResourceError
 
 from ._net import BOUND, WORLDS, in_world, needs_ipv6, run_bounded, thread
@@ -65,6 +66,50 @@ def test_socket_is_a_stdlib_socket() -> None:
         assert isinstance(s, std_socket.SocketType)
         assert s.family == std_socket.AF_INET and s.type == std_socket.SOCK_STREAM
         assert type(s.family) is std_socket.AddressFamily
+
+
+def test_the_hot_methods_are_c_methods_with_the_stdlib_calling_conventions() -> None:
+    """recv, recv_into, send and sendall are C methods of the class (no Python frame per
+    call), taking what the stdlib's take, and refusing what it refuses."""
+    from stackful._native import _install_socket_methods
+
+    for name in ("recv", "recv_into", "send", "sendall"):
+        assert type(vars(socket.socket)[name]).__name__ == "method_descriptor", name
+        assert vars(socket.socket)[name].__doc__, name
+
+    class Sub(socket.socket):
+        pass
+
+    def main() -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            assert a.send(b"abc") == 3
+            assert b.recv(2) == b"ab"
+            buf = bytearray(8)
+            assert b.recv_into(buf, nbytes=1) == 1 and buf[:1] == b"c"  # keywords: fine
+            a.sendall(memoryview(b"xyz")[1:])
+            assert b.recv_into(buffer=buf) == 2 and buf[:2] == b"yz"
+            with pytest.raises(TypeError, match="recv"):
+                b.recv()  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match="sendall"):
+                a.sendall(b"1", 0, 0)  # type: ignore[call-arg]
+            with pytest.raises(ValueError, match="negative"):
+                b.recv(-1)
+            with pytest.raises(TypeError):
+                a.send("text")  # type: ignore[arg-type]
+            with std_socket.socket() as plain, pytest.raises(TypeError):
+                socket.socket.recv(plain, 1)  # not one of ours
+        x, y = socket.socketpair()
+        with Sub(fileno=x.detach()) as s, y:  # a subclass goes through the same C methods
+            y.sendall(b"sub")
+            assert s.recv(10) == b"sub"
+        half_made = Sub.__new__(Sub)  # no __init__: no fd, no timeout slot
+        with pytest.raises((OSError, AttributeError)):
+            half_made.recv(1)
+
+    run_bounded(main)
+    with pytest.raises(RuntimeError, match="already"):
+        _install_socket_methods(socket.socket)
 
 
 # -- timeouts: the stdlib's semantics, the fd always non-blocking ---------------------------------
@@ -249,6 +294,177 @@ def test_datagrams_left_after_a_short_read_are_read_without_waiting() -> None:
             b.send(b"two")
             assert a.recv(100) == b"one"
             assert a.recv(100) == b"two"
+
+    run_bounded(main)
+
+
+# -- the read plan: waiting before a read that would most likely find nothing ---------------------
+
+
+needs_epoll = pytest.mark.skipif(os.environ.get("STACKFUL_POLLER") == "selectors",
+                                 reason="the read plan is the epoll poller's")
+
+
+def read_state(sock: socket.socket) -> tuple[int, int, int, int] | None:
+    """The read plan of ``sock``: (tcp, drained, irregular, misses); see poller_epoll.c."""
+    return current_runtime().io._read_state(sock.fileno())  # type: ignore[no-any-return]
+
+
+def train_to_wait_first(client: socket.socket, conn: socket.socket) -> None:
+    """Request-reply rounds in which every read of ``conn`` after a short one finds nothing
+    (the next request comes only after the reply): the plan then waits before such reads."""
+    def replier() -> None:
+        for _ in range(24):
+            assert conn.recv(100) == b"q"
+            conn.sendall(b"a")
+
+    helper = stackful.spawn(replier)
+    for _ in range(24):
+        client.sendall(b"q")
+        assert client.recv(100) == b"a"
+    helper.join()
+    state = read_state(conn)
+    assert state is not None and state[0] == 1 and state[3] >= 12, state  # TCP, waits first
+
+
+@needs_epoll
+def test_reads_that_keep_finding_nothing_wait_first_and_miss_nothing() -> None:
+    """Once the reads after a short one keep failing, the plan waits first; the first read
+    then costs no failed system call, and data that came in between is still read at once."""
+    def main() -> None:
+        client, conn = pair()
+        with client, conn:
+            train_to_wait_first(client, conn)
+            client.sendall(b"while nobody reads")
+            stackful.yield_now()  # no poll yet: the edge is still in epoll
+            assert conn.recv(100) == b"while nobody reads"
+            client.sendall(b"x")
+            stackful.sleep(0.01)  # the hub polls: the edge is remembered, nobody waiting
+            assert conn.recv(100) == b"x"
+            for size in (1, 2):  # reads that are not short: the next one tries
+                client.sendall(b"yz")
+                assert conn.recv(size) == b"yz"[:size]
+                if size == 1:
+                    assert conn.recv(100) == b"z"
+
+    run_bounded(main)
+
+
+@needs_epoll
+def test_reads_that_find_data_again_bring_the_plan_back_to_trying_first() -> None:
+    """The plan still tries one read in eight while it waits first; when those find data
+    (the peer answers before the next read), the score falls and reads try first again."""
+    def main() -> None:
+        client, conn = pair()
+        with client, conn:
+            train_to_wait_first(client, conn)
+            for round_no in range(40):  # the data is there before each read: every probe hits
+                client.sendall(b"%d;" % round_no)
+                assert conn.recv(100) == b"%d;" % round_no
+            state = read_state(conn)
+            assert state is not None and state[3] == 0, state
+
+    run_bounded(main)
+
+
+@needs_epoll
+def test_waiting_first_still_sees_the_end_of_the_stream_that_came_with_the_data() -> None:
+    """Data and the peer's FIN in one edge that woke the reader: its read of the data is short,
+    yet the next read must not wait for an edge that will never come."""
+    def main() -> None:
+        client, conn = pair()
+        with client, conn:
+            train_to_wait_first(client, conn)
+
+            def last_words() -> None:
+                client.sendall(b"last")
+                client.shutdown(socket.SHUT_WR)  # no yield in between: one edge for both
+
+            stackful.spawn(last_words)
+            with stackful.timeout(5):
+                assert conn.recv(100) == b"last"  # parked first, woken by that edge
+                assert conn.recv(100) == b""
+
+    run_bounded(main)
+
+
+@needs_epoll
+def test_waiting_first_still_reads_the_data_past_an_urgent_byte() -> None:
+    """A TCP read stops at urgent data's mark, short with more queued: the poller's urgent
+    event makes the plan try first from then on."""
+    def main() -> None:
+        client, conn = pair()
+        with client, conn:
+            train_to_wait_first(client, conn)
+
+            def burst() -> None:
+                client.sendall(b"12")
+                client.send(b"U", socket.MSG_OOB)
+                client.sendall(b"34")
+
+            stackful.spawn(burst)
+            with stackful.timeout(5):
+                got = conn.recv(100)
+                while not got.endswith(b"34"):
+                    got += conn.recv(100)
+            assert got == b"1234"  # the urgent byte stays out of band
+
+    run_bounded(main)
+
+
+@needs_epoll
+def test_a_read_with_a_timeout_between_plain_reads_leaves_no_stale_plan() -> None:
+    """A read with a timeout waits its own way and may leave data queued; the plain read after
+    it must try first, not wait for the edge the timed wait used up."""
+    def main() -> None:
+        client, conn = pair()
+        with client, conn:
+            train_to_wait_first(client, conn)
+
+            def later() -> None:
+                stackful.sleep(0.01)
+                client.sendall(b"x" * 200)
+
+            stackful.spawn(later)
+            conn.settimeout(5)
+            assert conn.recv(100) == b"x" * 100  # waited, then read half
+            conn.settimeout(None)
+            with stackful.timeout(5):
+                assert conn.recv(100) == b"x" * 100
+
+    run_bounded(main)
+
+
+@needs_epoll
+def test_the_plan_never_waits_first_on_sockets_other_than_tcp() -> None:
+    """A short read of a Unix stream socket can leave data queued (the kernel does not join
+    data sent with file descriptors to what follows): such sockets always try first."""
+    def main() -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            def replier() -> None:
+                for _ in range(24):
+                    assert b.recv(100) == b"q"
+                    b.sendall(b"a")
+
+            helper = stackful.spawn(replier)
+            for _ in range(24):
+                a.sendall(b"q")
+                assert a.recv(100) == b"a"
+            helper.join()
+            assert read_state(b) == (2, 0, 0, 0)  # not TCP: no score is kept
+            r, w = os.pipe()
+            try:
+                socket.send_fds(a, [b"with fd"], [r])
+                a.sendall(b" and after")
+                got = b.recv(100)  # stops after the data that carried the fd
+                with stackful.timeout(5):
+                    while got != b"with fd and after":
+                        got += b.recv(100)
+            finally:
+                os.close(r)
+                os.close(w)
+            # (the fd the kernel passed in SCM_RIGHTS was dropped with the ancillary data)
 
     run_bounded(main)
 

@@ -17,9 +17,11 @@ Why try first (and not wait for readiness first): on a busy connection the data 
 space is usually there already, and the call then costs one system call, as in the stdlib; a
 wait-first design would pay for a poller round trip and a task switch even then.  When the
 call would block, the failed attempt costs one extra system call plus a ``BlockingIOError``,
-small next to the park, the poll and the switch that follow.  The waits of each direction go
-through one method, :meth:`socket._wait_readable` / :meth:`socket._wait_writable`, so the hot
-path can later be replaced by C calls in one place.
+small next to the park, the poll and the switch that follow.  In blocking mode, ``recv``,
+``recv_into``, ``send`` and ``sendall`` are C methods of the class (``_native/sockets.c``)
+that do all of that, the park included, with no Python frame; with a timeout or in
+non-blocking mode they hand over to the Python methods here, whose waits of each direction
+go through one method, :meth:`socket._wait_readable` / :meth:`socket._wait_writable`.
 
 A call that does not have to wait does not yield: a task that always finds data keeps the
 thread (as in gevent); such a loop should call ``stackful.yield_now()`` now and then.  Two
@@ -50,13 +52,10 @@ from typing import Any
 
 from ._core import current_runtime_or_none as _runtime_or_none
 from ._core import to_thread as _to_thread
+from ._native import _install_socket_methods
 from ._native import _wait_readable as _persistent_wait_readable
 from ._native import _wait_writable as _persistent_wait_writable
 from ._native import sock_accept as _c_accept
-from ._native import sock_recv as _c_recv
-from ._native import sock_recv_into as _c_recv_into
-from ._native import sock_send as _c_send
-from ._native import sock_sendall as _c_sendall
 from .lowlevel import current_time as _runtime_time
 from .lowlevel import in_task as _in_task
 from .runtime_api import notify_closing as _notify_closing
@@ -164,7 +163,7 @@ class socket(_StdSocket):
     It *is* a ``socket.socket`` (a subclass), so libraries that check
     ``isinstance(sock, socket.socket)`` -- ``ssl``, ``http.client``, ``asyncio`` -- accept it,
     and the stdlib's own Python-level methods (``makefile``, ``dup``, ``close`` and friends)
-    work on it unchanged, calling the cooperative ``recv_into``/``send`` below.
+    work on it unchanged, calling the cooperative ``recv_into``/``send``.
     """
 
     __slots__ = ("_timeout",)
@@ -247,12 +246,12 @@ class socket(_StdSocket):
         else:
             _runtime_wait_writable(fd, _remaining(deadline, _runtime_time()))
 
-    # -- the hot methods, written out (no helper call, no argument tuple) ----------------------
+    # -- the hot methods: recv, recv_into, send and sendall ---------------------------------------
+    # They are C methods of this class (installed below the class: sockets.c), which do the
+    # whole call in blocking mode.  With a timeout or in non-blocking mode they call these.
 
-    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        """Receive up to ``bufsize`` bytes; ``b""`` at end of stream."""
-        if self._timeout is None:
-            return _c_recv(self, bufsize, flags)  # blocking mode: all of it in C
+    def _recv_slow(self, bufsize: int, flags: int = 0, /) -> bytes:
+        """recv() with a timeout, or in non-blocking mode."""
         try:
             return _ss_recv(self, bufsize, flags)
         except BlockingIOError:
@@ -266,10 +265,10 @@ class socket(_StdSocket):
             except BlockingIOError:
                 pass
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Receive into ``buffer`` (up to ``nbytes``, 0: its size); return the count."""
+    def _recv_into_slow(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """recv_into() with a timeout, in non-blocking mode, or called with keywords."""
         if self._timeout is None:
-            return _c_recv_into(self, buffer, nbytes, flags)
+            return self.recv_into(buffer, nbytes, flags)  # keywords, in blocking mode: C
         try:
             return _ss_recv_into(self, buffer, nbytes, flags)
         except BlockingIOError:
@@ -283,10 +282,8 @@ class socket(_StdSocket):
             except BlockingIOError:
                 pass
 
-    def send(self, data: Any, flags: int = 0, /) -> int:
-        """Send some of ``data``; return how many bytes went."""
-        if self._timeout is None:
-            return _c_send(self, data, flags)
+    def _send_slow(self, data: Any, flags: int = 0, /) -> int:
+        """send() with a timeout, or in non-blocking mode."""
         try:
             return _ss_send(self, data, flags)
         except BlockingIOError:
@@ -300,13 +297,8 @@ class socket(_StdSocket):
             except BlockingIOError:
                 pass
 
-    def sendall(self, data: Any, flags: int = 0, /) -> None:
-        """Send all of ``data``; the timeout bounds the whole call, as in the stdlib.
-
-        On a timeout or another error, some of the data may have been sent.
-        """
-        if self._timeout is None:
-            return _c_sendall(self, data, flags)
+    def _sendall_slow(self, data: Any, flags: int = 0, /) -> None:
+        """sendall() with a timeout (which bounds the whole call), or in non-blocking mode."""
         try:
             sent = _ss_send(self, data, flags)
         except BlockingIOError:
@@ -584,6 +576,8 @@ class socket(_StdSocket):
 
 # Named where users import it from (repr, help, tracebacks).
 socket.__module__ = "stackful.socket"
+# recv, recv_into, send and sendall become C methods of the class: no Python frame per call.
+_install_socket_methods(socket)
 
 
 def from_stdlib_socket(sock: _std.socket) -> socket:

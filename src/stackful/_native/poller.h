@@ -45,6 +45,20 @@ int sf_poll_timeout(PyObject *arg, double *timeout);
 /* Is `obj` the native poller (else the Python fallback's)? */
 int sf_is_epoll_poller(PyObject *obj);
 
+/* The read plan of a persistent fd (poller_epoll.c explains it): should a
+ * plain read (recv with no flags) of `fd` try the system call first, wait for
+ * readiness first, or try as a probe (then say what it found)? */
+enum {
+    SF_PLAN_TRY = 0,    /* try; nothing to report */
+    SF_PLAN_WAIT = 1,   /* wait for the fd first, then try */
+    SF_PLAN_PROBE = 2,  /* try, then sf_poller_note_probe() */
+};
+int sf_poller_read_plan(sf_poller *p, int fd);
+/* A probe's outcome: `found` data (or an error), or would have blocked. */
+void sf_poller_note_probe(sf_poller *p, int fd, int found);
+/* A plain read returned data: `short_read` if less than asked for. */
+void sf_poller_note_read(sf_poller *p, int fd, int short_read);
+
 /* How many fds somebody waits on. */
 Py_ssize_t sf_poller_waiting(const sf_poller *p);
 

@@ -1,5 +1,6 @@
 /* The hot calls of stackful's cooperative socket, in C: recv, recv_into,
- * send, sendall, accept for a socket in blocking mode (no timeout).
+ * send and sendall as the class's own methods, accept as a helper of its
+ * Python method; all for a socket in blocking mode (no timeout).
  *
  * The socket's fd is non-blocking for its whole life (stackful/_sockets.py):
  * each call tries the system call, and only when it would block waits --
@@ -11,6 +12,7 @@
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <poll.h>
@@ -32,9 +34,13 @@ static inline int *fd_slot(PyObject *sock)
     return (int *)((char *)sock + sizeof(PyObject));
 }
 
+static PyTypeObject *coop_socket_type;  /* stackful's socket class, once installed */
+
 static int socket_fd(PyObject *sock, int *fd)
 {
-    if (fd_after_head && PyObject_TypeCheck(sock, std_socket_type)) {
+    /* The exact class first: a subtype test walks the MRO on every call. */
+    if (fd_after_head && ((coop_socket_type && Py_IS_TYPE(sock, coop_socket_type))
+                          || PyObject_TypeCheck(sock, std_socket_type))) {
         *fd = *fd_slot(sock);
         if (*fd >= 0)
             return 0;
@@ -110,6 +116,46 @@ static int parse_flags(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at, i
     return 0;
 }
 
+/* The epoll poller of the runtime running on this thread, or NULL (no
+ * runtime, or the selectors fallback). */
+static sf_poller *thread_poller(void)
+{
+    PyObject **slot = sf_thread_scheduler_slot();
+    if (!slot) {
+        PyErr_Clear();
+        return NULL;
+    }
+    SchedulerCore *s = (SchedulerCore *)*slot;
+    return s && sf_is_epoll_poller(s->io) ? (sf_poller *)s->io : NULL;
+}
+
+/* recv() into `buf`: the count, or -1 with an exception; parks the task (or
+ * polls) while it would block.  A plain read follows the poller's read plan
+ * (poller.h): it may wait before it tries, where trying would most likely
+ * find nothing.  Nothing waits between the recv() and the return, so a
+ * caller may use a buffer shared with other tasks. */
+static Py_ssize_t read_some(PyObject *sock, int fd, char *buf, Py_ssize_t size, int flags)
+{
+    sf_poller *poller = flags == 0 ? thread_poller() : NULL;
+    int plan = poller ? sf_poller_read_plan(poller, fd) : SF_PLAN_TRY;
+    if (plan == SF_PLAN_WAIT && (wait_ready(fd, SF_READ) < 0 || socket_fd(sock, &fd) < 0))
+        return -1;
+    for (;;) {
+        ssize_t n = recv(fd, buf, (size_t)size, flags);
+        if (plan == SF_PLAN_PROBE) {
+            sf_poller_note_probe(poller, fd, n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK));
+            plan = SF_PLAN_TRY;
+        }
+        if (n >= 0) {
+            if (poller && (poller = thread_poller()) != NULL)  /* (the same, or none left) */
+                sf_poller_note_read(poller, fd, n > 0 && n < size);
+            return n;
+        }
+        if (!should_retry(fd, SF_READ) || socket_fd(sock, &fd) < 0)
+            return -1;
+    }
+}
+
 /* recv() into one buffer, then a bytes of exactly what came: a recv(65536)
  * that gets 100 bytes costs no 64 KiB allocation and shrink.  One buffer for
  * the process is enough: the GIL is held from the call to the copy, and
@@ -117,74 +163,97 @@ static int parse_flags(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at, i
 #define SCRATCH_SIZE (64 * 1024)
 static char scratch[SCRATCH_SIZE];
 
-static PyObject *recv_via_scratch(PyObject *sock, int fd, Py_ssize_t size, int flags)
+/* ---- the methods of stackful's socket class ----
+ *
+ * recv, recv_into, send and sendall are method descriptors of the class
+ * itself (installed by install_socket_methods()), so a call on a socket runs
+ * no Python frame: the interpreter's specialized call reaches the C function
+ * directly.  In blocking mode (the socket's _timeout slot holds None) the
+ * whole call is here; with a timeout, in non-blocking mode, with keywords,
+ * or with the slot unset, the call goes on to the class's Python method of
+ * the same name between "_" and "_slow" (_recv_slow, ...), which has the
+ * timeout logic. */
+
+static Py_ssize_t timeout_offset;       /* where its _timeout slot sits in an instance */
+
+/* 1 in blocking mode (handled here), 0 otherwise (the Python method's job). */
+static inline int blocking_mode(PyObject *self)
 {
-    for (;;) {
-        ssize_t n = recv(fd, scratch, (size_t)size, flags);
-        if (n >= 0)
-            return PyBytes_FromStringAndSize(scratch, n);
-        if (!should_retry(fd, SF_READ) || socket_fd(sock, &fd) < 0)
-            return NULL;
-    }
+    return *(PyObject **)((char *)self + timeout_offset) == Py_None;
 }
 
-PyDoc_STRVAR(sock_recv_doc,
-"sock_recv(sock, bufsize, flags=0)\n--\n\n"
-"socket.recv() of a stackful socket in blocking mode.");
-
-static PyObject *mod_sock_recv(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+/* The Python method `name` (_recv_slow, ...) with the same arguments. */
+static PyObject *call_slow(PyObject *name, PyObject *self, PyObject *const *args,
+                           Py_ssize_t nargs, PyObject *kwnames)
 {
-    (void)m;
-    int fd, flags;
-    if (nargs < 2 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "sock_recv() takes sock, bufsize and flags");
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *small[8];
+    PyObject **stack = small;
+    if (1 + nargs + nkw > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        PyErr_SetString(PyExc_TypeError, "too many arguments");
         return NULL;
     }
-    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+        stack[1 + i] = args[i];
+    return PyObject_VectorcallMethod(name, stack, (size_t)(1 + nargs), kwnames);
+}
+
+/* What the stdlib says for a wrong number of positional arguments. */
+static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t least, Py_ssize_t most)
+{
+    if (nargs >= least && nargs <= most)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd positional arguments but %zd "
+                 "were given", name, least, most, nargs);
+    return -1;
+}
+
+static PyObject *str_recv_slow, *str_recv_into_slow, *str_send_slow, *str_sendall_slow;
+
+static PyObject *method_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("recv", nargs, 1, 2) < 0)
+        return NULL;
+    if (!blocking_mode(self))
+        return call_slow(str_recv_slow, self, args, nargs, NULL);
+    int fd, flags;
+    Py_ssize_t size = PyLong_AsSsize_t(args[0]);
     if (size == -1 && PyErr_Occurred())
         return NULL;
     if (size < 0) {
         PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
         return NULL;
     }
-    if (parse_flags(args, nargs, 2, &flags) < 0 || socket_fd(args[0], &fd) < 0)
+    if (parse_flags(args, nargs, 1, &flags) < 0 || socket_fd(self, &fd) < 0)
         return NULL;
-    if (size <= SCRATCH_SIZE)
-        return recv_via_scratch(args[0], fd, size, flags);
+    if (size <= SCRATCH_SIZE) {
+        Py_ssize_t n = read_some(self, fd, scratch, size, flags);
+        return n < 0 ? NULL : PyBytes_FromStringAndSize(scratch, n);
+    }
     PyObject *buf = PyBytes_FromStringAndSize(NULL, size);
     if (!buf)
         return NULL;
-    for (;;) {
-        ssize_t n = recv(fd, PyBytes_AS_STRING(buf), (size_t)size, flags);
-        if (n >= 0) {
-            if (n != size && _PyBytes_Resize(&buf, n) < 0)
-                return NULL;
-            return buf;
-        }
-        if (!should_retry(fd, SF_READ))
-            break;
-        if (socket_fd(args[0], &fd) < 0)  /* closed while we waited */
-            break;
-    }
-    Py_DECREF(buf);
-    return NULL;
-}
-
-PyDoc_STRVAR(sock_recv_into_doc,
-"sock_recv_into(sock, buffer, nbytes=0, flags=0)\n--\n\n"
-"socket.recv_into() of a stackful socket in blocking mode.");
-
-static PyObject *mod_sock_recv_into(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)m;
-    int fd, flags;
-    if (nargs < 2 || nargs > 4) {
-        PyErr_SetString(PyExc_TypeError, "sock_recv_into() takes sock, buffer, nbytes, flags");
+    Py_ssize_t n = read_some(self, fd, PyBytes_AS_STRING(buf), size, flags);
+    if (n < 0) {
+        Py_DECREF(buf);
         return NULL;
     }
+    if (n != size && _PyBytes_Resize(&buf, n) < 0)
+        return NULL;
+    return buf;
+}
+
+static PyObject *method_recv_into(PyObject *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames || nargs < 1 || nargs > 3 || !blocking_mode(self))
+        return call_slow(str_recv_into_slow, self, args, nargs, kwnames);
+    int fd, flags;
     Py_ssize_t nbytes = 0;
-    if (nargs > 2) {
-        nbytes = PyLong_AsSsize_t(args[2]);
+    if (nargs > 1) {
+        nbytes = PyLong_AsSsize_t(args[1]);
         if (nbytes == -1 && PyErr_Occurred())
             return NULL;
         if (nbytes < 0) {
@@ -192,10 +261,10 @@ static PyObject *mod_sock_recv_into(PyObject *m, PyObject *const *args, Py_ssize
             return NULL;
         }
     }
-    if (parse_flags(args, nargs, 3, &flags) < 0 || socket_fd(args[0], &fd) < 0)
+    if (parse_flags(args, nargs, 2, &flags) < 0 || socket_fd(self, &fd) < 0)
         return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
         return NULL;
     if (nbytes == 0)
         nbytes = view.len;
@@ -204,18 +273,9 @@ static PyObject *mod_sock_recv_into(PyObject *m, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_ValueError, "buffer too small for requested bytes");
         return NULL;
     }
-    PyObject *result = NULL;
-    for (;;) {
-        ssize_t n = recv(fd, view.buf, (size_t)nbytes, flags);
-        if (n >= 0) {
-            result = PyLong_FromSsize_t(n);
-            break;
-        }
-        if (!should_retry(fd, SF_READ) || socket_fd(args[0], &fd) < 0)
-            break;
-    }
+    Py_ssize_t n = read_some(self, fd, view.buf, nbytes, flags);
     PyBuffer_Release(&view);
-    return result;
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
 /* Send from `view` until all of it went (`all`) or some did; returns the
@@ -237,19 +297,15 @@ static Py_ssize_t send_view(PyObject *sock, int fd, Py_buffer *view, int flags, 
     return sent;
 }
 
-static PyObject *send_common(PyObject *const *args, Py_ssize_t nargs, int all)
+static PyObject *send_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int all)
 {
     int fd, flags;
-    if (nargs < 2 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "send() takes sock, data and flags");
-        return NULL;
-    }
-    if (parse_flags(args, nargs, 2, &flags) < 0 || socket_fd(args[0], &fd) < 0)
+    if (parse_flags(args, nargs, 1, &flags) < 0 || socket_fd(self, &fd) < 0)
         return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    Py_ssize_t sent = send_view(args[0], fd, &view, flags, all);
+    Py_ssize_t sent = send_view(self, fd, &view, flags, all);
     PyBuffer_Release(&view);
     if (sent < 0)
         return NULL;
@@ -258,23 +314,80 @@ static PyObject *send_common(PyObject *const *args, Py_ssize_t nargs, int all)
     return PyLong_FromSsize_t(sent);
 }
 
-PyDoc_STRVAR(sock_send_doc,
-"sock_send(sock, data, flags=0)\n--\n\nsocket.send() of a stackful socket in blocking mode.");
-
-static PyObject *mod_sock_send(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *method_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    (void)m;
-    return send_common(args, nargs, 0);
+    if (check_nargs("send", nargs, 1, 2) < 0)
+        return NULL;
+    if (!blocking_mode(self))
+        return call_slow(str_send_slow, self, args, nargs, NULL);
+    return send_common(self, args, nargs, 0);
 }
 
-PyDoc_STRVAR(sock_sendall_doc,
-"sock_sendall(sock, data, flags=0)\n--\n\n"
-"socket.sendall() of a stackful socket in blocking mode.");
+static PyObject *method_sendall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("sendall", nargs, 1, 2) < 0)
+        return NULL;
+    if (!blocking_mode(self))
+        return call_slow(str_sendall_slow, self, args, nargs, NULL);
+    return send_common(self, args, nargs, 1);
+}
 
-static PyObject *mod_sock_sendall(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+static PyMethodDef socket_methods[] = {
+    {"recv", (PyCFunction)(void (*)(void))method_recv, METH_FASTCALL,
+     "recv($self, bufsize, flags=0, /)\n--\n\n"
+     "Receive up to bufsize bytes; b\"\" at end of stream.  Parks the task while\n"
+     "nothing has arrived (see the socket's timeout)."},
+    {"recv_into", (PyCFunction)(void (*)(void))method_recv_into, METH_FASTCALL | METH_KEYWORDS,
+     "recv_into($self, buffer, nbytes=0, flags=0)\n--\n\n"
+     "Receive into buffer (up to nbytes; 0: its size) and return the count.  Parks\n"
+     "the task while nothing has arrived (see the socket's timeout)."},
+    {"send", (PyCFunction)(void (*)(void))method_send, METH_FASTCALL,
+     "send($self, data, flags=0, /)\n--\n\n"
+     "Send some of data and return how many bytes went.  Parks the task while the\n"
+     "send buffer is full (see the socket's timeout)."},
+    {"sendall", (PyCFunction)(void (*)(void))method_sendall, METH_FASTCALL,
+     "sendall($self, data, flags=0, /)\n--\n\n"
+     "Send all of data, parking the task while the send buffer is full.  With a\n"
+     "timeout, it bounds the whole call, as in the stdlib; on a timeout or another\n"
+     "error, some of the data may have been sent."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(install_socket_methods_doc,
+"_install_socket_methods(cls)\n--\n\n"
+"Make recv, recv_into, send and sendall of stackful's socket class (which has a\n"
+"_timeout slot and the methods _recv_slow, ... for what C leaves to Python) C\n"
+"method descriptors.  Once per process.");
+
+static PyObject *mod_install_socket_methods(PyObject *m, PyObject *cls)
 {
     (void)m;
-    return send_common(args, nargs, 1);
+    if (coop_socket_type) {
+        PyErr_SetString(PyExc_RuntimeError, "the socket methods are installed already");
+        return NULL;
+    }
+    if (!PyType_Check(cls) || !std_socket_type
+        || !PyType_IsSubtype((PyTypeObject *)cls, std_socket_type)) {
+        PyErr_SetString(PyExc_TypeError, "_install_socket_methods() takes a socket class");
+        return NULL;
+    }
+    PyObject *slot = PyDict_GetItemString(((PyTypeObject *)cls)->tp_dict, "_timeout");
+    if (!slot || !Py_IS_TYPE(slot, &PyMemberDescr_Type)
+        || ((PyMemberDescrObject *)slot)->d_member->type != T_OBJECT_EX) {
+        PyErr_SetString(PyExc_TypeError, "the socket class needs a _timeout slot");
+        return NULL;
+    }
+    for (PyMethodDef *def = socket_methods; def->ml_name; def++) {
+        PyObject *descr = PyDescr_NewMethod((PyTypeObject *)cls, def);
+        if (!descr || PyObject_SetAttrString(cls, def->ml_name, descr) < 0) {
+            Py_XDECREF(descr);
+            return NULL;
+        }
+        Py_DECREF(descr);
+    }
+    timeout_offset = ((PyMemberDescrObject *)slot)->d_member->offset;
+    coop_socket_type = (PyTypeObject *)Py_NewRef(cls);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(sock_accept_doc,
@@ -296,13 +409,9 @@ static PyObject *mod_sock_accept(PyObject *m, PyObject *sock)
 }
 
 static PyMethodDef socket_functions[] = {
-    {"sock_recv", (PyCFunction)(void (*)(void))mod_sock_recv, METH_FASTCALL, sock_recv_doc},
-    {"sock_recv_into", (PyCFunction)(void (*)(void))mod_sock_recv_into, METH_FASTCALL,
-     sock_recv_into_doc},
-    {"sock_send", (PyCFunction)(void (*)(void))mod_sock_send, METH_FASTCALL, sock_send_doc},
-    {"sock_sendall", (PyCFunction)(void (*)(void))mod_sock_sendall, METH_FASTCALL,
-     sock_sendall_doc},
     {"sock_accept", mod_sock_accept, METH_O, sock_accept_doc},
+    {"_install_socket_methods", mod_install_socket_methods, METH_O,
+     install_socket_methods_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -335,7 +444,12 @@ int sf_sockets_init(PyObject *m)
 {
     str_fileno = PyUnicode_InternFromString("fileno");
     str_accept = PyUnicode_InternFromString("_accept");
-    if (!str_fileno || !str_accept)
+    str_recv_slow = PyUnicode_InternFromString("_recv_slow");
+    str_recv_into_slow = PyUnicode_InternFromString("_recv_into_slow");
+    str_send_slow = PyUnicode_InternFromString("_send_slow");
+    str_sendall_slow = PyUnicode_InternFromString("_sendall_slow");
+    if (!str_fileno || !str_accept || !str_recv_slow || !str_recv_into_slow || !str_send_slow
+        || !str_sendall_slow)
         return -1;
     check_fd_layout();
     return PyModule_AddFunctions(m, socket_functions);
