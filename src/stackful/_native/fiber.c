@@ -874,6 +874,36 @@ size_t sf_fiber_trim_stack(PyObject *fiber)
     return sf_stack_trim(f->stack, (const char *)f->ctx, f->py.datastack_top);
 }
 
+/* What resuming a suspended fiber touches first: the C frames from its saved
+ * stack pointer up through the park path to the eval loop of its innermost
+ * Python function (about 1.5 KiB on x86-64), and that function's frame at
+ * the top of its data stack. */
+#define PREFETCH_STACK_BYTES 512
+#define PREFETCH_FRAME_BYTES 256
+#define CACHE_LINE 64
+
+void sf_fiber_prefetch_record(PyObject *fiber)
+{
+    if (!fiber)
+        return;
+    for (size_t at = 0; at < sizeof(Fiber); at += CACHE_LINE)
+        __builtin_prefetch((const char *)fiber + at);
+}
+
+void sf_fiber_prefetch_stack(PyObject *fiber)
+{
+    Fiber *f = (Fiber *)fiber;
+    if (!fiber || !Py_IS_TYPE(fiber, &FiberType) || f->state != FIBER_SUSPENDED || !f->ctx)
+        return;  /* (a subclass's record is warmed all the same; its stack is not) */
+    const char *sp = (const char *)f->ctx;
+    for (size_t at = 0; at < PREFETCH_STACK_BYTES; at += CACHE_LINE)
+        __builtin_prefetch(sp + at);
+    const char *top = (const char *)f->py.datastack_top;
+    if (top)
+        for (size_t at = CACHE_LINE; at <= PREFETCH_FRAME_BYTES; at += CACHE_LINE)
+            __builtin_prefetch(top - at);
+}
+
 PyObject *sf_current_fiber(void)
 {
     sf_thread *th = current_thread();

@@ -11,6 +11,12 @@ int sf_is_fiber(PyObject *o);
  * stack pointer, above its last frame in its own data chunk); the bytes. */
 size_t sf_fiber_trim_stack(PyObject *fiber);
 
+/* Start loading what resuming `fiber` (a Fiber) will touch, a few switches
+ * ahead of it: its record first, then (once the record is in the cache) its
+ * stack top and innermost Python frame.  Hints only: nothing is written. */
+void sf_fiber_prefetch_record(PyObject *fiber);
+void sf_fiber_prefetch_stack(PyObject *fiber);
+
 /* The running fiber (borrowed), or NULL with an exception set if this thread's
  * record cannot be made. */
 PyObject *sf_current_fiber(void);
