@@ -6,7 +6,9 @@
  * each call tries the system call, and only when it would block waits --
  * inside a runtime by parking the task on a persistent registration (no
  * epoll_ctl, no exception, no Python frame), outside one by poll() on the
- * thread with the GIL released, which is what a blocking socket does.
+ * thread with the GIL released, which is what a blocking socket does.  (A
+ * plain read of a TCP socket in a task may wait first instead: the poller's
+ * read plan, poller_epoll.c.)
  * Calls with a timeout, and non-blocking mode, stay in Python.
  */
 #define _GNU_SOURCE
@@ -116,9 +118,10 @@ static int parse_flags(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at, i
     return 0;
 }
 
-/* The epoll poller of the runtime running on this thread, or NULL (no
- * runtime, or the selectors fallback). */
-static sf_poller *thread_poller(void)
+/* The epoll poller of the runtime running on this thread, when a task of it
+ * is running (a read may then park); else NULL (no runtime, code the hub
+ * runs, or the selectors fallback). */
+static sf_poller *task_poller(void)
 {
     PyObject **slot = sf_thread_scheduler_slot();
     if (!slot) {
@@ -126,7 +129,9 @@ static sf_poller *thread_poller(void)
         return NULL;
     }
     SchedulerCore *s = (SchedulerCore *)*slot;
-    return s && sf_is_epoll_poller(s->io) ? (sf_poller *)s->io : NULL;
+    if (!s || !s->current || s->current == Py_None || !sf_is_epoll_poller(s->io))
+        return NULL;
+    return (sf_poller *)s->io;
 }
 
 /* recv() into `buf`: the count, or -1 with an exception; parks the task (or
@@ -136,7 +141,7 @@ static sf_poller *thread_poller(void)
  * caller may use a buffer shared with other tasks. */
 static Py_ssize_t read_some(PyObject *sock, int fd, char *buf, Py_ssize_t size, int flags)
 {
-    sf_poller *poller = flags == 0 ? thread_poller() : NULL;
+    sf_poller *poller = flags == 0 ? task_poller() : NULL;
     int plan = poller ? sf_poller_read_plan(poller, fd) : SF_PLAN_TRY;
     if (plan == SF_PLAN_WAIT && (wait_ready(fd, SF_READ) < 0 || socket_fd(sock, &fd) < 0))
         return -1;
@@ -147,7 +152,7 @@ static Py_ssize_t read_some(PyObject *sock, int fd, char *buf, Py_ssize_t size, 
             plan = SF_PLAN_TRY;
         }
         if (n >= 0) {
-            if (poller && (poller = thread_poller()) != NULL)  /* (the same, or none left) */
+            if (poller && (poller = task_poller()) != NULL)  /* (the same, or none left) */
                 sf_poller_note_read(poller, fd, n > 0 && n < size);
             return n;
         }
