@@ -310,9 +310,9 @@ def read_state(sock: socket.socket) -> tuple[int, int, int, int] | None:
     return current_runtime().io._read_state(sock.fileno())  # type: ignore[no-any-return]
 
 
-def train_to_wait_first(client: socket.socket, conn: socket.socket) -> None:
+def ping_pong(client: socket.socket, conn: socket.socket) -> None:
     """Request-reply rounds in which every read of ``conn`` after a short one finds nothing
-    (the next request comes only after the reply): the plan then waits before such reads."""
+    (the next request comes only after the reply)."""
     def replier() -> None:
         for _ in range(24):
             assert conn.recv(100) == b"q"
@@ -323,6 +323,11 @@ def train_to_wait_first(client: socket.socket, conn: socket.socket) -> None:
         client.sendall(b"q")
         assert client.recv(100) == b"a"
     helper.join()
+
+
+def train_to_wait_first(client: socket.socket, conn: socket.socket) -> None:
+    """After ping_pong on a TCP pair, the plan waits before ``conn``'s reads after short ones."""
+    ping_pong(client, conn)
     state = read_state(conn)
     assert state is not None and state[0] == 1 and state[3] >= 12, state  # TCP, waits first
 
@@ -442,16 +447,7 @@ def test_the_plan_never_waits_first_on_sockets_other_than_tcp() -> None:
     def main() -> None:
         a, b = socket.socketpair()
         with a, b:
-            def replier() -> None:
-                for _ in range(24):
-                    assert b.recv(100) == b"q"
-                    b.sendall(b"a")
-
-            helper = stackful.spawn(replier)
-            for _ in range(24):
-                a.sendall(b"q")
-                assert a.recv(100) == b"a"
-            helper.join()
+            ping_pong(a, b)
             assert read_state(b) == (2, 0, 0, 0)  # not TCP: no score is kept
             r, w = os.pipe()
             try:
