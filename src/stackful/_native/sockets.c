@@ -143,7 +143,8 @@ static Py_ssize_t read_some(PyObject *sock, int fd, char *buf, Py_ssize_t size, 
 {
     sf_poller *poller = flags == 0 ? task_poller() : NULL;
     int plan = poller ? sf_poller_read_plan(poller, fd) : SF_PLAN_TRY;
-    if (plan == SF_PLAN_WAIT && (wait_ready(fd, SF_READ) < 0 || socket_fd(sock, &fd) < 0))
+    int waited = plan == SF_PLAN_WAIT;
+    if (waited && (wait_ready(fd, SF_READ) < 0 || socket_fd(sock, &fd) < 0))
         return -1;
     for (;;) {
         ssize_t n = recv(fd, buf, (size_t)size, flags);
@@ -152,12 +153,15 @@ static Py_ssize_t read_some(PyObject *sock, int fd, char *buf, Py_ssize_t size, 
             plan = SF_PLAN_TRY;
         }
         if (n >= 0) {
-            if (poller && (poller = task_poller()) != NULL)  /* (the same, or none left) */
+            if (poller && waited)
+                poller = task_poller();  /* after a park: the same, or none left */
+            if (poller)
                 sf_poller_note_read(poller, fd, n > 0 && n < size);
             return n;
         }
         if (!should_retry(fd, SF_READ) || socket_fd(sock, &fd) < 0)
             return -1;
+        waited = 1;
     }
 }
 
