@@ -20,7 +20,15 @@ Each measurement starts a fresh server, warms it up, then measures; every server
 once per round, rounds interleaved (the order rotated), so drift on a shared machine hits all
 alike; each cell is the median of the rounds and "spread" is (max - min) / median.  Ratios are
 stackful / other for throughput (above 1: stackful is faster) and per idle connection (below
-1: stackful uses less).
+1: stackful uses less).  A throughput ratio is paired: it is taken round by round (stackful's
+sample against the other's of the same round) and the median of those is printed, with their
+range ("rounds"), because on a shared machine the whole machine's speed drifts more between
+rounds than the servers differ.
+
+The load clients run two threads (``--client-threads``).  On a machine with two CPUs they then
+compete with the single-threaded server for cores (the "waiting for one" column shows how
+much); one thread leaves the server a core of its own but co-limits the fastest servers (the
+``C epoll`` row shows the client's own limit).  BENCHMARKS.md has runs with both.
 
 Columns beside the rate, read from /proc for the measured window:
 
@@ -294,6 +302,10 @@ class Workload:
     server_workload: str  # "http" or "echo"
 
 
+def not_measured(port: int) -> Load:
+    raise RuntimeError("a workload read back from --raw is not run again")
+
+
 def measure(flavour: Flavour, workload: Workload) -> Sample:
     server = Server(flavour, workload.server_workload)
     try:
@@ -386,33 +398,55 @@ def times(a: float | None, b: float | None) -> str:
     return f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
 
 
+def paired(ours: list[Sample] | None, theirs: list[Sample],
+           value: Callable[[Sample], float]) -> list[float]:
+    """Round by round, ``value(ours) / value(theirs)``: each pair was measured within the same
+    round, minutes apart at most, so drift on a shared machine cancels out of each ratio."""
+    if not ours:
+        return []
+    return [value(a) / value(b) for a, b in zip(ours, theirs, strict=True) if value(b) > 0]
+
+
+def ratio_cells(ratios: list[float]) -> tuple[str, str]:
+    """(median ratio, range over the rounds) as ``("1.09x", "1.02-1.15x")``."""
+    if not ratios:
+        return "-", "-"
+    low, high = min(ratios), max(ratios)
+    return times(median(ratios), 1.0), f"{low:.2f}-{high:.2f}x"
+
+
 def cost(sample: Sample) -> float:
     """Server CPU seconds per request: steadier than requests/s when the CPU is shared."""
     return sample.server_cpu / (sample.rate * sample.seconds)
 
 
+def per_request(sample: Sample) -> float:
+    """Requests per server CPU second: what a "by CPU" ratio compares."""
+    return 1 / cost(sample)
+
+
 def load_table(workload: Workload, results: dict[str, list[Sample]]) -> str:
     per = "req" if workload.unit == "requests" else "msg"
     header = ["server", f"{workload.unit}/s", "spread", f"server CPU, µs/{per}", "CPU spread",
-              "stackful / this", "same, by CPU", "peak RSS, MiB",
+              "stackful / this", "rounds", "same, by CPU", "peak RSS, MiB",
               "server on CPU / waiting for one", "client CPU / server CPU"]
     if workload.unit == "messages":
         header.insert(2, "MB/s each way")
     stackful = results.get("stackful")
-    stackful_rate = median([s.rate for s in stackful]) if stackful else None
-    stackful_cost = median([cost(s) for s in stackful]) if stackful else None
     rows = []
     for name, samples in results.items():
         rate = median([s.rate for s in samples])
         costs = [cost(s) for s in samples]
+        by_rate = ratio_cells(paired(stackful, samples, lambda s: s.rate))
+        by_cpu = paired(stackful, samples, per_request)
         row = [
             name,
             f"{rate:,.0f}",
             spread([s.rate for s in samples]),
             f"{median(costs) * 1e6:.1f}",
             spread(costs),
-            times(stackful_rate, rate) if name != "stackful" else "1.00x",
-            times(median(costs), stackful_cost) if name != "stackful" else "1.00x",
+            *(by_rate if name != "stackful" else ("1.00x", "")),
+            ratio_cells(by_cpu)[0] if name != "stackful" else "1.00x",
             f"{median([s.peak_rss_kib for s in samples]) / 1024:.1f}",
             f"{median([s.server_cpu / s.seconds for s in samples]) * 100:.0f}% / "
             f"{median([s.server_wait / s.seconds for s in samples]) * 100:.0f}%",
@@ -449,7 +483,8 @@ def summary_table(loads: list[tuple[Workload, dict[str, list[Sample]]]],
                   idle: dict[str, list[IdleSample]] | None, idle_count: int) -> str:
     """The issue's one table: stackful against uvloop and gevent, with the targets."""
     header = ["workload", "stackful", "uvloop protocol", "gevent", "stackful / uvloop",
-              "stackful / gevent", "by CPU: / uvloop", "by CPU: / gevent", "target (issue 8)"]
+              "rounds", "stackful / gevent", "rounds", "by CPU: / uvloop", "by CPU: / gevent",
+              "target (issue 8)"]
     rows = []
 
     def cell(value: float | None, fmt: str) -> str:
@@ -459,17 +494,22 @@ def summary_table(loads: list[tuple[Workload, dict[str, list[Sample]]]],
         rate = {name: median([s.rate for s in samples]) for name, samples in results.items()}
         ours, uv, gv = rate.get("stackful"), rate.get("uvloop protocol"), rate.get("gevent")
         target = ("≥ 1x uvloop, ≥ 2x gevent" if workload.unit == "requests" else "≥ 1x uvloop")
-        spent = {name: median([cost(s) for s in samples]) for name, samples in results.items()}
+        def against(name: str, value: Callable[[Sample], float],
+                    results: dict[str, list[Sample]] = results) -> list[float]:
+            return paired(results.get("stackful"), results[name], value) if name in results else []
+
         rows.append([f"{workload.title}, {workload.unit}/s", cell(ours, ",.0f"), cell(uv, ",.0f"),
-                     cell(gv, ",.0f"), times(ours, uv), times(ours, gv),
-                     times(spent.get("uvloop protocol"), spent.get("stackful")),
-                     times(spent.get("gevent"), spent.get("stackful")), target])
+                     cell(gv, ",.0f"),
+                     *ratio_cells(against("uvloop protocol", lambda s: s.rate)),
+                     *ratio_cells(against("gevent", lambda s: s.rate)),
+                     ratio_cells(against("uvloop protocol", per_request))[0],
+                     ratio_cells(against("gevent", per_request))[0], target])
     if idle is not None:
         kib = {name: median([s.total for s in samples]) for name, samples in idle.items()}
         ours, uv, gv = kib.get("stackful"), kib.get("uvloop protocol"), kib.get("gevent")
         rows.append([f"idle connection ({idle_count:,}), KiB RSS + page tables",
-                     cell(ours, ".2f"), cell(uv, ".2f"), cell(gv, ".2f"), times(ours, uv),
-                     times(ours, gv), "", "", "≤ 6 KiB"])
+                     cell(ours, ".2f"), cell(uv, ".2f"), cell(gv, ".2f"), times(ours, uv), "",
+                     times(ours, gv), "", "", "", "≤ 6 KiB"])
     return render(header, rows)
 
 
@@ -515,9 +555,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-threads", type=int, default=2,
                         help="threads of the load clients (wrk -t, echo_client)")
     parser.add_argument("--raw", type=Path, help="also write every sample to this JSON file")
+    parser.add_argument("--from-raw", type=Path, metavar="RAW",
+                        help="measure nothing: print the tables of a run saved with --raw")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: one round, 1 s loads, few connections")
     args = parser.parse_args(argv)
+    if args.from_raw is not None:
+        saved = json.loads(args.from_raw.read_text())
+        print(f"# {saved['header']}")
+        report([Workload(w["key"], w["title"], w["unit"], not_measured, None, "")
+                for w in saved["workloads"]],
+               {key: {name: [Sample(**s) for s in samples] for name, samples in by.items()}
+                for key, by in saved["loads"].items()},
+               {name: [IdleSample(**s) for s in samples]
+                for name, samples in saved["idle"].items()},
+               saved["idle_count"])
+        return 0
     wanted = args.servers.split(",")
     if unknown := set(wanted) - set(SERVER_KEYS):
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
@@ -596,6 +649,22 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
                 idle[flavour.name].append(measure_idle(flavour, args.idle))
 
+    if args.raw is not None:
+        args.raw.write_text(json.dumps({
+            "header": versions(servers) + f"; load clients on {args.client_threads} threads",
+            "workloads": [{"key": w.key, "title": w.title, "unit": w.unit} for w in workloads],
+            "loads": {key: {name: [asdict(s) for s in samples] for name, samples in by.items()}
+                      for key, by in loads.items()},
+            "idle": {name: [asdict(s) for s in samples] for name, samples in idle.items()},
+            "idle_count": args.idle,
+        }, indent=1))
+    report(workloads, loads, idle, args.idle)
+    return 0
+
+
+def report(workloads: list[Workload], loads: dict[str, dict[str, list[Sample]]],
+           idle: dict[str, list[IdleSample]], idle_count: int) -> None:
+    """Print every table: one per workload, the idle memory, the issue's summary."""
     for workload in workloads:
         print(f"\n### {workload.title}\n")
         print(load_table(workload, loads[workload.key]))
@@ -604,20 +673,12 @@ def main(argv: list[str] | None = None) -> int:
             details = [f"round {i + 1}: {s.detail}" for i, s in enumerate(samples) if s.detail]
             if notes := ([f"{errors} client errors"] if errors else []) + details:
                 print(f"\n{name}: " + "; ".join(notes))
-    if args.raw is not None:
-        args.raw.write_text(json.dumps({
-            "header": versions(servers),
-            "loads": {key: {name: [asdict(s) for s in samples] for name, samples in by.items()}
-                      for key, by in loads.items()},
-            "idle": {name: [asdict(s) for s in samples] for name, samples in idle.items()},
-        }, indent=1))
-    print(f"\n### Memory per idle connection ({args.idle:,} connections, one echo each)\n")
+    print(f"\n### Memory per idle connection ({idle_count:,} connections, one echo each)\n")
     print(idle_table(idle))
     print("\n### Summary: stackful / uvloop and stackful / gevent\n")
     contenders = [(w, {n: s for n, s in loads[w.key].items() if n != CEILING})
                   for w in workloads]
-    print(summary_table(contenders, idle, args.idle))
-    return 0
+    print(summary_table(contenders, idle, idle_count))
 
 
 if __name__ == "__main__":
