@@ -876,6 +876,53 @@ def test_a_signal_the_kernel_hands_to_another_thread_wakes_the_idle_hub(
     assert signal.set_wakeup_fd(-1) == -1  # the run's wake-up pipe is gone with it
 
 
+# Run in a fresh interpreter, so that whether asyncio is imported (its at-fork hook clears
+# the wake-up fd in every child) is the test's choice.
+_FORK_WAKEUP_PIPE = """
+import os, select, signal, sys
+if sys.argv[1] == "asyncio":
+    import asyncio
+import stackful
+from stackful import lowlevel
+
+def main():
+    runtime = lowlevel.current_runtime()
+    parent_pipe = runtime._signal_wakeup
+    assert parent_pipe is not None  # the run handles SIGINT: it owns a wake-up pipe
+    pid = os.fork()
+    if pid == 0:
+        own = runtime._signal_wakeup
+        signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+        signal.raise_signal(signal.SIGUSR1)  # the C handler writes its number to the pipe
+        # (select, not read: a read would take the byte from a pipe shared with the parent)
+        os._exit(0 if own and select.select([own[0]], [], [], 0)[0] else 3)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, "the child's pipe"
+    try:
+        got = os.read(parent_pipe[0], 16)
+    except BlockingIOError:
+        got = b""
+    assert got == b"", "the parent's pipe got the child's signal"
+    print("ok")
+
+stackful.run(main, handle_signals=(signal.SIGINT,))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("imports", ["asyncio", "no-asyncio"])
+def test_a_forked_child_gets_a_signal_wake_up_pipe_of_its_own(imports: str) -> None:
+    """A task forks and the run goes on in the child: a signal there writes into the child's
+    own wake-up pipe, which its poller watches.  Before, it wrote into the pipe inherited from
+    the parent (waking the parent's hub, the byte left in the parent's pipe), or, with
+    asyncio imported, into no pipe at all."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FORK_WAKEUP_PIPE, imports],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
 # A stand-in for the hub's clock that raises a signal on its n-th read in the hub's idle wait.
 # Its globals name it scheduler code, so the signal's handler runs as if the signal had come
 # at that instruction of the hub (where the interpreter's periodic check can run it).

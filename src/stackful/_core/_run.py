@@ -858,6 +858,8 @@ class Runtime(SchedulerCore):
             self.notify_closing(fd)  # closed in the child by an at-fork hook: wake its waiters
         if self._bridge is not None:
             self._bridge.after_fork_in_child()
+        if self._signal_wakeup is not None:
+            self._renew_signal_wakeup()
 
     # -- introspection ---------------------------------------------------------------------------
 
@@ -918,6 +920,23 @@ class Runtime(SchedulerCore):
         # deadlock is still reported as one).  _on_signal drains it.
         self.io.add(r, READ, _no_waiter, "readable", True)
         self.io.remove(r, READ, _no_waiter)
+
+    def _renew_signal_wakeup(self) -> None:
+        """In a forked child: a signal wake-up pipe of its own.  The inherited one is the
+        parent's too, so each process's signals would write into the other's pipe and wake
+        the other's hub (bytes the parent, which drains only on its own signals, kept)."""
+        assert self._signal_wakeup is not None
+        r, w = self._signal_wakeup
+        self._signal_wakeup = None
+        current = signal.set_wakeup_fd(-1)
+        self.io.forget(r)
+        os.close(r)
+        os.close(w)
+        # -1: asyncio, once imported, clears the wake-up fd in every forked child.
+        if current not in (w, -1):  # someone else's since: theirs stays, as at the run's end
+            signal.set_wakeup_fd(current)
+            return
+        self._watch_signal_wakeup()
 
     def _drain_signal_wakeup(self) -> None:
         wakeup = self._signal_wakeup
