@@ -831,15 +831,20 @@ def test_real_signal_while_the_hub_is_idle(signum: int, raised: type, default: A
     assert signal.getsignal(signum) is default
 
 
+@pytest.mark.parametrize("poller", ["epoll", "selectors"])
 @pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
 def test_a_signal_the_kernel_hands_to_another_thread_wakes_the_idle_hub(
-        signum: int, raised: type, default: Any) -> None:
+        signum: int, raised: type, default: Any, poller: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The signal is delivered to a worker thread, not the main one (``pthread_kill``; the
     kernel may do the same with a ``kill``): the hub, asleep in the poller, wakes at once
     through the wake-up pipe and winds the run down, so the reader is cancelled while it
     waits.  Without the pipe the hub slept on until the next event -- here the data the
     worker writes a second later, which the reader then got before its cancellation."""
     import time
+
+    if poller == "selectors":
+        monkeypatch.setenv("STACKFUL_POLLER", "selectors")
 
     log: list[str] = []
     r, w = os.pipe()
@@ -848,6 +853,7 @@ def test_a_signal_the_kernel_hands_to_another_thread_wakes_the_idle_hub(
         time.sleep(0.05)  # the hub is in the poller by then
         signal.pthread_kill(threading.get_ident(), signum)  # this thread, not main
         time.sleep(1)  # long after the run has wound down
+        log.append("worker writes")
         os.write(w, b"x")
 
     def reader() -> None:
@@ -871,9 +877,41 @@ def test_a_signal_the_kernel_hands_to_another_thread_wakes_the_idle_hub(
         thread.join()
         os.close(r)
         os.close(w)
-    assert log == ["reader finally"]
+    # (Woken by the write instead, the hub would run the signal's handler before the reader,
+    # which would not see the data: the order tells.)
+    assert log == ["reader finally", "worker writes"]
     assert signal.getsignal(signum) is default
     assert signal.set_wakeup_fd(-1) == -1  # the run's wake-up pipe is gone with it
+
+
+def test_the_selectors_poller_drains_the_signal_pipe_it_watches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A selector is level-triggered: a byte left in the watched wake-up pipe (here from a
+    signal with the user's own handler, which does not drain it) would make every later
+    poll return at once, the hub spinning through a sleep instead of blocking."""
+    from stackful._core import _io
+
+    monkeypatch.setenv("STACKFUL_POLLER", "selectors")
+    polls = [0]
+    real_poll = _io.SelectorsPoller.poll
+
+    def counting_poll(self: Any, timeout: float | None) -> list[Any]:
+        polls[0] += 1
+        return real_poll(self, timeout)
+
+    monkeypatch.setattr(_io.SelectorsPoller, "poll", counting_poll)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+
+    def main() -> None:
+        signal.raise_signal(signal.SIGUSR1)
+        before = polls[0]
+        sleep(0.2)
+        assert polls[0] - before < 10  # (thousands while spinning)
+
+    try:
+        run(main, handle_signals=(signal.SIGINT,))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 # Run in a fresh interpreter, so that whether asyncio is imported (its at-fork hook clears

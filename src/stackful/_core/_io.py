@@ -47,13 +47,15 @@ def fileno_of(obj: int | HasFileno) -> int:
 class SelectorsPoller:
     """Maps (fd, READ/WRITE) to the one waiter for it; :meth:`poll` returns the waiters woken."""
 
-    __slots__ = ("_selector", "_waiters")
+    __slots__ = ("_selector", "_waiters", "_watched")
 
     def __init__(self) -> None:
         # Created lazily: most runs never touch a file descriptor.
         self._selector: selectors.BaseSelector | None = None
         # fd -> [reader or None, writer or None]
         self._waiters: dict[int, list[Any]] = {}
+        # Non-blocking pipes whose bytes only wake the poller (see watch)
+        self._watched: set[int] = set()
 
     @property
     def waiting(self) -> int:
@@ -88,6 +90,13 @@ class SelectorsPoller:
         self._sel().modify(fd, READ | WRITE)
         return True
 
+    def watch(self, fd: int) -> None:
+        """Let bytes written to the non-blocking pipe ``fd`` wake :meth:`poll`, with no waiter
+        (``waiting`` does not count it); the poll drains them, since a selector is
+        level-triggered.  Ends with :meth:`forget`."""
+        self._sel().register(fd, READ)
+        self._watched.add(fd)
+
     def remove(self, fd: int, event: int, waiter: Any) -> None:
         """Drop ``waiter``'s registration (cancellation or timeout); no-op if already gone."""
         pair = self._waiters.get(fd)
@@ -112,6 +121,10 @@ class SelectorsPoller:
 
     def forget(self, fd: int) -> list[tuple[Any, str]]:
         """``fd`` is about to be closed: drop it, return its waiters with what they waited for."""
+        if fd in self._watched:
+            self._watched.discard(fd)
+            self._sel().unregister(fd)
+            return []
         pair = self._waiters.pop(fd, None)
         if pair is None:
             return []
@@ -129,6 +142,9 @@ class SelectorsPoller:
         woken: list[Any] = []
         for key, events in sel.select(timeout):
             fd = key.fd
+            if fd in self._watched:
+                _drain(fd)
+                continue
             pair = self._waiters.get(fd)
             if pair is None:
                 continue
@@ -150,6 +166,8 @@ class SelectorsPoller:
             return []
         self._selector = selectors.DefaultSelector()
         failed = []
+        for fd in self._watched:
+            self._selector.register(fd, READ)
         for fd, pair in list(self._waiters.items()):
             mask = (READ if pair[0] is not None else 0) | (WRITE if pair[1] is not None else 0)
             try:
@@ -165,6 +183,31 @@ class SelectorsPoller:
             self._selector.close()
             self._selector = None
         self._waiters.clear()
+        self._watched.clear()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:  # empty (BlockingIOError), or closed
+        pass
+
+
+def _no_waiter() -> None:
+    """The waiter of a watched fd on the epoll poller, dropped as soon as registered."""
+
+
+def watch(poller: Any, fd: int) -> None:
+    """Let bytes written to the non-blocking pipe ``fd`` wake ``poller`` without counting as
+    a wait (a deadlock is still reported as one), until ``poller.forget(fd)``."""
+    if isinstance(poller, SelectorsPoller):
+        poller.watch(fd)
+        return
+    # epoll: registered for good (edge-triggered), then left without a waiter; every write
+    # is an edge that wakes the poller, and the bytes left in the pipe cost nothing.
+    poller.add(fd, READ, _no_waiter, "readable", True)
+    poller.remove(fd, READ, _no_waiter)
 
 
 def IOPoller() -> Any:  # noqa: N802  (a factory standing where the class was)

@@ -41,7 +41,7 @@ from .._native import _wake_sleeper as wake_sleeper
 from ._bridge import ThreadBridge, orphan_bridges
 from ._clock import Clock, SystemClock
 from ._exceptions import Cancelled, ClosedResourceError, DeadlockError, TooManyTasksError
-from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of
+from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of, watch
 from ._task import (
     BLOCKED,
     FINISHED,
@@ -915,11 +915,7 @@ class Runtime(SchedulerCore):
             os.close(w)
             return
         self._signal_wakeup = (r, w)
-        # Registered for good, then left without a waiter: every write is an edge that wakes
-        # the poller, and the hub never counts the pipe as something worth waiting for (a
-        # deadlock is still reported as one).  _on_signal drains it.
-        self.io.add(r, READ, _no_waiter, "readable", True)
-        self.io.remove(r, READ, _no_waiter)
+        watch(self.io, r)  # _on_signal drains it too
 
     def _renew_signal_wakeup(self) -> None:
         """In a forked child: a signal wake-up pipe of its own.  The inherited one is the
@@ -1001,10 +997,6 @@ class Runtime(SchedulerCore):
                 _thread.interrupt_main(signal.Signals(signum))
 
         _thread.start_new_thread(escalate, ())
-
-
-def _no_waiter() -> None:
-    """The poller's waiter for the signal wake-up pipe, dropped as soon as registered."""
 
 
 def _after_fork_in_child() -> None:
