@@ -421,6 +421,90 @@ def test_bad_arguments_are_clear_errors() -> None:
     run_bounded(main)
 
 
+# -- a socket already listening ------------------------------------------------------------------
+
+
+def std_listener() -> std_socket.socket:
+    """A plain stdlib socket listening on loopback, as a parent process would hand one over."""
+    listener = std_socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener
+
+
+@pytest.mark.parametrize("kind", ["stdlib", "stdlib-non-blocking", "stackful-with-timeout"])
+def test_serve_tcp_on_a_socket_already_listening(kind: str) -> None:
+    """``sock=`` takes over a listening socket.  A stdlib one becomes a stackful socket on
+    the same fd: its own accept would block the thread, and the clients below (tasks of the
+    same thread) could never connect.  A timeout it had no longer applies: the quiet spell
+    below would otherwise end the server with TimeoutError."""
+    given: std_socket.socket = std_listener()
+    if kind == "stdlib-non-blocking":
+        given.setblocking(False)
+    if kind == "stackful-with-timeout":
+        given = socket.socket(fileno=given.detach())
+        given.settimeout(0.01)
+    port = given.getsockname()[1]
+
+    def main() -> None:
+        servers: list[Server] = []
+        task = stackful.spawn(serve_tcp, echo, sock=given, ready=servers.append)
+        stackful.sleep(0.05)  # past the timeout, with no connection
+        assert [roundtrip(port, b"hello") for _ in range(3)] == [b"hello"] * 3
+        (server,) = servers
+        assert server.port == port and isinstance(server.listener, socket.socket)
+        server.close()
+        task.join()
+        assert server.listener.fileno() == -1  # the server closed what it took over
+
+    run_bounded(main)
+    assert given.fileno() == -1  # detached (stdlib) or closed (stackful): not ours any more
+
+
+def test_a_server_made_directly_on_a_stdlib_listener_serves_cooperatively() -> None:
+    given = std_listener()
+    server = Server(given, echo)
+    assert given.fileno() == -1 and isinstance(server.listener, socket.socket)
+
+    def main() -> None:
+        task = stackful.spawn(server.serve)
+        assert roundtrip(server.port, b"direct") == b"direct"
+        server.close()
+        task.join()
+
+    run_bounded(main)
+
+
+def test_a_socket_that_cannot_be_a_listener_is_a_clear_error_and_stays_the_callers() -> None:
+    def main() -> None:
+        unbound = std_socket.socket()
+        bound = std_socket.socket()
+        bound.bind(("127.0.0.1", 0))
+        udp = std_socket.socket(std_socket.AF_INET, std_socket.SOCK_DGRAM)
+        closed = std_listener()
+        closed.close()
+        with unbound, bound, udp:
+            for sock, error in [(unbound, "not listening"), (bound, "not listening"),
+                                (udp, "SOCK_STREAM"), (closed, "closed")]:
+                with pytest.raises(ValueError, match=error):
+                    serve_tcp(echo, sock=sock)
+                with pytest.raises(ValueError, match=error):
+                    Server(sock, echo)
+                assert sock is closed or sock.fileno() >= 0  # left as it was
+        with pytest.raises(TypeError, match="must be a socket"):
+            Server(3, echo)  # type: ignore[arg-type]
+        with std_listener() as listening:
+            with pytest.raises(ValueError, match="not both"):
+                serve_tcp(echo, "127.0.0.1", sock=listening)
+            with pytest.raises(ValueError, match="not both"):
+                serve_tcp(echo, port=0, sock=listening)
+            assert listening.fileno() >= 0
+        with pytest.raises(TypeError, match="needs a port"):
+            serve_tcp(echo, "127.0.0.1")
+
+    run_bounded(main)
+
+
 # -- stopping a loaded server with a signal -------------------------------------------------------
 
 GRACEFUL_SERVER = Path(__file__).parent / "_graceful_server.py"

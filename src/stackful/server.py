@@ -31,6 +31,7 @@ Why a module of its own: sockets are a type with the stdlib's API; a server is a
 from __future__ import annotations
 
 import errno
+import socket as _std_socket
 import ssl as _std_ssl
 from collections.abc import Callable
 from typing import Any
@@ -67,7 +68,10 @@ Handler = Callable[[socket, Any], object]
 class Server:
     """A listening socket and the tasks of its connections; see the module docstring.
 
-    Made by :func:`serve_tcp`, which passes it to its ``ready`` callback.
+    Made by :func:`serve_tcp`, which passes it to its ``ready`` callback; or directly, on a
+    socket already listening, then :meth:`serve` in a task.  The server owns ``listener``
+    from then on: it closes it when it stops.  A stdlib socket becomes a stackful one on the
+    same file descriptor (the object given is detached: its accept would block the thread).
     """
 
     __slots__ = (
@@ -78,7 +82,7 @@ class Server:
 
     def __init__(
         self,
-        listener: socket,
+        listener: _std_socket.socket,
         handler: Handler,
         *,
         ssl: _std_ssl.SSLContext | None = None,
@@ -93,7 +97,7 @@ class Server:
             raise ValueError(f"max_connections must be >= 1 or None, got {max_connections!r}")
         if grace < 0:
             raise ValueError(f"grace must be >= 0, got {grace!r}")
-        self.listener = listener
+        self.listener = listener = _adopt_listener(listener)
         self._address = listener.getsockname()
         self._handler = handler
         self._ssl = ssl
@@ -227,6 +231,28 @@ class Server:
         group.cancel()
 
 
+def _adopt_listener(listener: _std_socket.socket) -> socket:
+    """The socket a server accepts on: a listening TCP socket, stackful's or the stdlib's.
+
+    A stdlib socket (one inherited from a parent process, say) would block the whole thread
+    in ``accept``: it becomes a stackful socket on the same file descriptor, and the object
+    given is detached (its ``fileno()`` is -1 after).  Either way the server owns the socket
+    from here (it closes it when it stops) and accepts in blocking mode: a timeout set on
+    it would otherwise end the server at the first quiet spell."""
+    if not isinstance(listener, _std_socket.socket):
+        raise TypeError(f"the listener must be a socket, got {type(listener).__name__}")
+    if listener.fileno() < 0:
+        raise ValueError("the listener is closed")
+    if listener.type != _std_socket.SOCK_STREAM:
+        raise ValueError(f"the listener must be a SOCK_STREAM socket, got {listener.type!r}")
+    if not listener.getsockopt(_std_socket.SOL_SOCKET, _std_socket.SO_ACCEPTCONN):
+        raise ValueError("the listener is not listening: call its listen() first")
+    if not isinstance(listener, socket):
+        listener = socket(listener.family, listener.type, listener.proto, listener.detach())
+    listener.settimeout(None)
+    return listener
+
+
 def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> socket:
     """A listening socket for ``host`` (None or "": every address, IPv6 and IPv4 if it can)."""
     if not host:
@@ -267,9 +293,10 @@ def _run_connection(server: Server, conn: socket, addr: Any) -> None:
 
 def serve_tcp(
     handler: Handler,
-    host: str | None,
-    port: int,
+    host: str | None = None,
+    port: int | None = None,
     *,
+    sock: _std_socket.socket | None = None,
     backlog: int = DEFAULT_BACKLOG,
     ssl: _std_ssl.SSLContext | None = None,
     ssl_handshake_timeout: float | None = 60.0,
@@ -291,9 +318,19 @@ def serve_tcp(
     run by ``TaskGroup.start(serve_tcp, ...)``, that call returns the server then.
     ``ssl`` is a server ``ssl.SSLContext``: each connection's handshake runs in its own
     task.  ``stack_size`` is each connection task's C stack (see README, "Sizing stacks").
+    ``sock``, instead of ``host`` and ``port``, is a socket already listening (stackful's or
+    the stdlib's, such as one inherited from a parent process): the server takes it over and
+    closes it when it stops (a stdlib socket object is detached; see :class:`Server`).
     The rest: see the module docstring.
     """
-    listener = _listen(host, port, backlog, reuse_port)
+    if sock is not None:
+        if host is not None or port is not None:
+            raise ValueError("serve_tcp() takes sock, or host and port, not both")
+        listener = _adopt_listener(sock)
+    elif port is None:
+        raise TypeError("serve_tcp() needs a port (0: any free one), or sock=")
+    else:
+        listener = _listen(host, port, backlog, reuse_port)
     try:
         server = Server(listener, handler, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout,
                         stack_size=stack_size, max_connections=max_connections, grace=grace)
