@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,10 @@ def test_05_chat_server() -> None:
         "  bob heard: * carol joined | alice: hi all | bob: hello alice | * carol left",
         "carol heard: alice: hi all | bob: hello alice",
     ]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_06_prefork_server() -> None:
+    assert run_example("06_prefork_server.py", "--demo").splitlines() == [
+        "answered 20 of 20 requests", "every answer came from a worker: True",
+        "workers stopped cleanly: 2 of 2"]
