@@ -493,6 +493,11 @@ def test_a_socket_that_cannot_be_a_listener_is_a_clear_error_and_stays_the_calle
                 assert sock is closed or sock.fileno() >= 0  # left as it was
         with pytest.raises(TypeError, match="must be a socket"):
             Server(3, echo)  # type: ignore[arg-type]
+        context = std_ssl.SSLContext(std_ssl.PROTOCOL_TLS_SERVER)
+        with context.wrap_socket(std_listener(), server_side=True) as tls:
+            with pytest.raises(TypeError, match="ssl="):
+                serve_tcp(echo, sock=tls)
+            assert tls.fileno() >= 0
         with std_listener() as listening:
             with pytest.raises(ValueError, match="not both"):
                 serve_tcp(echo, "127.0.0.1", sock=listening)

@@ -241,6 +241,8 @@ def _adopt_listener(listener: _std_socket.socket) -> socket:
     it would otherwise end the server at the first quiet spell."""
     if not isinstance(listener, _std_socket.socket):
         raise TypeError(f"the listener must be a socket, got {type(listener).__name__}")
+    if isinstance(listener, _std_ssl.SSLSocket):
+        raise TypeError("the listener must be a plain socket: pass the SSLContext as ssl=")
     if listener.fileno() < 0:
         raise ValueError("the listener is closed")
     if listener.type != _std_socket.SOCK_STREAM:
