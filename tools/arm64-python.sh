@@ -51,50 +51,19 @@ test_deps=(setuptools wheel "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "sql
 
 say() { echo "arm64-python: $*" >&2; }
 
-apt_dir=$cache/apt
-apt_opts=(-q -o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=-
-          -o "Dir::State=$apt_dir/state" -o "Dir::State::Lists=$apt_dir/lists"
-          -o Dir::State::status=/dev/null -o "Dir::Cache=$apt_dir/cache"
-          -o APT::Architecture=arm64 -o "APT::Sandbox::User=$(id -un)")
-
-fetch_debs() {  # download what is missing of ${packages[@]}, print the .deb paths
-    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/state" \
-             "$apt_dir/debs"
-    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg signed=
-    [ -r "$keyring" ] && signed="[signed-by=$keyring] "
-    {
-        echo "deb ${signed}http://deb.debian.org/debian $suite main"
-        echo "deb ${signed}http://deb.debian.org/debian $suite-updates main"
-        echo "deb ${signed}http://deb.debian.org/debian-security $suite-security main"
-    } >"$apt_dir/sources.list"
-    say "updating Debian $suite's arm64 package list"
-    apt-get "${apt_opts[@]}" update >&2
-    local name version arch file debs=() missing=()
-    while read -r name version arch; do
-        file=$apt_dir/debs/${name}_${version//:/%3a}_$arch.deb  # the epoch's colon, escaped
-        debs+=("$file")
-        [ -s "$file" ] || missing+=("$name")
-    done < <(apt-cache "${apt_opts[@]}" show --no-all-versions "${packages[@]}" | awk '
-        /^Package:/ {p = $2} /^Version:/ {v = $2} /^Architecture:/ {a = $2}
-        /^$/ && p {print p, v, a; p = ""} END {if (p) print p, v, a}')
-    [ ${#debs[@]} -eq ${#packages[@]} ] || { say "$suite lacks some of: ${packages[*]}"; return 1; }
-    if [ ${#missing[@]} -gt 0 ]; then
-        (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "${missing[@]}" >&2)
-    fi
-    for file in "${debs[@]}"; do
-        [ -s "$file" ] || { say "the download gave no $file"; return 1; }
-    done
-    printf '%s\n' "${debs[@]}"
-}
+# shellcheck source=tools/debian-packages.sh
+source tools/debian-packages.sh
+deb_init "$cache/apt" arm64 arm64-python
 
 build_sysroot() {
     local debs fresh=$cache/root.new
-    debs=$(fetch_debs)
+    deb_update "http://deb.debian.org/debian $suite main" \
+               "http://deb.debian.org/debian $suite-updates main" \
+               "http://deb.debian.org/debian-security $suite-security main"
+    debs=$(deb_download "${packages[@]}")
     rm -rf "$fresh"
     mkdir -p "$fresh"
-    while read -r deb; do
-        dpkg -x "$deb" "$fresh"
-    done <<<"$debs"
+    deb_unpack "$fresh" <<<"$debs"
     # Debian's <python3.11/pyconfig.h> includes <aarch64-linux-gnu/python3.11/pyconfig.h> from
     # the system include path, which the cross compiler does not search: put the real one there.
     cp "$fresh/usr/include/$triplet/python$v/pyconfig.h" "$fresh/usr/include/python$v/pyconfig.h"

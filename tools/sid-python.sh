@@ -41,58 +41,20 @@ packages_for() {
          "libpython$v-dev python$v-venv ${shared_libs[*]}"
 }
 
-apt_dir=$cache/apt
-apt_opts=(-q -o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=-
-          -o "Dir::State=$apt_dir/state" -o "Dir::State::Lists=$apt_dir/lists"
-          -o Dir::State::status=/dev/null -o "Dir::Cache=$apt_dir/cache"
-          -o "APT::Architecture=$debarch" -o "APT::Sandbox::User=$(id -un)")
-lists_fresh=0
-
-apt_update() {
-    [ "$lists_fresh" = 1 ] && return
-    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/state" \
-             "$apt_dir/debs"
-    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg signed=
-    [ -r "$keyring" ] && signed="[signed-by=$keyring] "
-    echo "deb ${signed}http://deb.debian.org/debian sid main" >"$apt_dir/sources.list"
-    echo "sid-python: updating sid's package list" >&2
-    apt-get "${apt_opts[@]}" update >&2
-    lists_fresh=1
-}
-
-# Download the packages (those not already here) and print their .deb paths.
-download() {
-    local name version arch file debs=() missing=()
-    # One query for all (each apt call reads sid's whole package list).
-    while read -r name version arch; do
-        file=$apt_dir/debs/${name}_${version//:/%3a}_$arch.deb  # the epoch's colon, escaped
-        debs+=("$file")
-        [ -s "$file" ] || missing+=("$name")
-    done < <(apt-cache "${apt_opts[@]}" show --no-all-versions "$@" | awk '
-        /^Package:/ {p = $2} /^Version:/ {v = $2} /^Architecture:/ {a = $2}
-        /^$/ && p {print p, v, a; p = ""} END {if (p) print p, v, a}')
-    [ ${#debs[@]} -eq $# ] || { echo "sid-python: sid lacks some of: $*" >&2; return 1; }
-    if [ ${#missing[@]} -gt 0 ]; then
-        (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "${missing[@]}" >&2)
-    fi
-    for file in "${debs[@]}"; do
-        [ -s "$file" ] || { echo "sid-python: the download gave no $file" >&2; return 1; }
-    done
-    printf '%s\n' "${debs[@]}"
-}
+# shellcheck source=tools/debian-packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debian-packages.sh"
+deb_init "$cache/apt" "$debarch" sid-python
 
 build_sysroot() {
     local v=$1 dir=$cache/$1
-    apt_update
+    deb_update "http://deb.debian.org/debian sid main"
     local debs
     # shellcheck disable=SC2046
-    debs=$(download $(packages_for "$v"))
+    debs=$(deb_download $(packages_for "$v"))
     local fresh=$dir.new
     rm -rf "$fresh"
     mkdir -p "$fresh/root"
-    while read -r deb; do
-        dpkg -x "$deb" "$fresh/root"
-    done <<<"$debs"
+    deb_unpack "$fresh/root" <<<"$debs"
     local root=$dir/root usr=$fresh/root/usr
     # Debian's <python3.X/pyconfig.h> only includes <TRIPLET/python3.X/pyconfig.h> from the
     # system include path, which the host lacks: put the real one in its place.
