@@ -475,6 +475,31 @@ def test_a_server_made_directly_on_a_stdlib_listener_serves_cooperatively() -> N
     run_bounded(main)
 
 
+def test_serve_tcp_on_a_unix_socket_listening(tmp_path: Path) -> None:
+    """A pre-fork parent may hand over a Unix stream socket as well."""
+    path = str(tmp_path / "server.sock")
+    given = std_socket.socket(std_socket.AF_UNIX)
+    given.bind(path)
+    given.listen(8)
+
+    def main() -> None:
+        servers: list[Server] = []
+        task = stackful.spawn(serve_tcp, echo, sock=given, ready=servers.append)
+        stackful.sleep(0)
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(path)
+            c.sendall(b"over unix")
+            assert c.recv(64) == b"over unix"
+        (server,) = servers
+        assert server.address == path
+        with pytest.raises(ValueError, match="no port"):
+            server.port  # noqa: B018
+        server.close()
+        task.join()
+
+    run_bounded(main)
+
+
 def test_a_socket_that_cannot_be_a_listener_is_a_clear_error_and_stays_the_callers() -> None:
     def main() -> None:
         unbound = std_socket.socket()

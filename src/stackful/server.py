@@ -123,7 +123,9 @@ class Server:
     @property
     def port(self) -> int:
         """The TCP port the server listens on (useful after binding port 0)."""
-        port: int = self.address[1]
+        if not isinstance(self._address, tuple):
+            raise ValueError(f"a server on {self._address!r} has no port (not an IP socket)")
+        port: int = self._address[1]
         return port
 
     @property
@@ -320,8 +322,9 @@ def serve_tcp(
     run by ``TaskGroup.start(serve_tcp, ...)``, that call returns the server then.
     ``ssl`` is a server ``ssl.SSLContext``: each connection's handshake runs in its own
     task.  ``stack_size`` is each connection task's C stack (see README, "Sizing stacks").
-    ``sock``, instead of ``host`` and ``port``, is a socket already listening (stackful's or
-    the stdlib's, such as one inherited from a parent process): the server takes it over and
+    ``sock``, instead of ``host`` and ``port``, is a stream socket already listening, TCP or
+    Unix (stackful's or the stdlib's, such as one inherited from a parent process): the
+    server takes it over and
     closes it when it stops (a stdlib socket object is detached; see :class:`Server`).
     The rest: see the module docstring.
     """
