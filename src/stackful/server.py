@@ -324,8 +324,8 @@ def serve_tcp(
     task.  ``stack_size`` is each connection task's C stack (see README, "Sizing stacks").
     ``sock``, instead of ``host`` and ``port``, is a stream socket already listening, TCP or
     Unix (stackful's or the stdlib's, such as one inherited from a parent process): the
-    server takes it over and
-    closes it when it stops (a stdlib socket object is detached; see :class:`Server`).
+    server takes it over and closes it when it stops (a stdlib socket object is detached;
+    see :class:`Server`).
     The rest: see the module docstring.
     """
     if sock is not None:
