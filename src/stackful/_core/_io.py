@@ -194,22 +194,6 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _no_waiter() -> None:
-    """The waiter of a watched fd on the epoll poller, dropped as soon as registered."""
-
-
-def watch(poller: Any, fd: int) -> None:
-    """Let bytes written to the non-blocking pipe ``fd`` wake ``poller`` without counting as
-    a wait (a deadlock is still reported as one), until ``poller.forget(fd)``."""
-    if isinstance(poller, SelectorsPoller):
-        poller.watch(fd)
-        return
-    # epoll: registered for good (edge-triggered), then left without a waiter; every write
-    # is an edge that wakes the poller, and the bytes left in the pipe cost nothing.
-    poller.add(fd, READ, _no_waiter, "readable", True)
-    poller.remove(fd, READ, _no_waiter)
-
-
 def IOPoller() -> Any:  # noqa: N802  (a factory standing where the class was)
     """The poller a new runtime uses: the native epoll one, unless STACKFUL_POLLER=selectors."""
     if os.environ.get("STACKFUL_POLLER") == "selectors":

@@ -41,7 +41,7 @@ from .._native import _wake_sleeper as wake_sleeper
 from ._bridge import ThreadBridge, orphan_bridges
 from ._clock import Clock, SystemClock
 from ._exceptions import Cancelled, ClosedResourceError, DeadlockError, TooManyTasksError
-from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of, watch
+from ._io import READ, WRITE, HasFileno, IOPoller, fileno_of
 from ._task import (
     BLOCKED,
     FINISHED,
@@ -915,7 +915,8 @@ class Runtime(SchedulerCore):
             os.close(w)
             return
         self._signal_wakeup = (r, w)
-        watch(self.io, r)  # _on_signal drains it too
+        # Watched, not waited on: a deadlock is still reported as one.  _on_signal drains it.
+        self.io.watch(r)
 
     def _renew_signal_wakeup(self) -> None:
         """In a forked child: a signal wake-up pipe of its own.  The inherited one is the

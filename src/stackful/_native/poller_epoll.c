@@ -162,6 +162,19 @@ static int ensure_epoll(sf_poller *p)
     return 0;
 }
 
+/* Take the fd over from one-shot waits (if any) for good. */
+static int make_persistent(sf_poller *p, int fd, fd_record *r)
+{
+    if (r->persistent)
+        return 0;
+    if (epoll_set(p, fd, r, PERSISTENT_EVENTS) < 0)
+        return -1;
+    r->persistent = 1;
+    r->ready[0] = r->ready[1] = 0;
+    reset_read_plan(r);
+    return 0;
+}
+
 int sf_poller_wait(sf_poller *p, int fd, int direction, PyObject *waiter, int persistent)
 {
     if (ensure_epoll(p) < 0)
@@ -171,14 +184,8 @@ int sf_poller_wait(sf_poller *p, int fd, int direction, PyObject *waiter, int pe
         return -1;
     if (r->waiter[direction])
         return raise_busy(fd, direction);
-    if (persistent && !r->persistent) {
-        /* Take the fd over from one-shot waits (if any) for good. */
-        if (epoll_set(p, fd, r, PERSISTENT_EVENTS) < 0)
-            return -1;
-        r->persistent = 1;
-        r->ready[0] = r->ready[1] = 0;
-        reset_read_plan(r);
-    }
+    if (persistent && make_persistent(p, fd, r) < 0)
+        return -1;
     if (direction == SF_READ)
         r->drained = 0;  /* whatever reads next follows an edge (see the read plan) */
     if (r->persistent && r->ready[direction]) {
@@ -501,6 +508,22 @@ static PyObject *Poller_add(sf_poller *p, PyObject *const *args, Py_ssize_t narg
     return PyBool_FromLong(rc == SF_WAIT_PARKED);
 }
 
+PyDoc_STRVAR(watch_doc,
+"watch(fd)\n--\n\n"
+"Register `fd` for good with no waiter: each edge on it (a byte written to a\n"
+"wake-up pipe) wakes poll(), and it never counts as a wait.  Ends with forget().");
+
+static PyObject *Poller_watch(sf_poller *p, PyObject *arg)
+{
+    int fd;
+    if (as_fd(arg, &fd) < 0 || ensure_epoll(p) < 0)
+        return NULL;
+    fd_record *r = record_for(p, fd);
+    if (!r || make_persistent(p, fd, r) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(remove_doc,
 "remove(fd, event, waiter)\n--\n\n"
 "Drop `waiter`'s registration (cancellation or timeout); a no-op if already gone.");
@@ -672,6 +695,7 @@ static PyObject *Poller_get_registered(sf_poller *p, void *c)
 
 static PyMethodDef Poller_methods[] = {
     {"add", (PyCFunction)(void (*)(void))Poller_add, METH_FASTCALL, add_doc},
+    {"watch", (PyCFunction)Poller_watch, METH_O, watch_doc},
     {"remove", (PyCFunction)(void (*)(void))Poller_remove, METH_FASTCALL, remove_doc},
     {"forget", (PyCFunction)Poller_forget, METH_O, forget_doc},
     {"poll", (PyCFunction)Poller_poll, METH_O, poll_doc},
