@@ -74,7 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -293,17 +293,19 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Workload:
+class Table:
+    """What the tables need of a workload (all that --raw saves of it)."""
+
     key: str
     title: str
     unit: str  # "requests" or "messages"
+
+
+@dataclass(frozen=True)
+class Workload(Table):
     run: Callable[[int], Load]  # port -> load (measured part)
     warm: Callable[[int], object] | None  # port -> warm-up load, or None
     server_workload: str  # "http" or "echo"
-
-
-def not_measured(port: int) -> Load:
-    raise RuntimeError("a workload read back from --raw is not run again")
 
 
 def measure(flavour: Flavour, workload: Workload) -> Sample:
@@ -420,12 +422,23 @@ def cost(sample: Sample) -> float:
     return sample.server_cpu / (sample.rate * sample.seconds)
 
 
+def by_rate(sample: Sample) -> float:
+    """Requests per second: what a plain ratio compares."""
+    return sample.rate
+
+
 def per_request(sample: Sample) -> float:
     """Requests per server CPU second: what a "by CPU" ratio compares."""
     return 1 / cost(sample)
 
 
-def load_table(workload: Workload, results: dict[str, list[Sample]]) -> str:
+def against(results: dict[str, list[Sample]], name: str,
+            value: Callable[[Sample], float]) -> list[float]:
+    """stackful's paired ratios against server ``name`` (none if either was not measured)."""
+    return paired(results.get("stackful"), results[name], value) if name in results else []
+
+
+def load_table(workload: Table, results: dict[str, list[Sample]]) -> str:
     per = "req" if workload.unit == "requests" else "msg"
     header = ["server", f"{workload.unit}/s", "spread", f"server CPU, µs/{per}", "CPU spread",
               "stackful / this", "rounds", "same, by CPU", "peak RSS, MiB",
@@ -437,16 +450,16 @@ def load_table(workload: Workload, results: dict[str, list[Sample]]) -> str:
     for name, samples in results.items():
         rate = median([s.rate for s in samples])
         costs = [cost(s) for s in samples]
-        by_rate = ratio_cells(paired(stackful, samples, lambda s: s.rate))
-        by_cpu = paired(stackful, samples, per_request)
+        rate_ratio = ratio_cells(paired(stackful, samples, by_rate))
+        cpu_ratio = ratio_cells(paired(stackful, samples, per_request))[0]
         row = [
             name,
             f"{rate:,.0f}",
             spread([s.rate for s in samples]),
             f"{median(costs) * 1e6:.1f}",
             spread(costs),
-            *(by_rate if name != "stackful" else ("1.00x", "")),
-            ratio_cells(by_cpu)[0] if name != "stackful" else "1.00x",
+            *(rate_ratio if name != "stackful" else ("1.00x", "")),
+            cpu_ratio if name != "stackful" else "1.00x",
             f"{median([s.peak_rss_kib for s in samples]) / 1024:.1f}",
             f"{median([s.server_cpu / s.seconds for s in samples]) * 100:.0f}% / "
             f"{median([s.server_wait / s.seconds for s in samples]) * 100:.0f}%",
@@ -479,7 +492,7 @@ def idle_table(results: dict[str, list[IdleSample]]) -> str:
     return render(header, rows)
 
 
-def summary_table(loads: list[tuple[Workload, dict[str, list[Sample]]]],
+def summary_table(loads: list[tuple[Table, dict[str, list[Sample]]]],
                   idle: dict[str, list[IdleSample]] | None, idle_count: int) -> str:
     """The issue's one table: stackful against uvloop and gevent, with the targets."""
     header = ["workload", "stackful", "uvloop protocol", "gevent", "stackful / uvloop",
@@ -494,16 +507,12 @@ def summary_table(loads: list[tuple[Workload, dict[str, list[Sample]]]],
         rate = {name: median([s.rate for s in samples]) for name, samples in results.items()}
         ours, uv, gv = rate.get("stackful"), rate.get("uvloop protocol"), rate.get("gevent")
         target = ("≥ 1x uvloop, ≥ 2x gevent" if workload.unit == "requests" else "≥ 1x uvloop")
-        def against(name: str, value: Callable[[Sample], float],
-                    results: dict[str, list[Sample]] = results) -> list[float]:
-            return paired(results.get("stackful"), results[name], value) if name in results else []
-
         rows.append([f"{workload.title}, {workload.unit}/s", cell(ours, ",.0f"), cell(uv, ",.0f"),
                      cell(gv, ",.0f"),
-                     *ratio_cells(against("uvloop protocol", lambda s: s.rate)),
-                     *ratio_cells(against("gevent", lambda s: s.rate)),
-                     ratio_cells(against("uvloop protocol", per_request))[0],
-                     ratio_cells(against("gevent", per_request))[0], target])
+                     *ratio_cells(against(results, "uvloop protocol", by_rate)),
+                     *ratio_cells(against(results, "gevent", by_rate)),
+                     ratio_cells(against(results, "uvloop protocol", per_request))[0],
+                     ratio_cells(against(results, "gevent", per_request))[0], target])
     if idle is not None:
         kib = {name: median([s.total for s in samples]) for name, samples in idle.items()}
         ours, uv, gv = kib.get("stackful"), kib.get("uvloop protocol"), kib.get("gevent")
@@ -563,8 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_raw is not None:
         saved = json.loads(args.from_raw.read_text())
         print(f"# {saved['header']}")
-        report([Workload(w["key"], w["title"], w["unit"], not_measured, None, "")
-                for w in saved["workloads"]],
+        report([Table(**w) for w in saved["workloads"]],
                {key: {name: [Sample(**s) for s in samples] for name, samples in by.items()}
                 for key, by in saved["loads"].items()},
                {name: [IdleSample(**s) for s in samples]
@@ -652,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.raw is not None:
         args.raw.write_text(json.dumps({
             "header": versions(servers) + f"; load clients on {args.client_threads} threads",
-            "workloads": [{"key": w.key, "title": w.title, "unit": w.unit} for w in workloads],
+            "workloads": [asdict(Table(w.key, w.title, w.unit)) for w in workloads],
             "loads": {key: {name: [asdict(s) for s in samples] for name, samples in by.items()}
                       for key, by in loads.items()},
             "idle": {name: [asdict(s) for s in samples] for name, samples in idle.items()},
@@ -662,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(workloads: list[Workload], loads: dict[str, dict[str, list[Sample]]],
+def report(workloads: Sequence[Table], loads: dict[str, dict[str, list[Sample]]],
            idle: dict[str, list[IdleSample]], idle_count: int) -> None:
     """Print every table: one per workload, the idle memory, the issue's summary."""
     for workload in workloads:
