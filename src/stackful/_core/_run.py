@@ -858,8 +858,7 @@ class Runtime(SchedulerCore):
             self.notify_closing(fd)  # closed in the child by an at-fork hook: wake its waiters
         if self._bridge is not None:
             self._bridge.after_fork_in_child()
-        if self._signal_wakeup is not None:
-            self._renew_signal_wakeup()
+        self._renew_signal_wakeup()
 
     # -- introspection ---------------------------------------------------------------------------
 
@@ -886,14 +885,7 @@ class Runtime(SchedulerCore):
         return installed
 
     def _restore_signal_handlers(self, installed: list[tuple[int, Any]]) -> None:
-        wakeup, self._signal_wakeup = self._signal_wakeup, None
-        if wakeup is not None:
-            current = signal.set_wakeup_fd(-1)
-            if current != wakeup[1]:
-                signal.set_wakeup_fd(current)  # someone replaced ours meanwhile: keep theirs
-            self.io.forget(wakeup[0])
-            os.close(wakeup[0])
-            os.close(wakeup[1])
+        self._close_signal_wakeup()
         for signum, old in installed:
             signal.signal(signum, old)
 
@@ -922,18 +914,24 @@ class Runtime(SchedulerCore):
         """In a forked child: a signal wake-up pipe of its own.  The inherited one is the
         parent's too, so each process's signals would write into the other's pipe and wake
         the other's hub (bytes the parent, which drains only on its own signals, kept)."""
-        assert self._signal_wakeup is not None
-        r, w = self._signal_wakeup
-        self._signal_wakeup = None
+        if self._close_signal_wakeup():
+            self._watch_signal_wakeup()
+
+    def _close_signal_wakeup(self) -> bool:
+        """Close the run's wake-up pipe, if it has one.  True if the wake-up fd was still
+        ours, or cleared (asyncio, once imported, clears it in every forked child); False if
+        someone replaced ours meanwhile, whose fd then stays set."""
+        wakeup, self._signal_wakeup = self._signal_wakeup, None
+        if wakeup is None:
+            return False
         current = signal.set_wakeup_fd(-1)
-        self.io.forget(r)
-        os.close(r)
-        os.close(w)
-        # -1: asyncio, once imported, clears the wake-up fd in every forked child.
-        if current not in (w, -1):  # someone else's since: theirs stays, as at the run's end
-            signal.set_wakeup_fd(current)
-            return
-        self._watch_signal_wakeup()
+        self.io.forget(wakeup[0])
+        os.close(wakeup[0])
+        os.close(wakeup[1])
+        if current in (wakeup[1], -1):
+            return True
+        signal.set_wakeup_fd(current)
+        return False
 
     def _drain_signal_wakeup(self) -> None:
         wakeup = self._signal_wakeup
