@@ -109,6 +109,17 @@ class _Server(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def _stop(server: socketserver.BaseServer, thread: threading.Thread) -> None:
+    """Stop ``server``, which serves in ``thread``, within BOUND seconds or fail.
+
+    ``shutdown()`` waits for ``serve_forever`` to return with no limit: it is called on a
+    helper thread, and the bounded wait is the join of the serving thread."""
+    threading.Thread(target=server.shutdown, daemon=True).start()
+    thread.join(BOUND)
+    server.server_close()
+    assert not thread.is_alive(), "the server thread did not stop"
+
+
 @contextmanager
 def http_server(n: int, context: ssl.SSLContext | None = None) -> Iterator[int]:
     """A threading HTTP server in a plain thread, on 127.0.0.1; yields its port.  Each GET
@@ -124,10 +135,7 @@ def http_server(n: int, context: ssl.SSLContext | None = None) -> Iterator[int]:
     try:
         yield server.server_address[1]
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(BOUND)
-        assert not thread.is_alive()
+        _stop(server, thread)
 
 
 class _LineHandler(socketserver.StreamRequestHandler):
@@ -179,7 +187,4 @@ def line_server(n: int, greeting: bytes, replies: dict[bytes, bytes]) -> Iterato
     try:
         yield server.server_address[1]
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(BOUND)
-        assert not thread.is_alive()
+        _stop(server, thread)

@@ -49,7 +49,11 @@ def run_crash_script(name: str, *args: str, python: str = sys.executable,
 
 
 def vrun(main: Callable[..., Any], *args: Any) -> Any:
-    """Run ``main(*args)`` in a fresh runtime on a virtual clock (timers never sleep for real)."""
+    """Run ``main(*args)`` in a fresh runtime on a virtual clock (timers never sleep for real).
+
+    No deadline of its own: tasks blocked on each other end in DeadlockError, but a wait on an
+    fd or a thread needs a timeout scope (which, on this clock, fires once nothing else can).
+    """
     return run(main, *args, clock=VirtualClock())
 
 

@@ -777,6 +777,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-pool", type=int, default=0,
                         help="start at this pool (a long run split in parts: pools are "
                              "independent)")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="fail if the pools have not finished after this many seconds "
+                             "(default: no limit)")
     args = parser.parse_args(argv)
     seed = random.randrange(2**32) if args.seed is None else args.seed
     if args.pool is not None:
@@ -799,13 +802,20 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(e)
             raise
 
-    threads = [threading.Thread(target=one, args=(i,), name=f"pool-{i}")
+    # Daemons: a pool still running past the time limit must not hold up the exit.
+    threads = [threading.Thread(target=one, args=(i,), name=f"pool-{i}", daemon=True)
                for i in range(args.threads)]
     for t in threads:
         t.start()
+    deadline = None if args.time_limit is None else start + args.time_limit
     for t in threads:
-        t.join()
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
     elapsed = time.monotonic() - start
+    late = [t.name for t in threads if t.is_alive()]
+    if late:
+        print(f"stress: FAILED with seed {seed}: {', '.join(late)} still running after "
+              f"{args.time_limit} s", flush=True)
+        return 1
     if errors:
         notes = "; ".join(getattr(errors[0], "__notes__", []))
         print(f"stress: FAILED with seed {seed}: {errors[0]!r} {notes}", flush=True)

@@ -14,6 +14,7 @@ import stackful
 from stackful import Cancelled, DeadlockError
 from stackful.lowlevel import RuntimeToken, current_token, in_task
 
+from ._net import run_bounded
 from ._support import child_status, in_forked_child
 
 LIMIT = 10.0
@@ -30,7 +31,8 @@ def in_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
         except BaseException as exc:  # noqa: BLE001
             out["error"] = exc
 
-    thread = threading.Thread(target=body)
+    # A daemon: a thread left hanging by a failed test must not hold up the interpreter's exit.
+    thread = threading.Thread(target=body, daemon=True)
     thread.start()
 
     def join() -> Any:
@@ -58,7 +60,7 @@ def test_call_soon_runs_on_the_runtimes_thread() -> None:
         event.wait()  # the hub blocks in the poller: only the bridge can wake it
         join()
 
-    stackful.run(main)
+    run_bounded(main)
     assert seen == [threading.get_ident()]
 
 
@@ -77,7 +79,7 @@ def test_run_sync_returns_and_raises_in_the_calling_thread() -> None:
             stackful.to_thread(bad)
         return value, "raised"
 
-    assert stackful.run(main) == (False, "raised")
+    assert run_bounded(main) == (False, "raised")
 
 
 def test_run_runs_a_task_that_may_block() -> None:
@@ -95,7 +97,7 @@ def test_run_runs_a_task_that_may_block() -> None:
         assert stackful.to_thread(join) == "in a task"
         return got
 
-    assert stackful.run(main) == [0, 1, 2, 3, 4]
+    assert run_bounded(main) == [0, 1, 2, 3, 4]
 
 
 def test_cancel_and_wake_from_another_thread() -> None:
@@ -111,7 +113,7 @@ def test_cancel_and_wake_from_another_thread() -> None:
         in_thread(lambda: token.wake(me, "woken"))
         return str(stackful.lowlevel.park("waiting for a thread"))
 
-    assert stackful.run(main) == "woken"
+    assert run_bounded(main) == "woken"
 
 
 def test_stop_cancels_main_and_winds_the_tasks_down() -> None:
@@ -166,7 +168,9 @@ def test_a_live_token_holds_off_the_deadlock_report() -> None:
         event.wait()
         return "set"
 
-    assert stackful.run(main) == "set"
+    # Bounded by running it on a thread of its own: a timeout scope's timer would hold off
+    # the deadlock report by itself, and the test would prove nothing.
+    assert in_thread(lambda: stackful.run(main))() == "set"
 
 
 def test_the_deadlock_is_reported_once_the_last_token_is_dropped() -> None:
@@ -183,8 +187,9 @@ def test_the_deadlock_is_reported_once_the_last_token_is_dropped() -> None:
         in_thread(drop_later)
         stackful.Event().wait()
 
+    # On a thread of its own, bounded: a timeout scope's timer would hold off the report.
     with pytest.raises(DeadlockError):
-        stackful.run(main)
+        in_thread(lambda: stackful.run(main))()
 
 
 def test_a_failing_callback_ends_the_run() -> None:
@@ -212,7 +217,7 @@ def test_a_task_of_another_runtime_waits_without_blocking_its_thread() -> None:
         while not stop.is_set():
             stackful.sleep(0.005)
 
-    server = threading.Thread(target=stackful.run, args=(server_main,))
+    server = threading.Thread(target=stackful.run, args=(server_main,), daemon=True)
     server.start()
     try:
         assert ready.wait(LIMIT)
@@ -232,7 +237,7 @@ def test_a_task_of_another_runtime_waits_without_blocking_its_thread() -> None:
             value = token.run(lambda: (stackful.sleep(0.1), 7)[1])
             return value, ticks
 
-        value, ticks = stackful.run(client_main)
+        value, ticks = run_bounded(client_main)
         assert value == 7
         assert ticks > 5
     finally:
@@ -313,12 +318,13 @@ def test_in_a_forked_child_a_runtime_of_another_thread_refuses_calls() -> None:
         ready.set()
         stackful.to_thread(stop.wait, LIMIT)
 
-    server = threading.Thread(target=stackful.run, args=(server_main,))
+    server = threading.Thread(target=stackful.run, args=(server_main,), daemon=True)
     server.start()
     try:
         assert ready.wait(LIMIT)
         token = tokens[0]
-        assert token.run_sync(lambda: 5) == 5
+        # From a helper thread, whose join is bounded: run_sync blocks a plain thread for good.
+        assert in_thread(lambda: token.run_sync(lambda: 5))() == 5
 
         def child() -> None:
             with pytest.raises(RuntimeError, match="finished"):
@@ -328,8 +334,10 @@ def test_in_a_forked_child_a_runtime_of_another_thread_refuses_calls() -> None:
 
         pid = in_forked_child(child)
         assert child_status(pid) == 0
-        assert token.run_sync(lambda: 6) == 6  # the parent's runtime is untouched
+        # The parent's runtime is untouched.
+        assert in_thread(lambda: token.run_sync(lambda: 6))() == 6
     finally:
         stop.set()
         server.join(LIMIT)
         tokens.clear()
+    assert not server.is_alive()

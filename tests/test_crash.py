@@ -65,7 +65,7 @@ def test_a_large_c_frame_cannot_jump_the_guard(tmp_path: Path) -> None:
     lib = tmp_path / "big_frame.so"
     subprocess.run([cc, "-O0", "-fno-stack-clash-protection", "-shared", "-fPIC",
                     str(Path(__file__).parent / "native" / "big_frame.c"), "-o", str(lib)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, timeout=120)
     result = run_script("stack_overflow.py", "big-frame", str(lib))
     assert "unreachable" not in result.stdout
     assert result.returncode != 0
@@ -171,7 +171,8 @@ def test_unsupported_python_gets_a_clear_import_error() -> None:
     other = None
     pyenv = shutil.which("pyenv")
     if pyenv:
-        root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True,
+                              timeout=60).stdout.strip()
         found = sorted(Path(root, "versions").glob("3.10*/bin/python3.10"))
         other = str(found[-1]) if found else None
     if other is None:

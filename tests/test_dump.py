@@ -258,6 +258,7 @@ def test_plain_fibers_and_fibers_of_other_threads_are_listed() -> None:
     finally:
         release.set()
         t.join(BOUND)
+    assert not t.is_alive(), "the other thread did not finish"
     mine.switch()
     del unstarted
 

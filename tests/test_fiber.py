@@ -741,7 +741,8 @@ def test_each_thread_has_its_own_root() -> None:
 
     t = threading.Thread(target=thread_body)
     t.start()
-    t.join()
+    t.join(60)
+    assert not t.is_alive(), "the thread did not finish in 60 s"
     assert results["root"] is not main_root
     assert results["value"] == "in thread"
 
@@ -755,7 +756,8 @@ def test_switch_to_other_threads_fiber_is_an_error() -> None:
 
     t = threading.Thread(target=thread_body)
     t.start()
-    t.join()
+    t.join(60)
+    assert not t.is_alive(), "the thread did not finish in 60 s"
     with pytest.raises(FiberError, match="another thread"):
         made[0].switch()
     with pytest.raises(ValueError, match="same thread"):
@@ -781,7 +783,8 @@ def test_thread_exit_with_suspended_fibers_frees_them_without_running() -> None:
 
     t = threading.Thread(target=thread_body)
     t.start()
-    t.join()
+    t.join(60)
+    assert not t.is_alive(), "the thread did not finish in 60 s"
     f = holder.pop()
     assert f.state == "suspended"
     del f
@@ -822,6 +825,7 @@ def test_dropping_other_threads_fiber_kills_it_on_its_thread() -> None:
     dropped.set()
     assert done.wait(60)
     t.join(60)
+    assert not t.is_alive(), "the owner thread did not finish in 60 s"
     assert log == ["owner"]
 
 
@@ -996,7 +1000,8 @@ def test_frames_of_a_dead_threads_fiber_stay_readable_after_it_is_freed() -> Non
 
     t = threading.Thread(target=thread_body)
     t.start()
-    t.join()
+    t.join(60)
+    assert not t.is_alive(), "the thread did not finish in 60 s"
     frame = holder.pop()
     holder.pop()  # the fiber: freed without running; its frame is copied out
     gc.collect()

@@ -12,6 +12,10 @@ import pytest
 import stackful
 from stackful import Cancelled, files
 
+from ._net import run_bounded
+
+# Every blocking call runs on a worker thread: each run is a run_bounded, so a call that
+# never comes back fails the test instead of hanging it.
 LIMIT = 10.0
 
 
@@ -29,7 +33,7 @@ def test_text_and_binary_round_trips_in_a_task(tmp_path: Path) -> None:
             head = f.read(6)
             return lines, head, f.tell()
 
-    assert stackful.run(main) == (["first\n", "second\n", "third\n"], b"second", 12)
+    assert run_bounded(main) == (["first\n", "second\n", "third\n"], b"second", 12)
 
 
 def test_blocking_calls_run_on_a_worker_thread_while_other_tasks_run() -> None:
@@ -50,7 +54,7 @@ def test_blocking_calls_run_on_a_worker_thread_while_other_tasks_run() -> None:
         data: bytes = f.read()
         return data
 
-    assert stackful.run(main) == b"payload"
+    assert run_bounded(main) == b"payload"
     assert readers and readers[0] != threading.get_ident()
 
 
@@ -81,7 +85,7 @@ def test_a_cancelled_read_stops_waiting_at_once() -> None:
             reader.join()
         release.set()
 
-    stackful.run(main)
+    run_bounded(main)
 
 
 def test_errors_come_back_as_the_files_own() -> None:
@@ -93,7 +97,7 @@ def test_errors_come_back_as_the_files_own() -> None:
         with pytest.raises(ValueError, match="closed"):
             f.read()
 
-    stackful.run(main)
+    run_bounded(main)
 
 
 def test_wrap_file_checks_its_argument() -> None:
@@ -115,7 +119,7 @@ def test_many_tasks_write_their_own_files(tmp_path: Path) -> None:
         for t in tasks:
             t.join()
 
-    stackful.run(main)
+    run_bounded(main)
     assert all((tmp_path / f"f{i}").read_text() == str(i) * 100 for i in range(50))
 
 
@@ -146,4 +150,4 @@ def test_a_fifo_goes_through_the_poller_not_worker_threads(
         task.join()
         return got
 
-    assert stackful.run(main) == lines
+    assert run_bounded(main) == lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -68,7 +69,13 @@ def start_child(cwd: Path) -> subprocess.Popen[str]:
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              preexec_fn=allow_core)
     assert child.stdout is not None
-    line = child.stdout.readline()  # bounded: the child prints it at once, or dies
+    # Bounded: a child that never says it is ready fails the test instead of hanging it (the
+    # line comes in one write, so once there is something to read, readline() returns).
+    if not select.select([child.stdout], [], [], BOUND)[0]:
+        child.kill()
+        child.communicate(timeout=BOUND)
+        raise AssertionError(f"the child did not say it was ready in {BOUND} s")
+    line = child.stdout.readline()
     assert line == "ready\n", line
     return child
 

@@ -422,6 +422,7 @@ def another_threads_greenlet() -> Iterator[Any]:
     finally:
         finish.set()
         t.join(60)
+        assert not t.is_alive(), "the thread did not finish in 60 s"
 
 
 def test_parent_on_another_thread_is_a_value_error() -> None:
@@ -823,7 +824,8 @@ def test_trace_function_is_per_thread(trace_log: list[tuple[str, Any, Any]]) -> 
 
     t = threading.Thread(target=thread_body)
     t.start()
-    t.join()
+    t.join(60)
+    assert not t.is_alive(), "the thread did not finish in 60 s"
     assert theirs == [None] and trace_log == []
 
 
@@ -903,7 +905,8 @@ def test_each_thread_has_its_own_main_greenlet() -> None:
     theirs: list[Any] = []
     t = threading.Thread(target=lambda: theirs.append((getcurrent(), getcurrent().parent)))
     t.start()
-    t.join()
+    t.join(60)
+    assert not t.is_alive(), "the thread did not finish in 60 s"
     ((their_main, their_parent),) = theirs
     assert their_main is not getcurrent()
     assert their_parent is None
@@ -934,7 +937,8 @@ def test_switching_to_another_threads_greenlet_is_an_error() -> None:
                 other.throw(ValueError)
     finally:
         finish.set()
-        t.join()
+        t.join(60)
+        assert not t.is_alive(), "the thread did not finish in 60 s"
     theirs.clear()
 
 

@@ -35,7 +35,7 @@ def client_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = out / ("greenlet_client" + sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run([*cc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror",
                     f"-I{sysconfig.get_paths()['include']}", str(SOURCE), "-o", str(target)],
-                   check=True)
+                   check=True, timeout=120)
     return out
 
 

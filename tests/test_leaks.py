@@ -125,7 +125,8 @@ def test_100_threads_exit_with_suspended_fibers() -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(60)
+        assert not t.is_alive(), f"{t.name} did not finish in 60 s"
     threads.clear()
     finished = sorted(f"{n}-{i}" for n in range(100) for i in range(3))
     assert sorted(ran_finally) == finished
@@ -160,7 +161,8 @@ def test_dead_threads_suspended_fibers_leak_nothing() -> None:
     for _ in range(20):
         t = threading.Thread(target=thread_body)
         t.start()
-        t.join()
+        t.join(60)
+        assert not t.is_alive(), "the thread did not finish in 60 s"
     kept.clear()
     assert fibers_alive() == before  # 20 more: every thread's root fiber
 
@@ -264,7 +266,8 @@ def test_keyboard_interrupt_during_rapid_switching() -> None:
         got = e
     finally:
         stop.set()
-        t.join()
+        t.join(60)
+        assert not t.is_alive(), "the interrupter thread did not stop in 60 s"
         try:  # a late interrupt may still be pending
             for _ in range(1000):
                 pass

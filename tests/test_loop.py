@@ -10,6 +10,7 @@ import stackful
 from stackful import lowlevel, socket
 from stackful.runtime_api import run, sleep, spawn  # noqa: F401
 
+from ._net import BOUND
 from ._support import child_status, in_forked_child
 
 
@@ -38,7 +39,8 @@ def test_an_idle_hub_gives_back_the_stack_below_a_parked_io_wait() -> None:
         seen["parked"] = t._fiber.stack_info().used  # type: ignore[union-attr]
         seen["trims"] = rt.stack_trims
         b.sendall(b"hello")
-        return bytes(t.join())
+        with stackful.timeout(BOUND):  # a reader the poller never wakes fails, not hangs
+            return bytes(t.join())
 
     try:
         assert run(main) == b"hello"
@@ -66,8 +68,9 @@ def test_a_busy_runtime_does_not_trim() -> None:
         rt = lowlevel.current_runtime()
         x = spawn(side, a, True)
         y = spawn(side, b, False)
-        x.join()
-        y.join()
+        with stackful.timeout(BOUND):  # a lost wake-up fails the test, not hangs it
+            x.join()
+            y.join()
         return rt.stack_trims
 
     try:

@@ -276,7 +276,10 @@ def test_no_deadlock_report_while_a_thread_holds_the_lock(lock_factory: Callable
             pass
 
     with thread(in_thread):
-        stackful.run(main)  # no timeout scope: its timer would keep the runtime waiting anyway
+        # No timeout scope: its timer would keep the runtime waiting anyway.  The run is
+        # bounded by running it on a thread of its own, joined with a bound.
+        with thread(lambda: stackful.run(main)):
+            pass
 
 
 def test_hybrid_locks_outside_runtimes_keep_the_stdlib_contract(
@@ -452,6 +455,7 @@ def test_queue_from_a_producer_thread_to_consumer_tasks(patched: None) -> None:
 
     with thread(producer):
         assert run_bounded(main) == list(range(n))
+    assert q.unfinished_tasks == 0  # so join() returns at once: a miscount fails, not hangs
     q.join()
 
 

@@ -300,6 +300,7 @@ def test_dead_threads_fiber_in_a_reference_cycle_is_discarded() -> None:
     t = threading.Thread(target=thread_body)
     t.start()
     t.join(60)
+    assert not t.is_alive(), "the thread did not finish in 60 s"
     before = stackful.discarded_fibers()["thread_exited"]
     ref = __import__("weakref").ref(kept.pop())
     with warnings.catch_warnings():
@@ -342,6 +343,7 @@ def suspended_fiber_of_an_exited_thread() -> Fiber:
     t = threading.Thread(target=thread_body)
     t.start()
     t.join(60)
+    assert not t.is_alive(), "the thread did not finish in 60 s"
     return kept.pop()
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -35,7 +36,9 @@ from stackful.runtime_api import (
     wait_writable,
     yield_now,
 )
+from stackful.timeouts import timeout
 
+from ._net import BOUND, run_bounded
 from ._support import vrun
 
 # -- run / spawn / join --------------------------------------------------------------------------
@@ -271,7 +274,9 @@ def test_busy_yielding_task_does_not_starve_timers() -> None:
     def main() -> int:
         spawn(sleeper)
         n = 0
+        deadline = time.monotonic() + BOUND  # real time: a timer that never fires fails here
         while not woke:
+            assert time.monotonic() < deadline, "the sleeper's timer never fired"
             yield_now()
             n += 1
         return n
@@ -407,7 +412,7 @@ def test_timers_due_while_nothing_is_ready_do_not_starve_io() -> None:
         return seen[0]
 
     try:
-        woken_after = run(main)
+        woken_after = run_bounded(main)  # a reader the poller missed fails, not hangs
     finally:
         a.close()
         b.close()
@@ -420,7 +425,7 @@ def test_a_timer_callback_that_raises_where_nothing_is_ready_ends_the_run() -> N
 
     def main() -> None:
         lowlevel.current_runtime().call_at(lowlevel.current_time(), boom, None)
-        sleep(600)  # nothing else is ready: the due timer fires as main switches away
+        sleep(60)  # nothing else is ready: the due timer fires as main switches away
 
     with pytest.raises(KeyboardInterrupt):
         run(main)
@@ -447,7 +452,7 @@ def test_wait_readable_wakes_when_data_arrives() -> None:
         return bytes(t.join())
 
     try:
-        assert run(main) == b"hello"
+        assert run_bounded(main) == b"hello"
     finally:
         a.close()
         b.close()
@@ -488,7 +493,7 @@ def test_closing_an_fd_wakes_its_waiters_and_frees_the_number() -> None:
             d.close()
 
     try:
-        assert run(main) == "x"
+        assert run_bounded(main) == "x"  # waiters notify_closing() missed fail, not hang
     finally:
         b.close()
 
@@ -502,7 +507,8 @@ def test_wait_readable_timeout_and_busy_fd() -> None:
         with pytest.raises(BusyResourceError, match="already waiting for fd"):
             wait_readable(a)
         t.cancel()
-        with pytest.raises(Cancelled):
+        # A cancel that left t waiting on the fd would leave nothing to wake this join: fail.
+        with timeout(BOUND), pytest.raises(Cancelled):
             t.join()
         with pytest.raises(TimeoutError):
             wait_readable(a, timeout=5)
@@ -593,8 +599,11 @@ def test_tasks_alive_when_main_returns_are_cancelled_and_unwound() -> None:
 
     def forever() -> None:
         try:
-            while True:
+            # Far past main's end (virtual time): a task main's end failed to cancel stops
+            # here and says so, instead of sleeping forever.
+            while lowlevel.current_time() < 1000:
                 sleep(1)
+            log.append("never cancelled")
         finally:
             log.append("cleaned")
 
@@ -609,18 +618,24 @@ def test_tasks_alive_when_main_returns_are_cancelled_and_unwound() -> None:
 
 
 def test_task_that_swallows_cancellation_cannot_hang_shutdown() -> None:
+    outlasted_shutdown: list[bool] = []
+
     def stubborn() -> None:
-        while True:
+        # Far more cancellations than shutdown sends before it gives up: a shutdown that
+        # never gave up ends the loop here, and the test fails instead of hanging.
+        for _ in range(10_000):
             try:
                 lowlevel.park("nothing")
             except Cancelled:
                 pass
+        outlasted_shutdown.append(True)
 
     def main() -> None:
         spawn(stubborn)
         yield_now()
 
     run(main)  # returns instead of hanging
+    assert outlasted_shutdown == []
 
 
 # -- deadlock detection ---------------------------------------------------------------------------
@@ -821,7 +836,8 @@ def test_real_signal_while_the_hub_is_idle(signum: int, raised: type, default: A
             sleep(30)  # real clock: the hub blocks in the poller until the signal
         finally:
             log.append("main finally")
-            timer.join()
+            timer.join(BOUND)
+            assert not timer.is_alive(), "the signalling timer thread did not finish"
 
     with pytest.raises(raised) as caught:
         run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
@@ -874,9 +890,10 @@ def test_a_signal_the_kernel_hands_to_another_thread_wakes_the_idle_hub(
         with pytest.raises(raised):
             run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
     finally:
-        thread.join()
+        thread.join(BOUND)
         os.close(r)
         os.close(w)
+    assert not thread.is_alive(), "the worker thread did not finish"
     # (Woken by the write instead, the hub would run the signal's handler before the reader,
     # which would not see the data: the order tells.)
     assert log == ["reader finally", "worker writes"]
@@ -1033,6 +1050,7 @@ def test_a_signal_in_user_code_is_raised_at_the_next_blocking_point(
 
         def busy(log: list[str] = log) -> None:
             pending = b"GET / HTTP/1.1\r\n\r\n" * 100
+            deadline = time.monotonic() + BOUND  # only the signal ends the loop: bound it
             try:
                 log.append("in try")
                 threading.Timer(0.002, os.kill, (os.getpid(), signum)).start()
@@ -1041,6 +1059,7 @@ def test_a_signal_in_user_code_is_raised_at_the_next_blocking_point(
                         _, pending = pending.split(b"\r\n\r\n", 1)
                         yield_now()
                     pending = b"GET / HTTP/1.1\r\n\r\n" * 100
+                    assert time.monotonic() < deadline, "the signal never came"
             finally:
                 log.append("finally")
 
@@ -1053,17 +1072,19 @@ def test_a_signal_in_user_code_is_raised_at_the_next_blocking_point(
         assert signal.getsignal(signum) is default
 
 
-@pytest.mark.timeout(60)  # the spin has no end of its own: only the signal stops it
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
 def test_a_signal_reaches_a_task_that_never_blocks(signum: int, raised: type,
                                                    default: Any) -> None:
     """A task spinning without a blocking point still gets the signal: raised where it
     runs once it has not blocked for a while (not a wait for a second signal)."""
     spins = [0]
+    deadline = time.monotonic() + BOUND
 
     def spin() -> None:
-        while True:
+        while True:  # only the signal stops it: bounded so that a lost one fails the test
             spins[0] += 1
+            assert time.monotonic() < deadline, "the signal never reached the spinning task"
 
     def main() -> None:
         timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
@@ -1176,7 +1197,8 @@ def test_each_thread_runs_its_own_runtime() -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(BOUND)
+    assert not any(t.is_alive() for t in threads), "a runtime's thread did not finish"
     assert errors == []
     assert results == {k: k * sum(range(50)) for k in (1, 2, 3)}
 
@@ -1189,7 +1211,8 @@ def test_cancel_from_another_thread_is_rejected() -> None:
         box.append(spawn(sleep, 1))
         th = threading.Thread(target=lambda: _try_cancel(box[0], errors))
         th.start()
-        th.join()
+        th.join(BOUND)
+        assert not th.is_alive(), "the cancelling thread did not finish"
 
     vrun(main)
     assert errors and "another thread" in errors[0]
@@ -1255,6 +1278,8 @@ def test_timer_callback_error_ends_the_run_and_reaches_no_task(where: str) -> No
         try:
             while True:
                 clock.advance(0.5)
+                # Virtual time bounds the spin: a timer that never fires fails the test.
+                assert clock.now() < 1000, "the due timers never fired"
                 yield_now()  # timers are checked inside this task's yields
         except BaseException as exc:
             seen.append(type(exc).__name__)

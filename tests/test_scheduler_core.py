@@ -78,7 +78,8 @@ def test_thread_scheduler_is_per_thread() -> None:
         here = _native.get_thread_scheduler()
         t = threading.Thread(target=in_thread)
         t.start()
-        t.join()
+        t.join(60)
+        assert not t.is_alive(), "the thread did not finish in 60 s"
         seen.append(here)
 
     stackful.run(main)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import resource
+import select
 import shutil
 import signal
 import socket as std_socket
@@ -555,6 +556,9 @@ def test_a_server_under_load_stopped_by_a_signal_runs_every_handlers_finally() -
         load = None
         try:
             assert server.stdout is not None
+            # A server that never gets as far as printing its port fails the trial, not hangs.
+            printed, _, _ = select.select([server.stdout], [], [], BOUND)
+            assert printed, (trial, "the server did not print its port")
             port = int(server.stdout.readline())
             load = subprocess.Popen(["wrk", "-t1", "-c32", "-d30s",
                                      f"http://127.0.0.1:{port}/"],

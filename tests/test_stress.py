@@ -103,14 +103,19 @@ TestFiberMachine.settings = settings(
 )
 
 
+# The in-process profiles take seconds: a run still going after this fails, never hangs.
+PROFILE_TIME_LIMIT = "300"
+
+
 def test_seeded_profile_counts_its_operations(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--ops", "3000", "--seed", "7"]) == 0
+    assert main(["--ops", "3000", "--seed", "7", "--time-limit", PROFILE_TIME_LIMIT]) == 0
     out = capsys.readouterr().out
     assert "3000 operations" in out and ": ok" in out
 
 
 def test_seeded_profile_on_several_threads_at_once(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--ops", "2000", "--seed", "11", "--threads", "4"]) == 0
+    assert main(["--ops", "2000", "--seed", "11", "--threads", "4",
+                 "--time-limit", PROFILE_TIME_LIMIT]) == 0
     assert "2000 operations" in capsys.readouterr().out
 
 

@@ -20,7 +20,7 @@ import stackful
 from stackful import subprocess
 from stackful.runtime_api import BusyResourceError, Cancelled
 
-from ._net import BOUND, WORLDS, in_world, run_bounded
+from ._net import BOUND, WORLDS, in_world, run_bounded, thread
 from ._support import EMULATED
 
 PY = sys.executable
@@ -229,19 +229,19 @@ def test_writing_and_reading_pipes_in_two_tasks(world: str, bufsize: int) -> Non
         stdin, stdout = p.stdin, p.stdout
 
         def write() -> None:
-            assert stdin.write(data) == len(data)
-            stdin.close()
+            try:
+                assert stdin.write(data) == len(data)
+            finally:
+                stdin.close()  # even after a failed write: cat then ends, and so does the read
 
         if world == "runtime":
             writer = stackful.spawn(write)
             got = stdout.read()
             writer.join()
         else:
-            t = threading.Thread(target=write)
-            t.start()
-            got = stdout.read()
-            t.join(BOUND)
-        assert p.wait() == 0
+            with thread(write):  # joined with a bound, its error re-raised
+                got = stdout.read()
+        assert p.wait(timeout=BOUND) == 0
         stdout.close()
         return bytes(got)
 

@@ -37,7 +37,7 @@ def build_and_run(arch: str, tmp_path: Path, *args: str,
     exe = tmp_path / f"switch_test_{arch}"
     all_flags = ["-O2", "-Wall", "-Wextra", "-Werror", *flags] + ([] if native else ["-static"])
     subprocess.run([cc, *all_flags, f"-I{NATIVE}", str(TEST_SOURCE), str(NATIVE / "asm" / asm),
-                    "-o", str(exe), "-lm"], check=True, capture_output=True, text=True)
+                    "-o", str(exe), "-lm"], check=True, capture_output=True, text=True, timeout=120)
     return subprocess.run([*runner, str(exe), *args], capture_output=True, text=True, timeout=120)
 
 
@@ -77,7 +77,7 @@ def test_aarch64_object_keeps_the_gnu_property_note(tmp_path: Path) -> None:
         pytest.skip("no aarch64 gcc and readelf on this machine")
     obj = tmp_path / "switch.o"
     subprocess.run([cc, "-c", str(NATIVE / "asm" / TARGETS["aarch64"][2]), "-o", str(obj)],
-                   check=True, capture_output=True, text=True)
+                   check=True, capture_output=True, text=True, timeout=120)
     notes = subprocess.run([readelf, "-n", str(obj)], check=True, capture_output=True,
-                           text=True).stdout
+                           text=True, timeout=60).stdout
     assert "AArch64 feature: BTI, PAC" in notes, notes

@@ -286,9 +286,9 @@ def test_primitive_from_another_threads_runtime_is_rejected() -> None:
             sleep(0.001)
         lock.release()
 
-    th = threading.Thread(target=run, args=(holder_main,))
+    # A daemon, joined with a bound: a holder that never ends fails the test, not the exit.
+    th = threading.Thread(target=run, args=(holder_main,), daemon=True)
     th.start()
-    in_use.wait(5)
 
     def main() -> None:
         try:
@@ -297,10 +297,12 @@ def test_primitive_from_another_threads_runtime_is_rejected() -> None:
             errors.append(str(exc))
 
     try:
+        assert in_use.wait(5), "the holder's runtime never took the lock"
         run(main)
     finally:
         release.set()
-        th.join()
+        th.join(10)
+    assert not th.is_alive(), "the holder's runtime did not end"
     assert errors == [
         "Lock.acquire(): this Lock belongs to another runtime "
         "(primitives cannot be shared between threads' runtimes)"

@@ -13,9 +13,11 @@ import stackful
 from stackful import Cancelled, timeout
 from stackful._core._threads import pool
 
+from ._net import run_bounded
 from ._support import child_status, in_forked_child
 
-# Every wait on another thread in these tests is bounded by this.
+# Every wait on another thread in these tests is bounded by this; every run waiting for jobs is
+# a run_bounded, so a job whose outcome never comes back fails the test instead of hanging it.
 LIMIT = 10.0
 
 
@@ -30,7 +32,7 @@ def test_result_and_exception_are_carried_back() -> None:
         frames = [f.name for f in __import__("traceback").extract_tb(info.value.__traceback__)]
         return value, frames[-1]
 
-    assert stackful.run(main) == (1024, "failing")
+    assert run_bounded(main) == (1024, "failing")
 
 
 def test_jobs_run_at_once_on_separate_threads() -> None:
@@ -46,7 +48,7 @@ def test_jobs_run_at_once_on_separate_threads() -> None:
         tasks = [stackful.spawn(stackful.to_thread, job, i) for i in range(10)]
         return [t.join() for t in tasks]
 
-    results = stackful.run(main)
+    results = run_bounded(main)
     assert [i for i, _ in results] == list(range(10))
     assert runtime_thread not in {ident for _, ident in results}
     assert len({ident for _, ident in results}) == 10
@@ -63,7 +65,7 @@ def test_other_tasks_run_while_a_task_waits_for_its_job() -> None:
         released.set()
         return bool(waiter.join())
 
-    assert stackful.run(main) is True
+    assert run_bounded(main) is True
 
 
 def test_cancel_stops_the_wait_and_drops_the_outcome() -> None:
@@ -86,7 +88,7 @@ def test_cancel_stops_the_wait_and_drops_the_outcome() -> None:
         stackful.to_thread(finished.wait, LIMIT)
         stackful.sleep(0.05)
 
-    stackful.run(main)
+    run_bounded(main)
     assert finished.is_set()
 
 
@@ -99,7 +101,7 @@ def test_timeout_around_to_thread() -> None:
                 stackful.to_thread(release.wait, LIMIT)
         release.set()
 
-    stackful.run(main)
+    run_bounded(main)
 
 
 def test_the_job_sees_the_tasks_context_variables() -> None:
@@ -109,7 +111,7 @@ def test_the_job_sees_the_tasks_context_variables() -> None:
         var.set("from the task")
         return stackful.to_thread(var.get)
 
-    assert stackful.run(main) == "from the task"
+    assert run_bounded(main) == "from the task"
 
 
 def test_the_pool_is_bounded() -> None:
@@ -135,7 +137,7 @@ def test_the_pool_is_bounded() -> None:
     stackful.set_thread_pool_size(2)
     try:
         # Workers of earlier tests may still be alive: the bound is on jobs at once.
-        stackful.run(main)
+        run_bounded(main)
     finally:
         stackful.set_thread_pool_size(old)
     assert most <= 2 + max(0, pool.threads - 2)
@@ -168,7 +170,7 @@ def test_run_ends_without_waiting_for_an_abandoned_job() -> None:
         stackful.sleep(0.02)
         return "main"  # the task in to_thread is cancelled at shutdown
 
-    assert stackful.run(main) == "main"
+    assert run_bounded(main) == "main"
     assert not done
     release.set()
     deadline = time.monotonic() + LIMIT
@@ -182,13 +184,13 @@ def test_many_short_jobs() -> None:
         tasks = [stackful.spawn(stackful.to_thread, abs, -i) for i in range(500)]
         return sum(t.join() for t in tasks)
 
-    assert stackful.run(main) == sum(range(500))
+    assert run_bounded(main) == sum(range(500))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_the_pool_works_in_a_forked_child() -> None:
-    stackful.run(stackful.to_thread, abs, -1)  # the parent's pool has a worker now
+    run_bounded(lambda: stackful.to_thread(abs, -1))  # the parent's pool has a worker now
     pid = os.fork()
     if pid == 0:  # pragma: no cover  (the child)
         try:
@@ -196,8 +198,7 @@ def test_the_pool_works_in_a_forked_child() -> None:
         except BaseException:
             ok = False
         os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_status(pid) == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -219,7 +220,7 @@ def test_a_job_in_flight_at_fork_is_an_error_in_the_child_not_a_hang() -> None:
         assert waiter.join() is True  # the parent's job was not disturbed
         assert child_status(pid) == 0
 
-    stackful.run(main)
+    run_bounded(main)
 
 
 def test_an_outcome_never_wakes_a_task_from_another_wait() -> None:

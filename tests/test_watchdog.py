@@ -284,7 +284,10 @@ def test_the_native_watcher_refuses_its_own_thread_and_stays_stopped() -> None:
     watcher.stop()
     watcher.stop()
     got: list[object] = []
-    thread = threading.Thread(target=lambda: got.extend([watcher.wait(), watcher.wait()]))
+    # A daemon: were a wait to hang, the assertion after the bounded join fails the test, and
+    # the thread does not hold up the interpreter's exit.
+    thread = threading.Thread(target=lambda: got.extend([watcher.wait(), watcher.wait()]),
+                              daemon=True)
     thread.start()
     thread.join(timeout=30)
     assert got == [None, None]

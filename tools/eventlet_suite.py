@@ -144,7 +144,8 @@ def check_setup(shim: Path) -> None:
                          f"{EVENTLET_VERSION}'s (pip install eventlet=={EVENTLET_VERSION})")
     env = with_pythonpath(dict(os.environ), str(shim))
     name = subprocess.run([sys.executable, "-c", "import greenlet; print(greenlet.__name__)"],
-                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+                          env=env, capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
     if name != "stackful.greenlet":
         raise SystemExit(f"eventlet_suite: a test subprocess would import {name}, "
                          "not stackful.greenlet")

@@ -30,6 +30,7 @@ from pathlib import Path
 from suite_common import default_cache, pypi_sdist, with_pythonpath  # a script beside this one
 
 GREENLET_VERSION = "3.5.6"
+COMPILE_TIMEOUT = 300  # seconds to build one of the suite's C extensions
 
 
 # greenlet's tests that stackful.greenlet does not pass, and why.  Only greenlet's own
@@ -125,7 +126,7 @@ def build_extension(source: Path, include: Path) -> None:
     out = source.with_name(source.stem + sysconfig.get_config_var("EXT_SUFFIX"))
     cmd = [*compiler.split(), "-shared", "-fPIC", "-O1", f"-I{sysconfig.get_paths()['include']}",
            f"-I{include}", str(source), "-o", str(out)]
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, timeout=COMPILE_TIMEOUT)
 
 
 def lay_out(archive: Path, work: Path) -> Path:
@@ -146,18 +147,32 @@ def lay_out(archive: Path, work: Path) -> Path:
     return work
 
 
+def run_suite(cmd: list[str], timeout: float, env: dict[str, str], cwd: Path | None = None
+              ) -> int:
+    """The suite's exit status; 1, said so, if it did not finish in ``timeout`` seconds
+    (pytest's per-test timeout cannot end a hang outside a test)."""
+    try:
+        return subprocess.run(cmd, env=env, cwd=cwd, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        print(f"greenlet_suite: the suite did not finish in {timeout:.0f} s", file=sys.stderr)
+        return 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", action="store_true", help="test the real greenlet instead")
     parser.add_argument("--all", action="store_true", help="run the NOT_PASSED tests too")
     parser.add_argument("--cache", type=Path,
                         default=default_cache("stackful-greenlet-suite"))
+    # Not --timeout: that one goes through to pytest (the per-test bound).
+    parser.add_argument("--suite-timeout", type=float, default=1200,
+                        help="seconds the whole suite may take (default: %(default)s)")
     args, pytest_args = parser.parse_known_args()
     base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o",
             "addopts=", "--timeout=60", "-o", "timeout_method=signal", *pytest_args]
     env = dict(os.environ)
     if args.real:
-        return subprocess.run([*base, "--pyargs", "greenlet.tests"], env=env).returncode
+        return run_suite([*base, "--pyargs", "greenlet.tests"], args.suite_timeout, env=env)
     with tempfile.TemporaryDirectory(prefix="greenlet-suite-") as tmp:
         work = lay_out(pypi_sdist("greenlet", GREENLET_VERSION, args.cache), Path(tmp))
         tests = work / "greenlet" / "tests"
@@ -165,7 +180,7 @@ def main() -> int:
             a for test_id in NOT_PASSED for a in ("--deselect", f"greenlet/tests/{test_id}")]
         env = with_pythonpath(env, str(work))
         cmd = [*base, "--rootdir", str(work), *deselect, str(tests)]
-        return subprocess.run(cmd, env=env, cwd=work).returncode
+        return run_suite(cmd, args.suite_timeout, env=env, cwd=work)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DOWNLOAD_TIMEOUT = 600  # seconds for pip to fetch one sdist: a stalled download fails the run
 
 
 def source_tree_path() -> list[str]:
@@ -34,7 +35,7 @@ def pypi_sdist(name: str, version: str, cache: Path) -> Path:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
              "--no-binary", ":all:", f"{name}=={version}", "-d", str(cache)],
-            check=True,
+            check=True, timeout=DOWNLOAD_TIMEOUT,
         )
     return archive
 

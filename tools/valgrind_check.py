@@ -23,6 +23,8 @@ OURS = "/stackful/_native.cpython"
 SERIOUS = {"InvalidRead", "InvalidWrite", "InvalidFree", "MismatchedFree", "InvalidJump",
            "Overlap", "FishyValue"}
 LIBC_VECTOR_STRING = ("avx", "sse", "evex")
+# Seconds the run under valgrind may take (tens of times slower than without): a hang fails.
+RUN_TIMEOUT = 1800
 
 
 def frames(error: ET.Element) -> list[str]:
@@ -53,7 +55,11 @@ def main(argv: list[str]) -> int:
                "--leak-check=no", "--num-callers=40", sys.executable, "-m", "pytest",
                "-q", "-p", "no:cacheprovider", *argv]
         env = dict(os.environ, PYTHONMALLOC="malloc")
-        run = subprocess.run(cmd, env=env)
+        try:
+            run = subprocess.run(cmd, env=env, timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(f"valgrind: the run did not finish in {RUN_TIMEOUT} s")
+            return 1
         bad = 0
         for name in sorted(os.listdir(tmp)):
             try:
