@@ -32,11 +32,19 @@ def hello(conn: socket.socket, addr: object) -> None:
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def serve(listener: std_socket.socket) -> None:
+    # The runtime handles the stop signals now: let through one that came while starting.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    serve_tcp(hello, sock=listener)
+
+
 def worker(listener: std_socket.socket) -> int:
     """The child: serve on the inherited socket until SIGTERM or Ctrl-C."""
     try:
-        stackful.run(serve_tcp, hello, sock=listener,
-                     handle_signals=(signal.SIGINT, signal.SIGTERM))
+        stackful.run(serve, listener, handle_signals=tuple(STOP_SIGNALS))
     except (KeyboardInterrupt, SystemExit):
         return 0  # every handler has finished
     return 1
@@ -44,12 +52,16 @@ def worker(listener: std_socket.socket) -> int:
 
 def start_workers(listener: std_socket.socket, count: int) -> list[int]:
     pids = []
+    # A child SIGTERMed before its runtime handles the signal would die at once, not
+    # cleanly: each starts with the stop signals blocked (held, not lost) until it serves.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     for _ in range(count):
         pid = os.fork()
         if pid == 0:  # the child
             os.setpgid(0, 0)  # a group of its own: the terminal's Ctrl-C goes to the parent
             os._exit(worker(listener))
         pids.append(pid)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     listener.close()  # the parent only forwards signals and waits
     return pids
 
@@ -96,10 +108,10 @@ def main() -> None:
     count = os.cpu_count() or 1
     pids = start_workers(listen(8080), count)
     # Ctrl-C or SIGTERM reach the parent only; it stops the workers with SIGTERM.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     print(f"HTTP server on http://127.0.0.1:8080/ in {count} worker processes "
           "(Ctrl-C or kill to stop)", flush=True)
-    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    signal.sigwait(STOP_SIGNALS)
     print(f"stopped: {stop_workers(pids)} of {count} workers finished cleanly")
 
 

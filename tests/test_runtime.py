@@ -1097,6 +1097,51 @@ def test_a_signal_reaches_a_task_that_never_blocks(signum: int, raised: type,
     assert signal.getsignal(signum) is default
 
 
+# How the task the signal lands in ends before its next blocking point: it returns (a
+# spawned task's return is finished in C), it fails, or it is main and returns.
+FINISHES_FIRST = ["returns", "fails", "main returns"]
+
+
+@pytest.mark.parametrize("ending", FINISHES_FIRST)
+@pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
+def test_a_signal_whose_task_finishes_before_blocking_still_ends_the_run(
+        ending: str, signum: int, raised: type, default: Any) -> None:
+    """The signal's exception waits for the task's next blocking point, but the task
+    finishes first (a connection's handler sees EOF and returns, as a server's SIGTERM
+    often finds it): the run still ends with the exception instead of sleeping on."""
+    log: list[str] = []
+    failures: list[BaseException] = []
+
+    def signalled() -> None:
+        os.kill(os.getpid(), signum)
+        for _ in range(1000):  # the handler runs between these bytecodes: deferred
+            pass
+        log.append("finished without blocking")
+        if ending == "fails":
+            raise ValueError("failed after the signal")
+
+    def main() -> None:
+        if ending == "main returns":
+            signalled()
+            return
+        spawn(signalled)
+        try:
+            sleep(BOUND)  # the real clock: only the signal's exception ends this early
+            log.append("slept on")
+        finally:
+            log.append("main finally")
+
+    rt = Runtime(handle_signals=(signal.SIGINT, signal.SIGTERM),
+                 excepthook=lambda args: failures.append(args.exc_value))
+    with pytest.raises(raised):
+        rt.run(main)
+    expected = ["finished without blocking"] + ([] if ending == "main returns"
+                                                else ["main finally"])
+    assert log == expected
+    assert [type(e) for e in failures] == ([ValueError] if ending == "fails" else [])
+    assert signal.getsignal(signum) is default
+
+
 @pytest.mark.timeout(60)
 def test_a_second_signal_is_raised_at_once() -> None:
     """Two signals before the task blocks: the second raises where the task runs, and the

@@ -109,8 +109,9 @@ class Runtime(SchedulerCore):
     gracefully: SIGINT raises ``KeyboardInterrupt``, any other ``SystemExit(128 + signum)``
     (so ``handle_signals=(SIGINT, SIGTERM)`` makes ``kill`` stop a server like Ctrl-C).  The
     exception lands in the running task at its next blocking point -- or where it runs, if
-    it reaches none within 50 ms (a loop that never blocks) or the signal comes again; every
-    task is then cancelled, its ``finally`` blocks run, and :meth:`run` raises it.  A signal
+    it reaches none within 50 ms (a loop that never blocks) or the signal comes again, and
+    if the task finishes first, the run ends with it all the same; every task is then
+    cancelled, its ``finally`` blocks run, and :meth:`run` raises it.  A signal
     whose handler is not Python's default when the run starts is left to that handler.
 
     ``structured=True`` runs main as the body of a root :class:`TaskGroup` (trio's rule for a
@@ -565,7 +566,13 @@ class Runtime(SchedulerCore):
         task._exception = error
         task._fiber = None
         task._abort = None
-        task._pending_exc = None
+        unseen, task._pending_exc = task._pending_exc, None
+        if isinstance(unseen, (KeyboardInterrupt, SystemExit)) and unseen is not error:
+            # The task finished before the blocking point where this waited (a handled
+            # signal's exception lands on whichever task runs): the run still ends with it.
+            if self._deferred_signal is not None and self._deferred_signal[0] is task:
+                self._deferred_signal = None
+            self._on_interrupt(unseen)
         self._live.pop(task, None)
         group = task._group
         if group is not None:

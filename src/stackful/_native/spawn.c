@@ -527,8 +527,10 @@ static PyObject *Sched_task_entry(SchedulerCore *s, PyObject *Py_UNUSED(ignored)
     }
     PyObject *r;
     if (error || task->state == STATE_FINISHED || (PyObject *)task == s->main ||
-        s->interrupt != Py_None || !s->live || !PyDict_Check(s->live)) {
-        /* The rules for failures, main's end and a run ending are the Python side's. */
+        s->interrupt != Py_None || task->pending_exc != Py_None || !s->live ||
+        !PyDict_Check(s->live)) {
+        /* The rules for failures, main's end, a run ending and an interruption the task
+         * finished without seeing (a signal's, say) are the Python side's. */
         r = PyObject_CallMethodObjArgs((PyObject *)s, str_task_done, (PyObject *)task,
                                        result ? result : Py_None, error ? error : Py_None,
                                        NULL);
