@@ -1142,6 +1142,47 @@ def test_a_signal_whose_task_finishes_before_blocking_still_ends_the_run(
     assert signal.getsignal(signum) is default
 
 
+@pytest.mark.parametrize(("signum", "raised", "default"), HANDLED_SIGNALS)
+def test_a_signal_landing_in_a_finished_tasks_hand_over_ends_the_run(
+        signum: int, raised: type, default: Any) -> None:
+    """The signal lands after a task finished but before the next one runs (the finished
+    task is still current while it picks its successor): the hub takes the exception, as
+    for a signal between tasks, instead of an interruption of a task that is gone."""
+    landed_after: list[str] = []
+    log: list[str] = []
+
+    class SignalInHandOver(Runtime):
+        def _pick_next(self) -> Any:
+            task = self.current
+            if not landed_after and task is not None and task.done():
+                landed_after.append(task.name)
+                os.kill(os.getpid(), signum)
+                for _ in range(1000):  # the handler runs between these bytecodes
+                    pass
+            return super()._pick_next()
+
+    def failing() -> None:  # (a failed task's end goes through the Python side)
+        raise ValueError("the task ends")
+
+    def main() -> None:
+        spawn(failing, name="failing")
+        try:
+            sleep(BOUND)  # the real clock: only the signal's exception ends this early
+            log.append("slept on")
+        finally:
+            log.append("main finally")
+
+    failures: list[BaseException] = []
+    rt = SignalInHandOver(handle_signals=(signal.SIGINT, signal.SIGTERM),
+                          excepthook=lambda args: failures.append(args.exc_value))
+    with pytest.raises(raised):
+        rt.run(main)
+    assert landed_after == ["failing"]
+    assert log == ["main finally"]
+    assert [type(e) for e in failures] == [ValueError]
+    assert signal.getsignal(signum) is default
+
+
 @pytest.mark.timeout(60)
 def test_a_second_signal_is_raised_at_once() -> None:
     """Two signals before the task blocks: the second raises where the task runs, and the

@@ -979,6 +979,11 @@ class Runtime(SchedulerCore):
         exc = signal_exception(signum)
         if self._idle or frame is None:
             raise exc
+        if task is not None and task.state is FINISHED:
+            # A finished task picking its successor: nothing of it is left to interrupt.
+            if self._hub_interrupt_pending is None:
+                self._hub_interrupt_pending = exc
+            return
         if task is None:
             if in_user_code:
                 raise exc  # the hub runs a callback: its caller reports what it raises
