@@ -1,6 +1,7 @@
 """A server for the signal trials in tests/test_server.py, run as a script.
 
-HTTP/1.1 keep-alive hello world on serve_tcp, in a runtime that handles SIGINT and SIGTERM.
+HTTP/1.1 keep-alive hello world on serve_tcp, in a runtime that handles SIGINT and SIGTERM;
+with ``--close``, each connection answers one request and closes (its handler returns).
 Prints its port once listening; when a signal has ended the run, prints how many handlers
 ran, how many are still inside their ``try`` (their ``finally`` did not run), and what run()
 raised.
@@ -16,6 +17,7 @@ from stackful.server import serve_tcp
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\n"
             b"Hello, world!")
+CLOSE = "--close" in sys.argv
 served = [0]
 # Handlers inside their try block.  Each registers itself first thing in the block: a signal's
 # exception can land in the running handler before that (at its very first instruction, as
@@ -37,6 +39,8 @@ def handler(conn: stackful.socket.socket, addr: object) -> None:
             while b"\r\n\r\n" in pending:
                 _, pending = pending.split(b"\r\n\r\n", 1)
                 conn.sendall(RESPONSE)
+                if CLOSE:  # the handler ends without blocking again
+                    return
     finally:
         live.discard(me)
 
