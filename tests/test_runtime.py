@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextvars
 import math
 import os
+import random
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from stackful import lowlevel
+from stackful import Channel, Lock, lowlevel
 from stackful.runtime_api import (
     BusyResourceError,
     Cancelled,
@@ -821,17 +823,17 @@ def test_real_signal_while_the_hub_is_idle(signum: int, raised: type, default: A
     """The signal lands while the hub sleeps in the poller: the same, and SIGTERM's
     ``SystemExit`` carries 128 + its number (a killed process's status)."""
     log: list[str] = []
+    timer = threading.Timer(0.005, os.kill, (os.getpid(), signum))
 
     def sleeper() -> None:
         try:
+            timer.start()  # once both tasks are in their try (a loaded machine is slow)
             sleep(30)
         finally:
             log.append("sleeper finally")
 
     def main() -> None:
         spawn(sleeper)
-        timer = threading.Timer(0.005, os.kill, (os.getpid(), signum))
-        timer.start()
         try:
             sleep(30)  # real clock: the hub blocks in the poller until the signal
         finally:
@@ -1029,7 +1031,9 @@ def test_a_signal_landing_in_the_hub_next_to_its_idle_wait_winds_the_run_down(
     def main() -> None:
         spawn(sleeper, "a")
         spawn(sleeper, "b")
-        sleeper("main", 0.01)
+        # Long enough that its timer is not already due when the hub first waits (a loaded
+        # machine): then the first wait would be the long one, and read 3 would never come.
+        sleeper("main", 0.1)
 
     with pytest.raises(raised):
         run(main, handle_signals=(signal.SIGINT, signal.SIGTERM))
@@ -1181,6 +1185,101 @@ def test_a_signal_landing_in_a_finished_tasks_hand_over_ends_the_run(
     assert log == ["main finally"]
     assert [type(e) for e in failures] == [ValueError]
     assert signal.getsignal(signum) is default
+
+
+SIGNAL_FUZZ_TRIALS = 100
+
+
+@pytest.mark.timeout(300)
+def test_signals_at_random_moments_in_a_busy_mix_of_tasks_always_end_the_run() -> None:
+    """SIGINT or SIGTERM from a thread at a random moment while tasks start, finish (some
+    failing), pass items through a channel under a lock, yield and sleep: every trial's run
+    ends with the signal's exception.  (Before the two fixes above, a third of the trials
+    served on: the signal had landed in a task that finished before blocking again.)"""
+    outcomes = []
+    for trial in range(SIGNAL_FUZZ_TRIALS):
+        rng = random.Random(trial)
+        signum = signal.SIGINT if trial % 2 else signal.SIGTERM
+        deadline = time.monotonic() + BOUND
+        items: Channel[int] = Channel(4)
+        lock = Lock()
+        sender = threading.Timer(rng.uniform(0, 0.02), os.kill, (os.getpid(), signum))
+
+        def short(rng: random.Random = rng) -> None:
+            for _ in range(rng.randrange(50)):
+                pass
+            if rng.random() < 0.3:
+                yield_now()
+            if rng.random() < 0.1:
+                raise ValueError("a failing short task")
+
+        def producer(items: Channel[int] = items, lock: Lock = lock) -> None:
+            while True:
+                items.send(1)
+                with lock:
+                    yield_now()
+
+        def consumer(items: Channel[int] = items) -> None:
+            while True:
+                items.recv()
+                spawn(short)
+
+        def main(rng: random.Random = rng, deadline: float = deadline,
+                 sender: threading.Timer = sender) -> None:
+            sender.start()  # (from here the runtime handles the signal)
+            for _ in range(3):
+                spawn(producer)
+                spawn(consumer)
+            while True:
+                assert time.monotonic() < deadline, "the signal was lost"
+                spawn(short)
+                if rng.random() < 0.5:
+                    sleep(0)
+                else:
+                    yield_now()
+
+        rt = Runtime(handle_signals=(signal.SIGINT, signal.SIGTERM),
+                     excepthook=lambda args: None)
+        try:
+            rt.run(main)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            outcomes.append(type(exc))
+        finally:
+            sender.join(BOUND)
+            assert not sender.is_alive()
+    expected = [KeyboardInterrupt if trial % 2 else SystemExit
+                for trial in range(SIGNAL_FUZZ_TRIALS)]
+    assert outcomes == expected
+
+
+def test_a_deferred_signal_waits_its_grace_before_it_is_raised_where_the_task_runs() -> None:
+    """A task that spins briefly (10 ms) after the signal, then blocks, gets the exception
+    at that blocking point: it is raised in the spin only after the grace of 50 ms, which
+    only a stall of the whole process could reach.  (The escalation thread once "slept" on
+    a fresh lock, which returns at once, and raised it in the spin within a few ms.)"""
+    from stackful._core._run import _SIGNAL_ESCALATE_AFTER
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # the escalation thread gets the GIL early in the spin
+    try:
+        for _trial in range(5):
+            spun: list[bool] = []
+            sent = [0.0]
+
+            def spin(spun: list[bool] = spun, sent: list[float] = sent) -> None:
+                sent[0] = time.monotonic()
+                os.kill(os.getpid(), signal.SIGINT)
+                while time.monotonic() < sent[0] + 0.01:  # no blocking point for 10 ms
+                    pass
+                spun.append(True)
+                yield_now()  # the blocking point the exception waits for
+
+            with pytest.raises(KeyboardInterrupt):
+                run(spin)
+            raised_after = time.monotonic() - sent[0]
+            assert spun or raised_after >= _SIGNAL_ESCALATE_AFTER, raised_after
+    finally:
+        sys.setswitchinterval(interval)
 
 
 @pytest.mark.timeout(60)

@@ -1001,7 +1001,12 @@ class Runtime(SchedulerCore):
         task, exc = deferred
 
         def escalate() -> None:
-            _thread.allocate_lock().acquire(True, _SIGNAL_ESCALATE_AFTER)  # a plain sleep
+            # A sleep that patch_all leaves alone: a held lock's second acquire times out.
+            # (A fresh lock's first acquire returns at once: the signal was raised in user
+            # code as soon as this thread got the GIL, not after the grace.)
+            held = _thread.allocate_lock()
+            held.acquire()
+            held.acquire(True, _SIGNAL_ESCALATE_AFTER)
             if (not self.closed and self._deferred_signal is deferred
                     and task._pending_exc is exc):
                 self._escalating = True
