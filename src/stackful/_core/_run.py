@@ -570,8 +570,7 @@ class Runtime(SchedulerCore):
         if isinstance(unseen, (KeyboardInterrupt, SystemExit)) and unseen is not error:
             # The task finished before the blocking point where this waited (a handled
             # signal's exception lands on whichever task runs): the run still ends with it.
-            if self._deferred_signal is not None and self._deferred_signal[0] is task:
-                self._deferred_signal = None
+            # (Its escalation, if pending, sees the task's _pending_exc gone and stays.)
             self._on_interrupt(unseen)
         self._live.pop(task, None)
         group = task._group
